@@ -1,0 +1,5 @@
+//! The TOML schema as typed structs. Every table rejects unknown keys.
+
+pub mod global;
+pub mod listener;
+pub mod pool;
