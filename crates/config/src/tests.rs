@@ -188,9 +188,3 @@ fn admin_off_loopback_requires_a_token() {
     assert!(e.contains("observability.metrics_bind"), "{e}");
 }
 
-#[test]
-fn print_samples() {
-    for t in [format!("{TCP}bogus = 1\n"), format!("{TCP}[runtim]\nx=1\n"), TCP.replace("\"tcp\"", "\"udp\"")] {
-        eprintln!("{}", err(&t));
-    }
-}

@@ -1,0 +1,92 @@
+//! rustls server configs for `tls`, `h1s` (and later `quic`) listeners.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use eg_config::ListenerTls;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::load::{load_ca, load_certified_key};
+use crate::ticket::RotatingTicketer;
+use crate::TlsError;
+
+/// Listener-independent knobs for a server config.
+#[derive(Debug, Clone, Default)]
+pub struct ServerTlsOptions {
+    /// `[runtime.tls] tls13_only`.
+    pub tls13_only: bool,
+    /// ALPN protocols offered, most preferred first.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// Build a server config: default cert, SNI certs, optional client auth,
+/// rotating session-ticket keys.
+pub fn server_config(
+    tls: &ListenerTls,
+    opts: &ServerTlsOptions,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let default = load_certified_key(&tls.cert_path, &tls.key_path)?;
+    let mut by_name = HashMap::new();
+    for sni in &tls.sni {
+        let key = load_certified_key(&sni.cert_path, &sni.key_path)?;
+        for name in &sni.server_names {
+            by_name.insert(name.to_ascii_lowercase(), Arc::clone(&key));
+        }
+    }
+    let resolver = Arc::new(SniResolver { default, by_name });
+
+    let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = ServerConfig::builder_with_protocol_versions(versions);
+    let builder = match &tls.client_ca_path {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = Arc::new(load_ca(ca)?);
+            let verifier = WebPkiClientVerifier::builder(roots);
+            let verifier = if tls.client_auth_optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))?,
+            )
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = opts.alpn.clone();
+    config.ticketer = Arc::new(RotatingTicketer::new(
+        tls.ticket_rotation_interval_seconds,
+        tls.ticket_rotation_overlap_seconds,
+    )?);
+    Ok(Arc::new(config))
+}
+
+/// Picks a certificate by SNI: exact name, then `*.parent` wildcard, then
+/// the listener's default certificate.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(Arc::clone(&self.default));
+        };
+        let name = name.to_ascii_lowercase();
+        let wildcard = name
+            .split_once('.')
+            .and_then(|(_, parent)| self.by_name.get(&format!("*.{parent}")));
+        let found = self.by_name.get(&name).or(wildcard);
+        Some(Arc::clone(found.unwrap_or(&self.default)))
+    }
+}
