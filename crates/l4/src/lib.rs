@@ -1,1 +1,11 @@
+//! L4 datapaths: `tcp` (byte relay) and `tls` (rustls termination, then a
+//! cleartext relay). Backends come from the shared balancer.
+#![forbid(unsafe_code)]
 
+mod dial;
+mod listener;
+mod relay;
+mod settings;
+
+pub use listener::serve;
+pub use settings::{L4Settings, SettingsError};

@@ -1,0 +1,81 @@
+//! Running a configuration: load, prepare, bind, serve, reload, drain.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use eg_config::Config;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::gateway::{Gateway, Prepared};
+
+/// `expressgateway check CONFIG`.
+pub fn check(path: &Path) -> ExitCode {
+    eg_tls::install_crypto_provider();
+    let result = Config::load(path).map_err(anyhow::Error::from).and_then(|c| Prepared::new(&c).map(|_| ()));
+    match result {
+        Ok(()) => {
+            println!("{}: configuration is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e:#}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `expressgateway [CONFIG]`.
+pub fn run_file(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match run(config, Some(path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serve `config` until SIGTERM or SIGINT, then drain. `path` enables
+/// SIGHUP reload.
+pub fn run(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
+    crate::logging::init(config.observability.log_format);
+    eg_tls::install_crypto_provider();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads as usize);
+    }
+    let runtime = builder.build()?;
+    runtime.block_on(serve(config, path))
+}
+
+async fn serve(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
+    let prepared = Prepared::new(&config)?;
+    let gateway = Gateway::start(prepared, &config).await?;
+    eg_runtime::report::ready();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match path {
+                Some(path) => gateway.reload(path),
+                None => tracing::info!("SIGHUP ignored: no configuration file to re-read"),
+            },
+        }
+    }
+    let drain = Duration::from_millis(gateway.drain_timeout_ms());
+    tracing::info!(?drain, "shutting down: no new connections, draining");
+    gateway.drain(drain).await;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Bidirectional byte relay: bounded buffers, half-close propagated both
+//! ways, and an idle timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Per-direction relay buffer. 64 KiB matches the socket buffer scale
+/// where throughput flattens on loopback and 10G links, and bounds memory
+/// at 128 KiB per relayed connection.
+const RELAY_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Relay until both sides have closed, either side errors, or nothing has
+/// moved for `idle`. Returns bytes (client->backend, backend->client).
+pub(crate) async fn relay<C, B>(client: C, backend: B, idle: Duration) -> io::Result<(u64, u64)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut client = Tracked { inner: client, start, last: Arc::clone(&last) };
+    let mut backend = backend;
+    let copy = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut backend,
+        RELAY_BUFFER_BYTES,
+        RELAY_BUFFER_BYTES,
+    );
+    tokio::pin!(copy);
+    loop {
+        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+        let deadline = start + since + idle;
+        tokio::select! {
+            done = &mut copy => return done,
+            () = tokio::time::sleep_until(deadline) => {
+                let now_idle = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                if now_idle >= idle {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "relay idle timeout"));
+                }
+            }
+        }
+    }
+}
+
+/// The client stream, stamping the time of every byte read or written.
+/// One side suffices: every relayed byte crosses the client socket.
+struct Tracked<S> {
+    inner: S,
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<S> Tracked<S> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,68 @@
+//! Metric names (a contract: prefix `expressgateway_`, units in the name)
+//! and the process-wide registry. Label values are bounded: listener and
+//! cluster names from config, fixed enums, never client input.
+
+use std::sync::OnceLock;
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections_active: IntGaugeVec,
+    pub connections_total: IntCounterVec,
+    pub defence_trips_total: IntCounterVec,
+    pub backend_connect_total: IntCounterVec,
+    pub config_reloads_total: IntCounterVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new_custom(Some("expressgateway".into()), None)?;
+    let connections_active = IntGaugeVec::new(
+        Opts::new("connections_active", "Client connections open now"),
+        &["listener"],
+    )?;
+    let connections_total = IntCounterVec::new(
+        Opts::new("connections_total", "Client connections accepted"),
+        &["listener"],
+    )?;
+    let defence_trips_total = IntCounterVec::new(
+        Opts::new("defence_trips_total", "Connections or requests refused by a defence"),
+        &["defence"],
+    )?;
+    let backend_connect_total = IntCounterVec::new(
+        Opts::new("backend_connect_total", "Upstream connection attempts by outcome"),
+        &["cluster", "backend", "outcome"],
+    )?;
+    let config_reloads_total = IntCounterVec::new(
+        Opts::new("config_reloads_total", "SIGHUP reloads by result"),
+        &["result"],
+    )?;
+    registry.register(Box::new(config_reloads_total.clone()))?;
+    registry.register(Box::new(connections_active.clone()))?;
+    registry.register(Box::new(connections_total.clone()))?;
+    registry.register(Box::new(defence_trips_total.clone()))?;
+    registry.register(Box::new(backend_connect_total.clone()))?;
+    Ok(Metrics {
+        registry,
+        connections_active,
+        connections_total,
+        defence_trips_total,
+        backend_connect_total,
+        config_reloads_total,
+    })
+}
+
+/// The process-wide metrics. The definitions are fixed at compile time,
+/// so failing to build them is a programming error caught by any test.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| build().expect("static metric definitions are valid"))
+}
+
+/// Prometheus text exposition of every registered metric.
+pub fn render() -> String {
+    let families = metrics().registry.gather();
+    prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap_or_default()
+}
