@@ -24,7 +24,12 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    pub(crate) fn new(index: usize, address: String, protocol: BackendProtocol, weight: u32) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        address: String,
+        protocol: BackendProtocol,
+        weight: u32,
+    ) -> Self {
         Self {
             address,
             protocol,

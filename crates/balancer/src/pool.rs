@@ -44,7 +44,8 @@ impl Pool {
     /// Choose a healthy backend not in `ctx.exclude`; it counts as in
     /// flight until the returned guard drops.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<InFlight> {
-        let eligible = |b: &BackendState| b.health() == Health::Up && !ctx.exclude.contains(&b.index);
+        let eligible =
+            |b: &BackendState| b.health() == Health::Up && !ctx.exclude.contains(&b.index);
         let i = self.policy.pick(&self.backends, ctx, &eligible)?;
         self.backends.get(i).map(|b| InFlight::new(Arc::clone(b)))
     }
@@ -56,7 +57,12 @@ mod tests {
 
     fn pool(n: usize) -> Pool {
         let text = (0..n)
-            .map(|i| format!("[[clusters.backends]]\naddress = \"127.0.0.1:{}\"\n", 9000 + i))
+            .map(|i| {
+                format!(
+                    "[[clusters.backends]]\naddress = \"127.0.0.1:{}\"\n",
+                    9000 + i
+                )
+            })
             .collect::<String>();
         let text = format!("[[listeners]]\naddress=\"127.0.0.1:0\"\nprotocol=\"h1\"\n[[listeners.routes]]\ncluster=\"c\"\n[[clusters]]\nname=\"c\"\n{text}");
         let config = eg_config::Config::from_toml(&text).expect("valid");
@@ -72,11 +78,17 @@ mod tests {
             .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         p.backends()[1].set_health(Health::Down);
-        let ctx = PickContext { exclude: &[2], ..Default::default() };
+        let ctx = PickContext {
+            exclude: &[2],
+            ..Default::default()
+        };
         for _ in 0..5 {
             assert_eq!(p.pick(&ctx).map(|g| g.backend().index), Some(0));
         }
-        let none = PickContext { exclude: &[0, 2], ..Default::default() };
+        let none = PickContext {
+            exclude: &[0, 2],
+            ..Default::default()
+        };
         assert!(p.pick(&none).is_none());
     }
 

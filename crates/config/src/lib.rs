@@ -44,7 +44,11 @@ impl Config {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let line = inner.span().map(|span| {
-                text.bytes().take(span.start).filter(|b| *b == b'\n').count() + 1
+                text.bytes()
+                    .take(span.start)
+                    .filter(|b| *b == b'\n')
+                    .count()
+                    + 1
             });
             ConfigError::Parse {
                 path: if path == "." { String::new() } else { path },

@@ -115,7 +115,10 @@ protocol = "h2"
 weight = 3
 "#;
     let c = Config::from_toml(text).expect("valid");
-    assert_eq!(c.cluster("api").map(|c| c.lb_policy), Some(LbPolicy::Maglev));
+    assert_eq!(
+        c.cluster("api").map(|c| c.lb_policy),
+        Some(LbPolicy::Maglev)
+    );
 }
 
 #[test]
@@ -140,14 +143,21 @@ fn bad_listener_address_names_its_path() {
 fn all_findings_are_reported_together() {
     let text = format!("{TCP}weight = 0\n[runtime]\nconnect_timeout_ms = 0\n");
     let e = err(&text);
-    assert!(e.contains("weight") && e.contains("runtime.connect_timeout_ms"), "{e}");
+    assert!(
+        e.contains("weight") && e.contains("runtime.connect_timeout_ms"),
+        "{e}"
+    );
 }
 
 #[test]
 fn health_check_expected_status_is_checked() {
-    let text = format!("{TCP}[listeners.health_check]\nkind = \"http\"\nexpected_status = \"200-9999\"\n");
+    let text =
+        format!("{TCP}[listeners.health_check]\nkind = \"http\"\nexpected_status = \"200-9999\"\n");
     let e = err(&text);
-    assert!(e.contains("listeners[0].health_check.expected_status"), "{e}");
+    assert!(
+        e.contains("listeners[0].health_check.expected_status"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -160,8 +170,8 @@ fn status_ranges_parse() {
 
 #[test]
 fn verify_hostname_takes_bool_or_name() {
-    let c = Config::from_toml(&format!("{TCP}tls_verify_hostname = \"db.internal\"\n"))
-        .expect("valid");
+    let c =
+        Config::from_toml(&format!("{TCP}tls_verify_hostname = \"db.internal\"\n")).expect("valid");
     assert_eq!(
         c.listeners[0].backends[0].tls_verify_hostname,
         VerifyHostname::Name("db.internal".into())
@@ -187,4 +197,3 @@ fn admin_off_loopback_requires_a_token() {
     let e = err(&text);
     assert!(e.contains("observability.metrics_bind"), "{e}");
 }
-

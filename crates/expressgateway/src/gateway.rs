@@ -62,7 +62,9 @@ impl Gateway {
     pub async fn start(prepared: Prepared, config: &Config) -> anyhow::Result<Self> {
         let mut bound = Vec::new();
         for (index, settings) in prepared.l4 {
-            let Some(listener) = config.listeners.get(index) else { continue };
+            let Some(listener) = config.listeners.get(index) else {
+                continue;
+            };
             let socket = TcpListener::bind(listener.address)
                 .await
                 .with_context(|| format!("listeners[{index}]: cannot bind {}", listener.address))?;
@@ -116,7 +118,10 @@ impl Gateway {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration");
-                metrics().config_reloads_total.with_label_values(&["rejected"]).inc();
+                metrics()
+                    .config_reloads_total
+                    .with_label_values(&["rejected"])
+                    .inc();
                 return;
             }
         };
@@ -124,7 +129,11 @@ impl Gateway {
         for (index, settings) in prepared.l4 {
             let listener = config.listeners.get(index);
             match self.l4.iter().find(|s| s.index == index) {
-                Some(slot) if listener.is_some_and(|l| l.address == slot.address && l.protocol == slot.protocol) => {
+                Some(slot)
+                    if listener.is_some_and(|l| {
+                        l.address == slot.address && l.protocol == slot.protocol
+                    }) =>
+                {
                     slot.settings.store(Arc::new(settings));
                 }
                 _ => restart_needed = true,
@@ -132,10 +141,16 @@ impl Gateway {
         }
         if restart_needed {
             tracing::warn!("reload applied to existing listeners; added, removed or re-addressed listeners need a restart");
-            metrics().config_reloads_total.with_label_values(&["partial"]).inc();
+            metrics()
+                .config_reloads_total
+                .with_label_values(&["partial"])
+                .inc();
         } else {
             tracing::info!("configuration reloaded");
-            metrics().config_reloads_total.with_label_values(&["ok"]).inc();
+            metrics()
+                .config_reloads_total
+                .with_label_values(&["ok"])
+                .inc();
         }
     }
 
@@ -143,8 +158,14 @@ impl Gateway {
     pub async fn drain(self, budget: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(budget, self.tracker.wait()).await.is_err() {
-            tracing::warn!(open = self.tracker.len(), "drain budget spent; closing remaining connections");
+        if tokio::time::timeout(budget, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.tracker.len(),
+                "drain budget spent; closing remaining connections"
+            );
         }
     }
 }

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "expressgateway", version, about = "Load balancer and reverse proxy for every modern web protocol")]
+#[command(
+    name = "expressgateway",
+    version,
+    about = "Load balancer and reverse proxy for every modern web protocol"
+)]
 struct Cli {
     /// Configuration file to run.
     #[arg(default_value = "config/default.toml")]
@@ -23,9 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a configuration file (and load its certificates), then exit.
-    Check {
-        config: PathBuf,
-    },
+    Check { config: PathBuf },
     /// Run the embedded demo: built-in backends and every listener kind.
     Demo {
         /// First port of the demo listeners; 0 lets the OS choose each.

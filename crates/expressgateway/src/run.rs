@@ -12,7 +12,9 @@ use crate::gateway::{Gateway, Prepared};
 /// `expressgateway check CONFIG`.
 pub fn check(path: &Path) -> ExitCode {
     eg_tls::install_crypto_provider();
-    let result = Config::load(path).map_err(anyhow::Error::from).and_then(|c| Prepared::new(&c).map(|_| ()));
+    let result = Config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| Prepared::new(&c).map(|_| ()));
     match result {
         Ok(()) => {
             println!("{}: configuration is valid", path.display());

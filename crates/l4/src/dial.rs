@@ -27,7 +27,12 @@ pub(crate) async fn dial(settings: &L4Settings, client_ip: IpAddr) -> Option<(In
         };
         let picked = pool.pick(&ctx)?;
         let backend = picked.backend();
-        let outcome = match timeout(settings.connect_timeout, TcpStream::connect(&backend.address)).await {
+        let outcome = match timeout(
+            settings.connect_timeout,
+            TcpStream::connect(&backend.address),
+        )
+        .await
+        {
             Ok(Ok(stream)) => match upgrade(settings, backend.index, stream).await {
                 Ok(up) => {
                     count(&pool.name, &backend.address, "ok");
@@ -54,7 +59,11 @@ fn count(pool: &str, backend: &str, outcome: &str) {
         .inc();
 }
 
-async fn upgrade(settings: &L4Settings, index: usize, stream: TcpStream) -> Result<Upstream, &'static str> {
+async fn upgrade(
+    settings: &L4Settings,
+    index: usize,
+    stream: TcpStream,
+) -> Result<Upstream, &'static str> {
     let _ = stream.set_nodelay(true);
     let Some(Some(tls)) = settings.upstream_tls.get(index) else {
         return Ok(Upstream::Plain(stream));

@@ -41,11 +41,17 @@ pub async fn serve(
             }
         };
         let snapshot = settings.load_full();
-        metrics().connections_total.with_label_values(&[&snapshot.label]).inc();
+        metrics()
+            .connections_total
+            .with_label_values(&[&snapshot.label])
+            .inc();
         let admitted = match admission.try_admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(why) => {
-                metrics().defence_trips_total.with_label_values(&[why.as_str()]).inc();
+                metrics()
+                    .defence_trips_total
+                    .with_label_values(&[why.as_str()])
+                    .inc();
                 tracing::debug!(%peer, defence = why.as_str(), "connection refused");
                 // Reset at once: the refused peer holds no server state.
                 let _ = stream.set_zero_linger();
@@ -57,24 +63,36 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<L4Settings>, admitted: Admitted) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<L4Settings>,
+    admitted: Admitted,
+) {
     let _ = stream.set_nodelay(true);
-    let active = metrics().connections_active.with_label_values(&[&settings.label]);
+    let active = metrics()
+        .connections_active
+        .with_label_values(&[&settings.label]);
     active.inc();
     let result = match &settings.acceptor {
         None => forward(stream, peer, &settings).await,
-        Some(acceptor) => match timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => forward(tls, peer, &settings).await,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "client TLS handshake failed");
-                Ok(())
+        Some(acceptor) => {
+            match timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => forward(tls, peer, &settings).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+                    Ok(())
+                }
+                Err(_) => {
+                    metrics()
+                        .defence_trips_total
+                        .with_label_values(&["handshake_timeout"])
+                        .inc();
+                    tracing::debug!(%peer, "client TLS handshake timed out");
+                    Ok(())
+                }
             }
-            Err(_) => {
-                metrics().defence_trips_total.with_label_values(&["handshake_timeout"]).inc();
-                tracing::debug!(%peer, "client TLS handshake timed out");
-                Ok(())
-            }
-        },
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "relay ended with an error");

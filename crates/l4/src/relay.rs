@@ -25,7 +25,11 @@ where
 {
     let start = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let mut client = Tracked { inner: client, start, last: Arc::clone(&last) };
+    let mut client = Tracked {
+        inner: client,
+        start,
+        last: Arc::clone(&last),
+    };
     let mut backend = backend;
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
@@ -65,7 +69,11 @@ impl<S> Tracked<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -76,7 +84,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             self.touch();

@@ -46,10 +46,11 @@ impl L4Settings {
                     tls13_only: config.runtime.tls.tls13_only,
                     alpn: Vec::new(),
                 };
-                let server = eg_tls::server_config(tls, &opts).map_err(|source| SettingsError::Tls {
-                    path: format!("{path}.tls"),
-                    source,
-                })?;
+                let server =
+                    eg_tls::server_config(tls, &opts).map_err(|source| SettingsError::Tls {
+                        path: format!("{path}.tls"),
+                        source,
+                    })?;
                 Some(TlsAcceptor::from(server))
             }
             _ => None,
@@ -70,7 +71,10 @@ impl L4Settings {
     }
 }
 
-fn upstream_tls(listener: &Listener, path: &str) -> Result<Vec<Option<UpstreamTlsConn>>, SettingsError> {
+fn upstream_tls(
+    listener: &Listener,
+    path: &str,
+) -> Result<Vec<Option<UpstreamTlsConn>>, SettingsError> {
     listener
         .backends
         .iter()
@@ -84,13 +88,17 @@ fn upstream_tls(listener: &Listener, path: &str) -> Result<Vec<Option<UpstreamTl
                 VerifyHostname::Enabled(on) => (*on, None),
                 VerifyHostname::Name(n) => (true, Some(n.clone())),
             };
-            let host = b.address.rsplit_once(':').map_or(b.address.as_str(), |(h, _)| h);
+            let host = b
+                .address
+                .rsplit_once(':')
+                .map_or(b.address.as_str(), |(h, _)| h);
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let sni = b.sni.clone().or(name).unwrap_or_else(|| host.to_owned());
-            let server_name = ServerName::try_from(sni.clone()).map_err(|_| SettingsError::ServerName {
-                path: format!("{bpath}.sni"),
-                value: sni,
-            })?;
+            let server_name =
+                ServerName::try_from(sni.clone()).map_err(|_| SettingsError::ServerName {
+                    path: format!("{bpath}.sni"),
+                    value: sni,
+                })?;
             let client = eg_tls::client_config(&UpstreamTls {
                 ca_path: b.tls_ca_path.clone(),
                 verify_peer: b.tls_verify_peer,

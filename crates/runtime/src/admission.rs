@@ -78,7 +78,11 @@ pub struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut map = self.admission.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .admission
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(count) = map.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
             if *count == 0 {

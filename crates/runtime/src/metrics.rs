@@ -26,11 +26,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener"],
     )?;
     let defence_trips_total = IntCounterVec::new(
-        Opts::new("defence_trips_total", "Connections or requests refused by a defence"),
+        Opts::new(
+            "defence_trips_total",
+            "Connections or requests refused by a defence",
+        ),
         &["defence"],
     )?;
     let backend_connect_total = IntCounterVec::new(
-        Opts::new("backend_connect_total", "Upstream connection attempts by outcome"),
+        Opts::new(
+            "backend_connect_total",
+            "Upstream connection attempts by outcome",
+        ),
         &["cluster", "backend", "outcome"],
     )?;
     let config_reloads_total = IntCounterVec::new(

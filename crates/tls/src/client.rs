@@ -6,7 +6,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::load::load_ca;
 use crate::TlsError;
@@ -29,13 +31,20 @@ pub fn client_config(opts: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> 
         Some(path) => load_ca(path)?,
         None => system_roots(),
     };
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = if !opts.verify_peer {
-        Arc::new(Relaxed { inner: webpki, check_chain: false })
+        Arc::new(Relaxed {
+            inner: webpki,
+            check_chain: false,
+        })
     } else if !opts.verify_hostname {
-        Arc::new(Relaxed { inner: webpki, check_chain: true })
+        Arc::new(Relaxed {
+            inner: webpki,
+            check_chain: true,
+        })
     } else {
         webpki
     };
@@ -81,7 +90,10 @@ impl ServerCertVerifier for Relaxed {
         if !self.check_chain {
             return Ok(ServerCertVerified::assertion());
         }
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),

@@ -17,8 +17,8 @@ pub struct SelfSigned {
 /// and `<stem>.key` (mode 0600) into `dir`.
 pub fn self_signed(names: &[&str], dir: &Path, stem: &str) -> Result<SelfSigned, TlsError> {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Unusable {
+    let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| TlsError::Unusable {
             path: dir.to_owned(),
             reason: e.to_string(),
         })?;

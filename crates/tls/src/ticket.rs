@@ -61,7 +61,10 @@ impl TicketKey {
         let (nonce, sealed) = rest.split_at_checked(NONCE_LEN)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = sealed.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(name), &mut body).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(name), &mut body)
+            .ok()?;
         Some(plain.to_vec())
     }
 }
@@ -112,7 +115,11 @@ impl RotatingTicketer {
     }
 
     fn maybe_rotate(&self, now: u64) {
-        let due = self.keys.read().map(|k| now >= k.rotate_at).unwrap_or(false);
+        let due = self
+            .keys
+            .read()
+            .map(|k| now >= k.rotate_at)
+            .unwrap_or(false);
         if !due {
             return;
         }

@@ -45,7 +45,10 @@ pub async fn http_hello(name: &'static str) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<BoxBody<Bytes, hyper::Error>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    name: &'static str,
+) -> Result<Response<BoxBody<Bytes, hyper::Error>>, Infallible> {
     let response = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
         let text = format!(
             "hello from the ExpressGateway demo backend {name}: {} {} over {:?}\n",
@@ -53,7 +56,11 @@ async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<B
             req.uri(),
             req.version()
         );
-        Response::new(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed())
+        Response::new(
+            Full::new(Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
     } else {
         Response::new(req.into_body().boxed())
     };

@@ -29,7 +29,9 @@ fn port(base: u16, offset: u16) -> u16 {
 }
 
 fn demo(base: u16) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new().prefix("expressgateway-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("expressgateway-demo-")
+        .tempdir()?;
     let cert = eg_tls::self_signed(&["localhost", "127.0.0.1"], dir.path(), "demo")?;
     // The backends need a runtime before the gateway's own starts: a small
     // one of their own, kept alive for the whole demo.
@@ -38,7 +40,10 @@ fn demo(base: u16) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (echo, hello) = backends_rt.block_on(async {
-        Ok::<_, std::io::Error>((backends::tcp_echo().await?, backends::http_hello("A").await?))
+        Ok::<_, std::io::Error>((
+            backends::tcp_echo().await?,
+            backends::http_hello("A").await?,
+        ))
     })?;
     let (cert_path, key_path) = (cert.cert_path.display(), cert.key_path.display());
     let text = format!(
@@ -91,7 +96,9 @@ address = "{hello}"
 
 fn print_guide(base: u16) {
     if base == 0 {
-        eprintln!("ExpressGateway demo: ports chosen by the OS, see the `listening` lines on stdout.");
+        eprintln!(
+            "ExpressGateway demo: ports chosen by the OS, see the `listening` lines on stdout."
+        );
         return;
     }
     let p = |o| port(base, o);

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `expressgateway` binary on loopback with real
+//! backends and real clients. One test binary; each area is a module.
+
+mod support;
+
+mod config_boot;
+mod demo;
+mod tcp;
+mod tls;

@@ -1,0 +1,10 @@
+//! The e2e harness: start the real binary with a generated config, read the
+//! bound addresses from its startup report, start real backends, and stop
+//! everything on drop.
+
+pub mod backends;
+pub mod gateway;
+pub mod tls;
+
+pub use backends::*;
+pub use gateway::*;
