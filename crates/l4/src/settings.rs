@@ -4,24 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eg_balancer::Pool;
-use eg_config::{BackendProtocol, Config, Listener, ListenerProtocol, VerifyHostname};
-use eg_tls::{ServerTlsOptions, TlsError, UpstreamTls};
-use rustls::pki_types::ServerName;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use eg_config::{BackendProtocol, Config, Listener, ListenerProtocol};
+use eg_tls::{BackendTls, ServerTlsOptions, TlsError};
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("{path}: {source}")]
     Tls { path: String, source: TlsError },
-    #[error("{path}: {value:?} is not a valid TLS server name")]
-    ServerName { path: String, value: String },
-}
-
-/// TLS towards one backend.
-#[derive(Clone)]
-pub(crate) struct UpstreamTlsConn {
-    pub connector: TlsConnector,
-    pub server_name: ServerName<'static>,
 }
 
 /// Everything a connection needs, snapshotted when it is accepted.
@@ -30,7 +20,7 @@ pub struct L4Settings {
     pub pool: Arc<Pool>,
     pub(crate) acceptor: Option<TlsAcceptor>,
     /// Indexed like the pool's backends; `None` for cleartext backends.
-    pub(crate) upstream_tls: Vec<Option<UpstreamTlsConn>>,
+    pub(crate) upstream_tls: Vec<Option<BackendTls>>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
@@ -71,48 +61,16 @@ impl L4Settings {
     }
 }
 
-fn upstream_tls(
-    listener: &Listener,
-    path: &str,
-) -> Result<Vec<Option<UpstreamTlsConn>>, SettingsError> {
+fn upstream_tls(listener: &Listener, path: &str) -> Result<Vec<Option<BackendTls>>, SettingsError> {
     listener
         .backends
         .iter()
         .enumerate()
         .map(|(j, b)| {
-            if !b.tls {
-                return Ok(None);
-            }
-            let bpath = format!("{path}.backends[{j}]");
-            let (verify_hostname, name) = match &b.tls_verify_hostname {
-                VerifyHostname::Enabled(on) => (*on, None),
-                VerifyHostname::Name(n) => (true, Some(n.clone())),
-            };
-            let host = b
-                .address
-                .rsplit_once(':')
-                .map_or(b.address.as_str(), |(h, _)| h);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let sni = b.sni.clone().or(name).unwrap_or_else(|| host.to_owned());
-            let server_name =
-                ServerName::try_from(sni.clone()).map_err(|_| SettingsError::ServerName {
-                    path: format!("{bpath}.sni"),
-                    value: sni,
-                })?;
-            let client = eg_tls::client_config(&UpstreamTls {
-                ca_path: b.tls_ca_path.clone(),
-                verify_peer: b.tls_verify_peer,
-                verify_hostname,
-                alpn: Vec::new(),
-            })
-            .map_err(|source| SettingsError::Tls {
-                path: format!("{bpath}.tls_ca_path"),
+            eg_tls::backend_tls(b, BackendProtocol::Tcp).map_err(|source| SettingsError::Tls {
+                path: format!("{path}.backends[{j}]"),
                 source,
-            })?;
-            Ok(Some(UpstreamTlsConn {
-                connector: TlsConnector::from(client),
-                server_name,
-            }))
+            })
         })
         .collect()
 }

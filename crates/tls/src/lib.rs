@@ -3,6 +3,7 @@
 //! rotation) and verified upstream client configs.
 #![forbid(unsafe_code)]
 
+mod backend;
 mod client;
 mod error;
 mod load;
@@ -10,6 +11,7 @@ mod selfsigned;
 mod server;
 mod ticket;
 
+pub use backend::{backend_tls, BackendTls};
 pub use client::{client_config, UpstreamTls};
 pub use error::TlsError;
 pub use load::{load_ca, load_certified_key, load_certs};

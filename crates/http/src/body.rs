@@ -1,0 +1,138 @@
+//! The one body type of the proxy core, and the guard that bounds it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every request and response body in the core: streamed, type-erased,
+/// so a front or connector of any protocol can produce or consume it.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Why a guarded body stopped early. Surfaces as a body error, so the
+/// other side sees an abort (RST_STREAM, or a connection closed before the
+/// final chunk), never a clean end.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    #[error("body larger than the configured cap")]
+    TooLarge,
+    #[error("no body progress within body_timeout_ms")]
+    Stalled,
+    #[error("exchange exceeded total_timeout_ms")]
+    TotalTimeout,
+}
+
+pin_project_lite::pin_project! {
+    /// Caps a body's size and bounds its stalls and total duration.
+    pub struct Guarded<B> {
+        #[pin]
+        inner: B,
+        limit: u64,
+        seen: u64,
+        stall: Duration,
+        deadline: Instant,
+        #[pin]
+        timer: Sleep,
+    }
+}
+
+impl<B> Guarded<B> {
+    pub fn new(inner: B, limit: u64, stall: Duration, deadline: Instant) -> Self {
+        let first = (Instant::now() + stall).min(deadline);
+        Self {
+            inner,
+            limit,
+            seen: 0,
+            stall,
+            deadline,
+            timer: tokio::time::sleep_until(first),
+        }
+    }
+}
+
+impl<B> Body for Guarded<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen = this.seen.saturating_add(data.len() as u64);
+                    if *this.seen > *this.limit {
+                        return Poll::Ready(Some(Err(BodyLimit::TooLarge.into())));
+                    }
+                }
+                let next = (Instant::now() + *this.stall).min(*this.deadline);
+                this.timer.reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.poll(cx) {
+                Poll::Ready(()) => {
+                    let why = if Instant::now() >= *this.deadline {
+                        BodyLimit::TotalTimeout
+                    } else {
+                        BodyLimit::Stalled
+                    };
+                    Poll::Ready(Some(Err(why.into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn cap_and_stall_end_in_errors_not_clean_ends() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let big = Guarded::new(full(vec![0u8; 10]), 5, Duration::from_secs(1), far);
+        let err = big.collect().await.err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("body larger than the configured cap"));
+
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let stalled = http_body_util::StreamBody::new(tokio_stream_shim(rx));
+        let g = Guarded::new(stalled, 100, Duration::from_secs(1), far);
+        let err = g.collect().await.err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("no body progress within body_timeout_ms"));
+    }
+
+    fn tokio_stream_shim(
+        mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+}
