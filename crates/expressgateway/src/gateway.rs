@@ -1,6 +1,7 @@
 //! Turning a validated config into bound, serving listeners, and swapping
 //! their live settings on reload.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,37 +9,56 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
 use eg_config::{Config, ListenerProtocol};
+use eg_http::HttpSettings;
 use eg_l4::L4Settings;
 use eg_runtime::metrics::metrics;
 use eg_runtime::{report, Admission, CancellationToken, TaskTracker};
 use tokio::net::TcpListener;
 
-/// Every listener's settings built (certificates loaded) but nothing bound:
-/// what `check` verifies and what a reload swaps in.
+/// One listener's settings, built (certificates loaded) but not bound.
+enum Built {
+    L4(L4Settings),
+    Http(HttpSettings),
+}
+
+/// Every listener's settings built but nothing bound: what `check`
+/// verifies and what a reload swaps in.
 pub struct Prepared {
-    l4: Vec<(usize, L4Settings)>,
+    listeners: Vec<Built>,
 }
 
 impl Prepared {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let mut l4 = Vec::new();
+        let clusters = eg_http::build_clusters(config)?;
+        let mut listeners = Vec::with_capacity(config.listeners.len());
         for (i, l) in config.listeners.iter().enumerate() {
-            match l.protocol {
-                ListenerProtocol::Tcp | ListenerProtocol::Tls => {
-                    let settings = L4Settings::new(config, l, i)?;
-                    l4.push((i, settings));
+            let built = match l.protocol {
+                ListenerProtocol::Tcp | ListenerProtocol::Tls => Built::L4(L4Settings::new(config, l, i)?),
+                ListenerProtocol::H1 | ListenerProtocol::H1s => {
+                    Built::Http(HttpSettings::new(config, l, i, &clusters)?)
                 }
-                other => bail!(
-                    "listeners[{i}].protocol = {}: this build does not serve that protocol yet",
-                    other.as_str()
+                ListenerProtocol::Quic => bail!(
+                    "listeners[{i}].protocol = quic: this build does not serve HTTP/3 yet"
                 ),
-            }
+            };
+            listeners.push(built);
         }
         if config.passthrough.is_some() {
             bail!("passthrough: QUIC passthrough is not served by this build yet");
         }
-        Ok(Self { l4 })
+        Ok(Self { listeners })
     }
+}
+
+enum Live {
+    L4(Arc<ArcSwap<L4Settings>>),
+    Http(Arc<ArcSwap<HttpSettings>>),
+}
+
+struct Slot {
+    address: SocketAddr,
+    protocol: ListenerProtocol,
+    live: Live,
 }
 
 /// A running gateway: its listeners, their live settings and the drain
@@ -46,29 +66,19 @@ impl Prepared {
 pub struct Gateway {
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    l4: Vec<L4Slot>,
+    slots: Vec<Slot>,
     drain_timeout_ms: u64,
-}
-
-struct L4Slot {
-    index: usize,
-    address: std::net::SocketAddr,
-    protocol: ListenerProtocol,
-    settings: Arc<ArcSwap<L4Settings>>,
 }
 
 impl Gateway {
     /// Bind every listener (all or nothing), report each, and serve.
     pub async fn start(prepared: Prepared, config: &Config) -> anyhow::Result<Self> {
-        let mut bound = Vec::new();
-        for (index, settings) in prepared.l4 {
-            let Some(listener) = config.listeners.get(index) else {
-                continue;
-            };
+        let mut sockets = Vec::with_capacity(prepared.listeners.len());
+        for (index, listener) in config.listeners.iter().enumerate() {
             let socket = TcpListener::bind(listener.address)
                 .await
                 .with_context(|| format!("listeners[{index}]: cannot bind {}", listener.address))?;
-            bound.push((index, listener, socket, settings));
+            sockets.push(socket);
         }
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -76,30 +86,36 @@ impl Gateway {
             config.runtime.max_inflight_connections,
             config.runtime.per_ip_connection_cap,
         );
-        let mut l4 = Vec::new();
-        for (index, listener, socket, settings) in bound {
+        let mut slots = Vec::with_capacity(sockets.len());
+        let entries = config.listeners.iter().zip(sockets).zip(prepared.listeners);
+        for (index, ((listener, socket), built)) in entries.enumerate() {
             let local = socket.local_addr()?;
-            report::listening(&settings.label, listener.protocol.as_str(), "tcp", local);
-            tracing::info!(listener = %settings.label, address = %local, protocol = listener.protocol.as_str(), "listening");
-            let settings = Arc::new(ArcSwap::from_pointee(settings));
-            tokio::spawn(eg_l4::serve(
-                socket,
-                Arc::clone(&settings),
-                Arc::clone(&admission),
-                shutdown.clone(),
-                tracker.clone(),
-            ));
-            l4.push(L4Slot {
-                index,
+            let label = listener.label(index);
+            report::listening(&label, listener.protocol.as_str(), "tcp", local);
+            tracing::info!(listener = %label, address = %local, protocol = listener.protocol.as_str(), "listening");
+            let (admission, stop, tasks) = (Arc::clone(&admission), shutdown.clone(), tracker.clone());
+            let live = match built {
+                Built::L4(s) => {
+                    let s = Arc::new(ArcSwap::from_pointee(s));
+                    tokio::spawn(eg_l4::serve(socket, Arc::clone(&s), admission, stop, tasks));
+                    Live::L4(s)
+                }
+                Built::Http(s) => {
+                    let s = Arc::new(ArcSwap::from_pointee(s));
+                    tokio::spawn(eg_http::serve(socket, Arc::clone(&s), admission, stop, tasks));
+                    Live::Http(s)
+                }
+            };
+            slots.push(Slot {
                 address: listener.address,
                 protocol: listener.protocol,
-                settings,
+                live,
             });
         }
         Ok(Self {
             shutdown,
             tracker,
-            l4,
+            slots,
             drain_timeout_ms: config.runtime.drain_timeout_ms,
         })
     }
@@ -118,54 +134,38 @@ impl Gateway {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration");
-                metrics()
-                    .config_reloads_total
-                    .with_label_values(&["rejected"])
-                    .inc();
+                metrics().config_reloads_total.with_label_values(&["rejected"]).inc();
                 return;
             }
         };
-        let mut restart_needed = config.listeners.len() != self.l4.len();
-        for (index, settings) in prepared.l4 {
-            let listener = config.listeners.get(index);
-            match self.l4.iter().find(|s| s.index == index) {
-                Some(slot)
-                    if listener.is_some_and(|l| {
-                        l.address == slot.address && l.protocol == slot.protocol
-                    }) =>
-                {
-                    slot.settings.store(Arc::new(settings));
-                }
+        let mut restart_needed = config.listeners.len() != self.slots.len();
+        for ((listener, built), slot) in config.listeners.iter().zip(prepared.listeners).zip(&self.slots) {
+            if listener.address != slot.address || listener.protocol != slot.protocol {
+                restart_needed = true;
+                continue;
+            }
+            match (built, &slot.live) {
+                (Built::L4(s), Live::L4(live)) => live.store(Arc::new(s)),
+                (Built::Http(s), Live::Http(live)) => live.store(Arc::new(s)),
                 _ => restart_needed = true,
             }
         }
         if restart_needed {
             tracing::warn!("reload applied to existing listeners; added, removed or re-addressed listeners need a restart");
-            metrics()
-                .config_reloads_total
-                .with_label_values(&["partial"])
-                .inc();
+            metrics().config_reloads_total.with_label_values(&["partial"]).inc();
         } else {
             tracing::info!("configuration reloaded");
-            metrics()
-                .config_reloads_total
-                .with_label_values(&["ok"])
-                .inc();
+            metrics().config_reloads_total.with_label_values(&["ok"]).inc();
         }
     }
 
-    /// Stop accepting, then wait up to `budget` for open work to finish.
+    /// Stop accepting, tell open connections to finish, then wait up to
+    /// `budget` for them.
     pub async fn drain(self, budget: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(budget, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = self.tracker.len(),
-                "drain budget spent; closing remaining connections"
-            );
+        if tokio::time::timeout(budget, self.tracker.wait()).await.is_err() {
+            tracing::warn!(open = self.tracker.len(), "drain budget spent; closing remaining connections");
         }
     }
 }

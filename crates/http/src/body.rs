@@ -1,5 +1,6 @@
 //! The one body type of the proxy core, and the guard that bounds it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -74,7 +75,7 @@ where
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -135,4 +136,9 @@ mod tests {
     ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> {
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
+}
+
+/// A hyper body as a `ProxyBody`.
+pub fn boxed_incoming(body: hyper::body::Incoming) -> ProxyBody {
+    body.map_err(BoxError::from).boxed()
 }

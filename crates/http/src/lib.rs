@@ -1,1 +1,13 @@
+//! The HTTP datapath: front adapters (hyper H1/H2), the protocol-neutral
+//! proxy core, and upstream connectors (H1 pooled, H2 multiplexed).
+#![forbid(unsafe_code)]
 
+pub mod body;
+pub mod connector;
+pub mod core;
+pub mod error_map;
+pub mod front;
+pub mod settings;
+
+pub use front::serve;
+pub use settings::{build_clusters, HttpSettings, PoolHandle, SettingsError};

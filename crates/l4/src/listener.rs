@@ -1,12 +1,11 @@
-//! The accept loop of a `tcp` or `tls` listener.
+//! One `tcp` or `tls` connection: optional TLS termination, dial, relay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use eg_runtime::metrics::metrics;
-use eg_runtime::{Admission, Admitted, CancellationToken, TaskTracker};
+use eg_runtime::{accept_loop, Admission, CancellationToken, Labelled, TaskTracker};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
@@ -14,12 +13,13 @@ use crate::dial::{dial, Upstream};
 use crate::relay::relay;
 use crate::L4Settings;
 
-/// Pause after an accept error such as EMFILE, so a full fd table does
-/// not turn the loop into a busy spin while connections drain.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+impl Labelled for L4Settings {
+    fn label(&self) -> &str {
+        &self.label
+    }
+}
 
-/// Accept until `shutdown` fires; each connection runs on `tracker` and
-/// reads the settings current when it was accepted.
+/// Accept until `shutdown` fires; each connection runs on `tracker`.
 pub async fn serve(
     listener: TcpListener,
     settings: Arc<ArcSwap<L4Settings>>,
@@ -27,78 +27,28 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        let snapshot = settings.load_full();
-        metrics()
-            .connections_total
-            .with_label_values(&[&snapshot.label])
-            .inc();
-        let admitted = match admission.try_admit(peer.ip()) {
-            Ok(admitted) => admitted,
-            Err(why) => {
-                metrics()
-                    .defence_trips_total
-                    .with_label_values(&[why.as_str()])
-                    .inc();
-                tracing::debug!(%peer, defence = why.as_str(), "connection refused");
-                // Reset at once: the refused peer holds no server state.
-                let _ = stream.set_zero_linger();
-                drop(stream);
-                continue;
-            }
-        };
-        tracker.spawn(connection(stream, peer, snapshot, admitted));
-    }
+    accept_loop(listener, settings, admission, shutdown, tracker, connection).await;
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    settings: Arc<L4Settings>,
-    admitted: Admitted,
-) {
-    let _ = stream.set_nodelay(true);
-    let active = metrics()
-        .connections_active
-        .with_label_values(&[&settings.label]);
-    active.inc();
+async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<L4Settings>) {
     let result = match &settings.acceptor {
         None => forward(stream, peer, &settings).await,
-        Some(acceptor) => {
-            match timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => forward(tls, peer, &settings).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "client TLS handshake failed");
-                    Ok(())
-                }
-                Err(_) => {
-                    metrics()
-                        .defence_trips_total
-                        .with_label_values(&["handshake_timeout"])
-                        .inc();
-                    tracing::debug!(%peer, "client TLS handshake timed out");
-                    Ok(())
-                }
+        Some(acceptor) => match timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => forward(tls, peer, &settings).await,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+                Ok(())
             }
-        }
+            Err(_) => {
+                metrics().defence_trips_total.with_label_values(&["handshake_timeout"]).inc();
+                tracing::debug!(%peer, "client TLS handshake timed out");
+                Ok(())
+            }
+        },
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "relay ended with an error");
     }
-    active.dec();
-    drop(admitted);
 }
 
 async fn forward<C>(client: C, peer: SocketAddr, settings: &L4Settings) -> std::io::Result<()>

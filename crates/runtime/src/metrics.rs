@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -13,6 +13,10 @@ pub struct Metrics {
     pub defence_trips_total: IntCounterVec,
     pub backend_connect_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub backend_requests_total: IntCounterVec,
+    pub retries_total: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -44,6 +48,26 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["result"],
     )?;
     registry.register(Box::new(config_reloads_total.clone()))?;
+    let http_requests_total = IntCounterVec::new(
+        Opts::new("http_requests_total", "HTTP requests answered"),
+        &["listener", "route", "cluster", "protocol", "code_class"],
+    )?;
+    let http_request_duration_seconds = HistogramVec::new(
+        HistogramOpts::new("http_request_duration_seconds", "Time to the response head"),
+        &["listener", "protocol"],
+    )?;
+    let backend_requests_total = IntCounterVec::new(
+        Opts::new("backend_requests_total", "Requests sent to backends by outcome"),
+        &["cluster", "backend", "outcome"],
+    )?;
+    let retries_total = IntCounterVec::new(
+        Opts::new("retries_total", "Requests retried on another backend"),
+        &["cluster"],
+    )?;
+    registry.register(Box::new(http_requests_total.clone()))?;
+    registry.register(Box::new(http_request_duration_seconds.clone()))?;
+    registry.register(Box::new(backend_requests_total.clone()))?;
+    registry.register(Box::new(retries_total.clone()))?;
     registry.register(Box::new(connections_active.clone()))?;
     registry.register(Box::new(connections_total.clone()))?;
     registry.register(Box::new(defence_trips_total.clone()))?;
@@ -55,6 +79,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         defence_trips_total,
         backend_connect_total,
         config_reloads_total,
+        http_requests_total,
+        http_request_duration_seconds,
+        backend_requests_total,
+        retries_total,
     })
 }
 

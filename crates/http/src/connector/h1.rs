@@ -1,0 +1,156 @@
+//! HTTP/1.1 upstream: a bounded pool of keep-alive connections per backend.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use eg_tls::BackendTls;
+use futures_util::FutureExt;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::stream::{dial, DialError};
+use crate::body::{BoxError, ProxyBody};
+
+type H1Sender = SendRequest<ProxyBody>;
+
+pub struct H1Pool {
+    idle: Mutex<Vec<(H1Sender, Instant)>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl H1Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// A live idle connection, evicting dead and expired ones on the way.
+    fn take(&self) -> Option<H1Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((mut sender, since)) = idle.pop() {
+            if sender.is_closed() || since.elapsed() > self.idle_timeout {
+                continue;
+            }
+            // Ready now, or not worth waiting for (mid-exchange): drop it.
+            if let Some(Ok(())) = sender.ready().now_or_never() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: H1Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push((sender, Instant::now()));
+        }
+    }
+}
+
+pub struct Pooled {
+    sender: H1Sender,
+    pool: Arc<H1Pool>,
+}
+
+pub async fn acquire(
+    pool: &Arc<H1Pool>,
+    address: &str,
+    tls: Option<&BackendTls>,
+    connect_timeout: Duration,
+) -> Result<Pooled, DialError> {
+    if let Some(sender) = pool.take() {
+        return Ok(Pooled {
+            sender,
+            pool: Arc::clone(pool),
+        });
+    }
+    let stream = dial(address, tls, connect_timeout).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| DialError::Refused(address.to_owned(), std::io::Error::other(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream h1 connection ended");
+        }
+    });
+    Ok(Pooled {
+        sender,
+        pool: Arc::clone(pool),
+    })
+}
+
+impl Pooled {
+    pub async fn send(mut self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, hyper::Error> {
+        let resp = self.sender.send_request(req).await?;
+        let keep = !resp
+            .headers()
+            .get(http::header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let (parts, body) = resp.into_parts();
+        let slot = keep.then_some((self.pool, self.sender));
+        if body.is_end_stream() {
+            if let Some((pool, sender)) = slot {
+                pool.put(sender);
+            }
+            return Ok(Response::from_parts(parts, crate::body::boxed_incoming(body)));
+        }
+        let body = Recycle { inner: body, slot };
+        Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Returns the connection to the pool once the response body has been
+    /// read to its clean end; an error or early drop discards it.
+    struct Recycle {
+        #[pin]
+        inner: Incoming,
+        slot: Option<(Arc<H1Pool>, H1Sender)>,
+    }
+}
+
+impl Body for Recycle {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some((pool, sender)) = this.slot.take() {
+                    pool.put(sender);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.slot.take();
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,76 @@
+//! Every way a request can fail, turned into a response in one place.
+
+use http::{header, Response, StatusCode};
+
+use crate::body::{full, ProxyBody};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// Malformed or ambiguous request (smuggling attempts included).
+    BadRequest(&'static str),
+    /// No route matched and the listener has no default pool.
+    NoRoute,
+    /// Declared or streamed request body over `max_request_body_bytes`.
+    TooLarge,
+    /// Host/:authority does not match the TLS SNI.
+    Misdirected,
+    /// Every backend of the pool is down or excluded.
+    NoHealthyBackend,
+    /// No backend could be connected to.
+    ConnectFailed,
+    /// The backend did not answer within `head_timeout_ms`.
+    UpstreamTimeout,
+    /// The backend connection failed mid-exchange.
+    UpstreamFailed,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Self::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ConnectFailed | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn detail(&self) -> &'static str {
+        match self {
+            Self::BadRequest(why) => why,
+            Self::NoRoute => "no route matches this request",
+            Self::TooLarge => "request body exceeds the configured limit",
+            Self::Misdirected => "the request's host does not match the TLS server name",
+            Self::NoHealthyBackend => "no healthy backend available",
+            Self::ConnectFailed => "could not connect to a backend",
+            Self::UpstreamTimeout => "the backend did not answer in time",
+            Self::UpstreamFailed => "the backend connection failed",
+        }
+    }
+
+    /// Whether the client connection should close after this answer:
+    /// after a framing error the rest of the byte stream cannot be trusted.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Self::BadRequest(_) | Self::TooLarge)
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {}: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.detail()
+        );
+        let mut resp = Response::new(full(text));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+        if self.closes_connection() {
+            h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,125 @@
+//! One client connection: TLS (h1s), protocol choice, hyper's server with
+//! our limits, per-connection request cap, graceful close.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use eg_runtime::metrics::metrics;
+use eg_runtime::CancellationToken;
+use http::header::{HeaderValue, CONNECTION};
+use http::{Request, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::core::{self, ConnInfo};
+use crate::settings::HttpSettings;
+
+pub(super) async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<HttpSettings>, drain: CancellationToken) {
+    let Some(acceptor) = settings.acceptor.clone() else {
+        let info = ConnInfo { peer, tls: false, sni: None };
+        serve(stream, info, None, settings, drain).await;
+        return;
+    };
+    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics().defence_trips_total.with_label_values(&["handshake_timeout"]).inc();
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let sni = session.server_name().map(str::to_ascii_lowercase);
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let info = ConnInfo { peer, tls: true, sni };
+    serve(tls, info, Some(h2), settings, drain).await;
+}
+
+/// `alpn_h2`: `Some` when TLS chose the protocol, `None` to detect the
+/// HTTP/2 preface on cleartext.
+async fn serve<I>(io: I, info: ConnInfo, alpn_h2: Option<bool>, settings: Arc<HttpSettings>, drain: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.limits.header_timeout)
+        .keep_alive(true);
+    let h2 = &settings.h2;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_header_list_size(h2.max_header_list_size)
+        .max_pending_accept_reset_streams(Some(h2.max_pending_accept_reset_streams as usize))
+        .max_local_error_reset_streams(Some(h2.max_local_error_reset_streams as usize))
+        .max_send_buf_size(h2.max_send_buf_size as usize)
+        .keep_alive_interval(Some(std::time::Duration::from_millis(h2.keep_alive_interval_ms)))
+        .keep_alive_timeout(std::time::Duration::from_millis(h2.keep_alive_timeout_ms))
+        .initial_stream_window_size(h2.initial_stream_window_size)
+        .initial_connection_window_size(h2.initial_connection_window_size);
+    let builder = match alpn_h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    };
+
+    let served = Arc::new(AtomicU32::new(0));
+    let cap_reached = Arc::new(Notify::new());
+    let max = settings.max_keepalive_requests;
+    let info = Arc::new(info);
+    let service = {
+        let cap_reached = Arc::clone(&cap_reached);
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let settings = Arc::clone(&settings);
+            let info = Arc::clone(&info);
+            let cap_reached = Arc::clone(&cap_reached);
+            let n = served.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            async move {
+                let version = req.version();
+                let mut resp = core::handle(&settings, &info, req).await;
+                if n >= max {
+                    if version < Version::HTTP_2 {
+                        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    cap_reached.notify_one();
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            () = drain.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = cap_reached.notified(), if !closing => {
+                // H1 closes by itself after `Connection: close`; this sends
+                // H2 its GOAWAY so in-flight streams finish and no new ones start.
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}

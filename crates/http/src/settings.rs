@@ -1,0 +1,160 @@
+//! The swappable part of an HTTP listener, built from config: compiled
+//! routes, pools with their upstream connectors, limits and policies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eg_balancer::Pool;
+use eg_config::{BackendProtocol, Config, Listener, ListenerProtocol, PoolSpec, UnderscorePolicy};
+use eg_tls::{ServerTlsOptions, TlsError};
+use http::HeaderValue;
+use tokio_rustls::TlsAcceptor;
+
+use crate::connector::Upstream;
+use crate::core::route::CompiledRoute;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {source}")]
+    Tls { path: String, source: TlsError },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// A pool and one upstream connector per backend (same indices).
+pub struct PoolHandle {
+    pub pool: Arc<Pool>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl PoolHandle {
+    pub fn new(spec: &PoolSpec, path: &str, connect_timeout: Duration) -> Result<Self, SettingsError> {
+        let pool = Arc::new(Pool::new(spec, BackendProtocol::H1));
+        let mut upstreams = Vec::with_capacity(spec.backends.len());
+        for (j, b) in spec.backends.iter().enumerate() {
+            let tls = eg_tls::backend_tls(b, BackendProtocol::H1).map_err(|source| SettingsError::Tls {
+                path: format!("{path}.backends[{j}]"),
+                source,
+            })?;
+            let protocol = b.protocol.unwrap_or(BackendProtocol::H1);
+            if protocol == BackendProtocol::H3 {
+                return Err(SettingsError::Invalid {
+                    path: format!("{path}.backends[{j}].protocol"),
+                    reason: "h3 backends are not served by this build yet".into(),
+                });
+            }
+            upstreams.push(Arc::new(Upstream::new(b.address.clone(), protocol, tls, connect_timeout)));
+        }
+        Ok(Self { pool, upstreams })
+    }
+}
+
+/// Named `[[clusters]]` pools, built once per config and shared by every
+/// listener that routes to them.
+pub fn build_clusters(config: &Config) -> Result<HashMap<String, Arc<PoolHandle>>, SettingsError> {
+    let timeout = Duration::from_millis(config.runtime.connect_timeout_ms);
+    config
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Ok((c.name.clone(), Arc::new(PoolHandle::new(&c.pool(), &format!("clusters[{i}]"), timeout)?))))
+        .collect()
+}
+
+/// Timeouts and caps of `[listeners.http]`, as durations.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub total_timeout: Duration,
+    pub head_timeout: Duration,
+    pub max_request_body: u64,
+    pub max_response_body: u64,
+}
+
+pub struct HttpSettings {
+    pub label: String,
+    pub protocol: ListenerProtocol,
+    pub acceptor: Option<TlsAcceptor>,
+    pub routes: Vec<CompiledRoute>,
+    pub default_pool: Option<Arc<PoolHandle>>,
+    pub limits: Limits,
+    pub h2: eg_config::H2Security,
+    pub underscore: UnderscorePolicy,
+    pub strict_te: bool,
+    pub max_keepalive_requests: u32,
+    pub alt_svc: Option<HeaderValue>,
+    pub handshake_timeout: Duration,
+}
+
+impl HttpSettings {
+    pub fn new(
+        config: &Config,
+        listener: &Listener,
+        index: usize,
+        clusters: &HashMap<String, Arc<PoolHandle>>,
+    ) -> Result<Self, SettingsError> {
+        let path = format!("listeners[{index}]");
+        let rt = &config.runtime;
+        let acceptor = match &listener.tls {
+            Some(tls) if listener.protocol == ListenerProtocol::H1s => {
+                let opts = ServerTlsOptions {
+                    tls13_only: rt.tls.tls13_only,
+                    alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                };
+                let server = eg_tls::server_config(tls, &opts).map_err(|source| SettingsError::Tls {
+                    path: format!("{path}.tls"),
+                    source,
+                })?;
+                Some(TlsAcceptor::from(server))
+            }
+            _ => None,
+        };
+        let connect_timeout = Duration::from_millis(rt.connect_timeout_ms);
+        let default_pool = if listener.backends.is_empty() {
+            None
+        } else {
+            Some(Arc::new(PoolHandle::new(&listener.default_pool(index), &path, connect_timeout)?))
+        };
+        let mut routes = Vec::with_capacity(listener.routes.len());
+        for (j, r) in listener.routes.iter().enumerate() {
+            let pool = match &r.cluster {
+                Some(name) => Some(Arc::clone(clusters.get(name).ok_or_else(|| SettingsError::Invalid {
+                    path: format!("{path}.routes[{j}].cluster"),
+                    reason: format!("no cluster named {name:?}"),
+                })?)),
+                None => None,
+            };
+            routes.push(CompiledRoute::new(j, r, pool).ok_or_else(|| SettingsError::Invalid {
+                path: format!("{path}.routes[{j}].header"),
+                reason: "not a valid header name and value".into(),
+            })?);
+        }
+        let h = &listener.http;
+        let alt_svc = listener.alt_svc.as_ref().and_then(|a| {
+            HeaderValue::from_str(&format!("h3=\":{}\"; ma={}", a.h3_port, a.max_age)).ok()
+        });
+        Ok(Self {
+            label: listener.label(index),
+            protocol: listener.protocol,
+            acceptor,
+            routes,
+            default_pool,
+            limits: Limits {
+                header_timeout: Duration::from_millis(h.header_timeout_ms),
+                body_timeout: Duration::from_millis(h.body_timeout_ms),
+                total_timeout: Duration::from_millis(h.total_timeout_ms),
+                head_timeout: Duration::from_millis(h.head_timeout_ms),
+                max_request_body: h.max_request_body_bytes,
+                max_response_body: h.max_response_body_bytes,
+            },
+            h2: listener.h2_security.clone(),
+            underscore: rt.header_underscore_policy,
+            strict_te: config.security.strict_te,
+            max_keepalive_requests: rt.max_keepalive_requests,
+            alt_svc,
+            handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
+        })
+    }
+}
