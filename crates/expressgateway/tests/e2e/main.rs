@@ -5,5 +5,9 @@ mod support;
 
 mod config_boot;
 mod demo;
+mod http_defences;
+mod http_matrix;
+mod http_routing;
+mod http_thirdparty;
 mod tcp;
 mod tls;

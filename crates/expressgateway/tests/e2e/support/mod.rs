@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod gateway;
+pub mod http;
 pub mod tls;
 
 pub use backends::*;
