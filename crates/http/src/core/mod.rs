@@ -174,6 +174,9 @@ where
     headers::append_via(&mut parts.headers, parts.version);
     // The client hears its own protocol version, whatever the backend spoke.
     parts.version = client_version;
+    if client_version < Version::HTTP_2 {
+        headers::declare_grpc_trailers(&mut parts.headers);
+    }
     let limits = &settings.limits;
     // The in-flight guard lives as long as the response body streams.
     let body = Guarded::new(body, limits.max_response_body, limits.body_timeout, deadline).map_frame(move |frame| {

@@ -103,7 +103,10 @@ async fn handle(req: Request<Incoming>, name: &'static str, seen: Arc<Seen>) -> 
             trailers.insert("x-trailer", http::HeaderValue::from_static("yes"));
             let frames = vec![Ok(Frame::data(Bytes::from_static(b"body-before-trailers"))), Ok(Frame::trailers(trailers))];
             let stream = futures_util::stream::iter(frames);
-            Response::new(StreamBody::new(stream).boxed())
+            let mut r = Response::new(StreamBody::new(stream).boxed());
+            // HTTP/1.1 carries only the trailer fields the head declares.
+            r.headers_mut().insert("trailer", http::HeaderValue::from_static("grpc-status, x-trailer"));
+            r
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
