@@ -39,10 +39,11 @@ fn demo(base: u16) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let (echo, hello) = backends_rt.block_on(async {
+    let (echo, hello, hello_b) = backends_rt.block_on(async {
         Ok::<_, std::io::Error>((
             backends::tcp_echo().await?,
             backends::http_hello("A").await?,
+            backends::http_hello("B").await?,
         ))
     })?;
     let (cert_path, key_path) = (cert.cert_path.display(), cert.key_path.display());
@@ -81,11 +82,38 @@ cert_path = "{cert_path}"
 key_path = "{key_path}"
 [[listeners.backends]]
 address = "{hello}"
+
+[[listeners]]
+name = "demo-h1"
+address = "127.0.0.1:{p5}"
+protocol = "h1"
+[[listeners.backends]]
+address = "{hello}"
+protocol = "h1"
+[[listeners.backends]]
+address = "{hello_b}"
+protocol = "h2"
+
+[[listeners]]
+name = "demo-h1s"
+address = "127.0.0.1:{p6}"
+protocol = "h1s"
+[listeners.tls]
+cert_path = "{cert_path}"
+key_path = "{key_path}"
+[[listeners.backends]]
+address = "{hello}"
+protocol = "h1"
+[[listeners.backends]]
+address = "{hello_b}"
+protocol = "h2"
 "#,
         p1 = port(base, 1),
         p2 = port(base, 2),
         p3 = port(base, 3),
         p4 = port(base, 4),
+        p5 = port(base, 5),
+        p6 = port(base, 6),
     );
     let config = Config::from_toml(&text)?;
     print_guide(base);
@@ -108,10 +136,16 @@ fn print_guide(base: u16) {
          \x20 openssl s_client -connect 127.0.0.1:{} -quiet           # tls listener -> TCP echo (type, see it echoed)\n\
          \x20 curl http://127.0.0.1:{}/                               # tcp listener -> HTTP backend\n\
          \x20 curl -k https://127.0.0.1:{}/                           # tls listener -> HTTP backend\n\
+         \x20 curl http://127.0.0.1:{}/                               # h1 listener -> backends A (h1) and B (h2), round robin\n\
+         \x20 curl --http2-prior-knowledge http://127.0.0.1:{}/       # h1 listener, HTTP/2 cleartext\n\
+         \x20 curl -k --http2 https://localhost:{}/                   # h1s listener, HTTP/2 by ALPN\n\
          Stop with Ctrl-C.",
         p(1),
         p(2),
         p(3),
-        p(4)
+        p(4),
+        p(5),
+        p(5),
+        p(6)
     );
 }

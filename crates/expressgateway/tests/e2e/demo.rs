@@ -54,6 +54,8 @@ async fn demo_answers_on_every_listener() {
                 }
             }
             ("tls", true) => http_get(insecure.connect(name, tcp).await.expect("tls")).await,
+            ("h1", _) => http_get(tcp).await,
+            ("h1s", _) => http_get(insecure.connect(name, tcp).await.expect("tls")).await,
             (other, _) => panic!("demo listener of unexpected kind {other}"),
         };
         assert!(
