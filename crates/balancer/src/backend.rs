@@ -1,6 +1,9 @@
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use eg_config::BackendProtocol;
+
+use crate::hash::hash_bytes;
 
 /// Health as selection sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,7 +13,8 @@ pub enum Health {
     Down,
 }
 
-/// One backend of a pool and its live counters.
+/// One backend of a pool and its live state. Every field is an atomic so
+/// selection never takes a lock.
 #[derive(Debug)]
 pub struct BackendState {
     /// `host:port` as configured.
@@ -19,37 +23,115 @@ pub struct BackendState {
     pub weight: u32,
     /// Index within the pool, stable for the pool's lifetime.
     pub index: usize,
-    up: AtomicBool,
+    /// Stable identity (hash of the address): the session cookie value.
+    pub id: u64,
+    /// Time origin for the millisecond stamps below.
+    epoch: Instant,
+    /// Active health checks' verdict.
+    active_up: AtomicBool,
+    /// Taken out by an operator (admin API).
+    drained: AtomicBool,
+    /// Passive health: ejected until this many ms after `epoch` (0: not).
+    ejected_until_ms: AtomicU64,
+    pub(crate) consecutive_failures: AtomicU32,
+    pub(crate) consecutive_successes: AtomicU32,
+    pub(crate) ejections: AtomicU32,
+    /// When it last became eligible, in ms after `epoch` (slow start).
+    up_since_ms: AtomicU64,
     in_flight: AtomicU64,
+    /// Peak-EWMA latency in nanoseconds (f64 bits) and its last update.
+    ewma_ns: AtomicU64,
+    ewma_stamp_ms: AtomicU64,
 }
 
 impl BackendState {
-    pub(crate) fn new(
-        index: usize,
-        address: String,
-        protocol: BackendProtocol,
-        weight: u32,
-    ) -> Self {
+    pub(crate) fn new(index: usize, address: String, protocol: BackendProtocol, weight: u32, epoch: Instant) -> Self {
         Self {
+            id: hash_bytes(address.as_bytes()),
             address,
             protocol,
-            weight,
+            weight: weight.max(1),
             index,
-            up: AtomicBool::new(true),
+            epoch,
+            active_up: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
+            ejected_until_ms: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            consecutive_successes: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            // Configured backends start at full weight, not in slow start.
+            up_since_ms: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(0f64.to_bits()),
+            ewma_stamp_ms: AtomicU64::new(0),
         }
     }
 
+    pub(crate) fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Eligible for selection at `now`: checks pass, not ejected, not drained.
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.active_up.load(Ordering::Relaxed)
+            && !self.drained.load(Ordering::Relaxed)
+            && self.ejected_until_ms.load(Ordering::Relaxed) <= self.ms(now)
+    }
+
     pub fn health(&self) -> Health {
-        if self.up.load(Ordering::Relaxed) {
+        if self.is_available(Instant::now()) {
             Health::Up
         } else {
             Health::Down
         }
     }
 
-    pub fn set_health(&self, health: Health) {
-        self.up.store(health == Health::Up, Ordering::Relaxed);
+    /// Active health verdict (from the checker).
+    pub fn set_active_up(&self, up: bool, now: Instant) {
+        let was = self.active_up.swap(up, Ordering::Relaxed);
+        if up && !was {
+            self.up_since_ms.store(self.ms(now).max(1), Ordering::Relaxed);
+        }
+    }
+
+    pub fn active_up(&self) -> bool {
+        self.active_up.load(Ordering::Relaxed)
+    }
+
+    /// Operator drain (`true`) or enable (`false`).
+    pub fn set_drained(&self, drained: bool, now: Instant) {
+        let was = self.drained.swap(drained, Ordering::Relaxed);
+        if was && !drained {
+            self.up_since_ms.store(self.ms(now).max(1), Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Remaining passive ejection, if any.
+    pub fn ejected_for(&self, now: Instant) -> Option<Duration> {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        let now_ms = self.ms(now);
+        (until > now_ms).then(|| Duration::from_millis(until - now_ms))
+    }
+
+    pub(crate) fn eject_until(&self, now: Instant, for_how_long: Duration) {
+        let until = self.ms(now).saturating_add(u64::try_from(for_how_long.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+        // Back from ejection means a fresh slow start.
+        self.up_since_ms.store(until.max(1), Ordering::Relaxed);
+    }
+
+    /// Fraction of full weight during slow start (1.0 when settled).
+    pub fn ramp(&self, now: Instant, window: Duration) -> f64 {
+        let since = self.up_since_ms.load(Ordering::Relaxed);
+        if since == 0 || window.is_zero() {
+            return 1.0;
+        }
+        let elapsed = self.ms(now).saturating_sub(since) as f64;
+        (elapsed / window.as_millis() as f64).clamp(0.0, 1.0)
     }
 
     /// Requests or connections currently using this backend.
@@ -64,4 +146,34 @@ impl BackendState {
     pub(crate) fn leave(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// Peak-EWMA latency estimate at `now`, in nanoseconds.
+    pub fn ewma_ns(&self, now: Instant) -> f64 {
+        let last = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let age = self.ms(now).saturating_sub(self.ewma_stamp_ms.load(Ordering::Relaxed)) as f64;
+        last * decay(age)
+    }
+
+    /// Fold one observed latency in: peaks are taken at once, then decay.
+    pub fn observe_latency(&self, latency: Duration, now: Instant) {
+        let sample = latency.as_nanos() as f64;
+        let current = self.ewma_ns(now);
+        let next = if sample > current {
+            sample
+        } else {
+            current + (sample - current) * EWMA_WEIGHT
+        };
+        self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.ewma_stamp_ms.store(self.ms(now), Ordering::Relaxed);
+    }
+}
+
+/// Weight of a new sample below the current peak.
+const EWMA_WEIGHT: f64 = 0.3;
+/// Half-life of an unrefreshed peak: old slowness is forgiven within
+/// seconds, as Finagle's peak EWMA does (its default decay is 10 s).
+const EWMA_HALF_LIFE_MS: f64 = 5_000.0;
+
+fn decay(age_ms: f64) -> f64 {
+    (-age_ms * std::f64::consts::LN_2 / EWMA_HALF_LIFE_MS).exp()
 }

@@ -1,32 +1,73 @@
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::health::passive::Outlier;
 use crate::BackendState;
 
 /// What a caller knows about the request or connection being placed.
 #[derive(Debug, Default, Clone)]
 pub struct PickContext<'a> {
     pub client_ip: Option<IpAddr>,
+    /// Hash of the pool's configured key (header, cookie, connection ID);
+    /// hash policies fall back to the client IP when absent.
+    pub hash: Option<u64>,
+    /// Backend id from a session-affinity cookie.
+    pub affinity: Option<u64>,
     /// Backends already tried for this request (retries go elsewhere).
     pub exclude: &'a [usize],
+}
+
+/// How an exchange with a backend ended, for passive health and latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Connect refused or timed out, reset, or timed out mid-exchange.
+    Failure,
+    /// A 5xx answer: a failure only where `eject_on_5xx` says so.
+    ServerError,
 }
 
 /// A picked backend, counted in flight until dropped.
 #[derive(Debug)]
 pub struct InFlight {
     backend: Arc<BackendState>,
+    outlier: Option<Arc<Outlier>>,
+    started: Instant,
 }
 
 impl InFlight {
-    pub(crate) fn new(backend: Arc<BackendState>) -> Self {
+    pub(crate) fn new(backend: Arc<BackendState>, outlier: Option<Arc<Outlier>>) -> Self {
         backend.enter();
-        Self { backend }
+        Self {
+            backend,
+            outlier,
+            started: Instant::now(),
+        }
     }
 
     pub fn backend(&self) -> &Arc<BackendState> {
         &self.backend
     }
+
+    /// Report how the exchange went: feeds outlier detection and, on
+    /// success, the latency estimate (failures count as a large latency).
+    pub fn report(&self, outcome: Outcome) {
+        let now = Instant::now();
+        let latency = match outcome {
+            Outcome::Success | Outcome::ServerError => now.saturating_duration_since(self.started),
+            Outcome::Failure => FAILURE_LATENCY_PENALTY,
+        };
+        self.backend.observe_latency(latency, now);
+        if let Some(outlier) = &self.outlier {
+            outlier.record(&self.backend, outcome, now);
+        }
+    }
 }
+
+/// Latency charged to a backend for a failed exchange: larger than any
+/// healthy response, so peak-EWMA steers away at once.
+const FAILURE_LATENCY_PENALTY: Duration = Duration::from_secs(5);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -1,23 +1,37 @@
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use eg_config::{BackendProtocol, PoolSpec};
+use eg_config::{BackendProtocol, HashKey, HealthCheck, LbPolicy, PoolSpec};
 
-use crate::policy::{Policy, RoundRobin};
-use crate::{BackendState, Health, InFlight, PickContext};
+use crate::health::passive::Outlier;
+use crate::policy::{self, Policy};
+use crate::retry::RetryBudget;
+use crate::{BackendState, InFlight, PickContext};
 
 /// A named set of backends and the policy that chooses among them.
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
+    pub policy_name: LbPolicy,
+    /// What hash policies hash; callers compute `PickContext::hash` from it.
+    pub hash_key: Option<HashKey>,
+    pub health_check: Option<HealthCheck>,
+    /// Cookie name when the policy is `session_affinity`.
+    pub affinity_cookie: Option<(String, u64)>,
+    pub retry: Option<RetryBudget>,
     backends: Vec<Arc<BackendState>>,
     policy: Box<dyn Policy>,
+    outlier: Option<Arc<Outlier>>,
+    slow_start: Option<Duration>,
 }
 
 impl Pool {
     /// Build from config; `default_protocol` applies to backends that do
-    /// not name one (tcp on L4 listeners, h1 on HTTP listeners).
+    /// not name one (tcp on L4 listeners, h1 on HTTP listeners). Passive
+    /// health is on with the default thresholds unless configured.
     pub fn new(spec: &PoolSpec, default_protocol: BackendProtocol) -> Self {
-        let backends = spec
+        let epoch = Instant::now();
+        let backends: Vec<Arc<BackendState>> = spec
             .backends
             .iter()
             .enumerate()
@@ -27,13 +41,25 @@ impl Pool {
                     b.address.clone(),
                     b.protocol.unwrap_or(default_protocol),
                     b.weight,
+                    epoch,
                 ))
             })
             .collect();
+        let affinity = (spec.lb_policy == LbPolicy::SessionAffinity).then(|| spec.session_affinity.clone().unwrap_or_default());
+        let effective = affinity.as_ref().map_or(spec.lb_policy, |a| a.fallback);
+        let policy = policy::build(effective, &backends, spec.maglev_table_size);
+        let outlier = Outlier::new(spec.outlier_detection.clone().unwrap_or_default(), backends.clone());
         Self {
             name: spec.name.clone(),
+            policy_name: spec.lb_policy,
+            hash_key: spec.hash_key.clone(),
+            health_check: spec.health_check.clone(),
+            affinity_cookie: affinity.map(|a| (a.cookie_name, a.cookie_ttl_seconds)),
+            retry: spec.retry.clone().map(RetryBudget::new),
+            policy,
+            outlier: Some(Arc::new(outlier)),
+            slow_start: spec.slow_start.as_ref().map(|s| Duration::from_millis(s.window_ms)),
             backends,
-            policy: Box::new(RoundRobin::default()),
         }
     }
 
@@ -41,63 +67,48 @@ impl Pool {
         &self.backends
     }
 
-    /// Choose a healthy backend not in `ctx.exclude`; it counts as in
+    /// Find a backend by its configured address.
+    pub fn backend(&self, address: &str) -> Option<&Arc<BackendState>> {
+        self.backends.iter().find(|b| b.address == address)
+    }
+
+    /// Choose an available backend not in `ctx.exclude`; it counts as in
     /// flight until the returned guard drops.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<InFlight> {
-        let eligible =
-            |b: &BackendState| b.health() == Health::Up && !ctx.exclude.contains(&b.index);
-        let i = self.policy.pick(&self.backends, ctx, &eligible)?;
-        self.backends.get(i).map(|b| InFlight::new(Arc::clone(b)))
+        self.pick_at(ctx, Instant::now())
+    }
+
+    pub fn pick_at(&self, ctx: &PickContext<'_>, now: Instant) -> Option<InFlight> {
+        let base = |b: &BackendState| b.is_available(now) && !ctx.exclude.contains(&b.index);
+        if let (Some(_), Some(id)) = (&self.affinity_cookie, ctx.affinity) {
+            if let Some(b) = self.backends.iter().find(|b| b.id == id && base(b)) {
+                return Some(self.guard(b));
+            }
+        }
+        let i = match self.slow_start {
+            // A ramping backend is considered with probability equal to
+            // its ramp, so its share grows smoothly over the window; if
+            // that leaves nothing, any available backend will do.
+            Some(window) => {
+                let ramped = |b: &BackendState| base(b) && rand::random::<f64>() < b.ramp(now, window).max(MIN_RAMP);
+                self.policy
+                    .pick(&self.backends, ctx, &ramped)
+                    .or_else(|| self.policy.pick(&self.backends, ctx, &base))
+            }
+            None => self.policy.pick(&self.backends, ctx, &base),
+        }?;
+        self.backends.get(i).map(|b| self.guard(b))
+    }
+
+    fn guard(&self, b: &Arc<BackendState>) -> InFlight {
+        InFlight::new(Arc::clone(b), self.outlier.clone())
     }
 }
+
+/// Share a backend gets at the very start of slow start: enough to learn
+/// it is healthy, small enough not to flood a cold cache.
+const MIN_RAMP: f64 = 0.05;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(n: usize) -> Pool {
-        let text = (0..n)
-            .map(|i| {
-                format!(
-                    "[[clusters.backends]]\naddress = \"127.0.0.1:{}\"\n",
-                    9000 + i
-                )
-            })
-            .collect::<String>();
-        let text = format!("[[listeners]]\naddress=\"127.0.0.1:0\"\nprotocol=\"h1\"\n[[listeners.routes]]\ncluster=\"c\"\n[[clusters]]\nname=\"c\"\n{text}");
-        let config = eg_config::Config::from_toml(&text).expect("valid");
-        let spec = config.clusters[0].pool();
-        Pool::new(&spec, BackendProtocol::Tcp)
-    }
-
-    #[test]
-    fn rotates_and_skips_down_and_excluded() {
-        let p = pool(3);
-        let picks: Vec<usize> = (0..6)
-            .filter_map(|_| p.pick(&PickContext::default()).map(|g| g.backend().index))
-            .collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        p.backends()[1].set_health(Health::Down);
-        let ctx = PickContext {
-            exclude: &[2],
-            ..Default::default()
-        };
-        for _ in 0..5 {
-            assert_eq!(p.pick(&ctx).map(|g| g.backend().index), Some(0));
-        }
-        let none = PickContext {
-            exclude: &[0, 2],
-            ..Default::default()
-        };
-        assert!(p.pick(&none).is_none());
-    }
-
-    #[test]
-    fn in_flight_is_released_on_drop() {
-        let p = pool(1);
-        let g = p.pick(&PickContext::default()).expect("pick");
-        assert_eq!(p.backends()[0].in_flight(), 1);
-        drop(g);
-        assert_eq!(p.backends()[0].in_flight(), 0);
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -1,0 +1,21 @@
+//! A fixed, seedless hash: every gateway instance with the same config
+//! computes the same Maglev and ring tables (SPEC §11), which std's
+//! randomly seeded hasher would not.
+
+/// FNV-1a over the bytes, finished with a SplitMix64 mix so that short,
+/// similar keys (IPs, connection IDs) spread over the whole range.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// SplitMix64 finaliser.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,97 @@
+//! Active health checks: a background task per backend probes it every
+//! `interval_ms` (with jitter), and `rise` successes or `fall` failures in
+//! a row flip its verdict. The probe itself (TCP connect, HTTP GET, gRPC
+//! health) is supplied by the caller, so this crate stays protocol-free.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use eg_config::HealthCheck;
+use tokio::net::TcpStream;
+
+use crate::{BackendState, Pool};
+
+/// One probe of one backend: `true` when healthy.
+pub trait Probe: Send + Sync + 'static {
+    fn check<'a>(&'a self, backend: &'a BackendState) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+}
+
+/// `kind = "tcp"`: the backend accepts a connection.
+pub struct TcpProbe;
+
+impl Probe for TcpProbe {
+    fn check<'a>(&'a self, backend: &'a BackendState) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move { TcpStream::connect(&backend.address).await.is_ok() })
+    }
+}
+
+/// Rise/fall bookkeeping (sans-io).
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    successes: u32,
+    failures: u32,
+}
+
+impl Verdicts {
+    /// Fold one result in; returns the new verdict when it changes.
+    pub fn record(&mut self, ok: bool, currently_up: bool, rise: u32, fall: u32) -> Option<bool> {
+        if ok {
+            self.successes = self.successes.saturating_add(1);
+            self.failures = 0;
+            (!currently_up && self.successes >= rise).then_some(true)
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+            (currently_up && self.failures >= fall).then_some(false)
+        }
+    }
+}
+
+/// Start checking every backend of `pool`. The tasks end by themselves
+/// when the pool is dropped (replaced by a reload).
+pub fn spawn(pool: &Arc<Pool>, probe: Arc<dyn Probe>) {
+    let Some(spec) = pool.health_check.clone() else { return };
+    for index in 0..pool.backends().len() {
+        tokio::spawn(run(Arc::downgrade(pool), index, Arc::clone(&probe), spec.clone()));
+    }
+}
+
+async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: HealthCheck) {
+    let mut verdicts = Verdicts::default();
+    let interval = Duration::from_millis(spec.interval_ms);
+    let timeout = Duration::from_millis(spec.timeout_ms);
+    loop {
+        let jitter = interval.mul_f64(f64::from(spec.jitter_percent) / 100.0 * rand::random::<f64>());
+        tokio::time::sleep(interval + jitter).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let Some(backend) = pool.backends().get(index).cloned() else { return };
+        let ok = tokio::time::timeout(timeout, probe.check(&backend)).await.unwrap_or(false);
+        if let Some(up) = verdicts.record(ok, backend.active_up(), spec.rise, spec.fall) {
+            backend.set_active_up(up, Instant::now());
+            if up {
+                tracing::info!(pool = %pool.name, backend = %backend.address, "health check: backend up");
+            } else {
+                tracing::warn!(pool = %pool.name, backend = %backend.address, "health check: backend down");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall_thresholds() {
+        let mut v = Verdicts::default();
+        assert_eq!(v.record(false, true, 2, 3), None);
+        assert_eq!(v.record(false, true, 2, 3), None);
+        assert_eq!(v.record(false, true, 2, 3), Some(false));
+        assert_eq!(v.record(true, false, 2, 3), None);
+        assert_eq!(v.record(false, false, 2, 3), None, "a failure resets the rise count");
+        assert_eq!(v.record(true, false, 2, 3), None);
+        assert_eq!(v.record(true, false, 2, 3), Some(true));
+    }
+}
