@@ -23,7 +23,15 @@ const POLICIES: [&str; 11] = [
 
 fn pool(policy: &str, n: usize) -> Pool {
     let backends: String = (0..n)
-        .map(|i| format!("[[clusters.backends]]\naddress = \"10.{}.{}.{}:80\"\nweight = {}\n", i / 65536, (i / 256) % 256, i % 256, i % 5 + 1))
+        .map(|i| {
+            format!(
+                "[[clusters.backends]]\naddress = \"10.{}.{}.{}:80\"\nweight = {}\n",
+                i / 65536,
+                (i / 256) % 256,
+                i % 256,
+                i % 5 + 1
+            )
+        })
         .collect();
     let text = format!(
         "[[listeners]]\naddress=\"127.0.0.1:0\"\nprotocol=\"h1\"\n[[listeners.routes]]\ncluster=\"c\"\n[[clusters]]\nname=\"c\"\nlb_policy=\"{policy}\"\n{backends}"
@@ -34,7 +42,9 @@ fn pool(policy: &str, n: usize) -> Pool {
 
 fn picks(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
-    group.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    group
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
     for n in [10usize, 1000] {
         for policy in POLICIES {
             let p = pool(policy, n);
@@ -42,7 +52,10 @@ fn picks(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(policy, n), &n, |b, _| {
                 b.iter(|| {
                     key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    let ctx = PickContext { hash: Some(key), ..Default::default() };
+                    let ctx = PickContext {
+                        hash: Some(key),
+                        ..Default::default()
+                    };
                     black_box(p.pick(&ctx))
                 })
             });
@@ -53,9 +66,13 @@ fn picks(c: &mut Criterion) {
 
 fn maglev_build(c: &mut Criterion) {
     let mut group = c.benchmark_group("maglev_build");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     for n in [10usize, 1000] {
-        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| b.iter(|| black_box(pool("maglev", n))));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| black_box(pool("maglev", n)))
+        });
     }
     group.finish();
 }

@@ -45,7 +45,13 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    pub(crate) fn new(index: usize, address: String, protocol: BackendProtocol, weight: u32, epoch: Instant) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        address: String,
+        protocol: BackendProtocol,
+        weight: u32,
+        epoch: Instant,
+    ) -> Self {
         Self {
             id: hash_bytes(address.as_bytes()),
             address,
@@ -90,7 +96,8 @@ impl BackendState {
     pub fn set_active_up(&self, up: bool, now: Instant) {
         let was = self.active_up.swap(up, Ordering::Relaxed);
         if up && !was {
-            self.up_since_ms.store(self.ms(now).max(1), Ordering::Relaxed);
+            self.up_since_ms
+                .store(self.ms(now).max(1), Ordering::Relaxed);
         }
     }
 
@@ -102,7 +109,8 @@ impl BackendState {
     pub fn set_drained(&self, drained: bool, now: Instant) {
         let was = self.drained.swap(drained, Ordering::Relaxed);
         if was && !drained {
-            self.up_since_ms.store(self.ms(now).max(1), Ordering::Relaxed);
+            self.up_since_ms
+                .store(self.ms(now).max(1), Ordering::Relaxed);
         }
     }
 
@@ -118,7 +126,9 @@ impl BackendState {
     }
 
     pub(crate) fn eject_until(&self, now: Instant, for_how_long: Duration) {
-        let until = self.ms(now).saturating_add(u64::try_from(for_how_long.as_millis()).unwrap_or(u64::MAX));
+        let until = self
+            .ms(now)
+            .saturating_add(u64::try_from(for_how_long.as_millis()).unwrap_or(u64::MAX));
         self.ejected_until_ms.store(until, Ordering::Relaxed);
         // Back from ejection means a fresh slow start.
         self.up_since_ms.store(until.max(1), Ordering::Relaxed);
@@ -150,7 +160,9 @@ impl BackendState {
     /// Peak-EWMA latency estimate at `now`, in nanoseconds.
     pub fn ewma_ns(&self, now: Instant) -> f64 {
         let last = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
-        let age = self.ms(now).saturating_sub(self.ewma_stamp_ms.load(Ordering::Relaxed)) as f64;
+        let age = self
+            .ms(now)
+            .saturating_sub(self.ewma_stamp_ms.load(Ordering::Relaxed)) as f64;
         last * decay(age)
     }
 

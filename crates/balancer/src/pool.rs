@@ -18,7 +18,8 @@ pub struct Pool {
     pub health_check: Option<HealthCheck>,
     /// Cookie name when the policy is `session_affinity`.
     pub affinity_cookie: Option<(String, u64)>,
-    pub retry: Option<RetryBudget>,
+    /// Retry settings and budget (the defaults when not configured).
+    pub retry: RetryBudget,
     backends: Vec<Arc<BackendState>>,
     policy: Box<dyn Policy>,
     outlier: Option<Arc<Outlier>>,
@@ -45,20 +46,27 @@ impl Pool {
                 ))
             })
             .collect();
-        let affinity = (spec.lb_policy == LbPolicy::SessionAffinity).then(|| spec.session_affinity.clone().unwrap_or_default());
+        let affinity = (spec.lb_policy == LbPolicy::SessionAffinity)
+            .then(|| spec.session_affinity.clone().unwrap_or_default());
         let effective = affinity.as_ref().map_or(spec.lb_policy, |a| a.fallback);
         let policy = policy::build(effective, &backends, spec.maglev_table_size);
-        let outlier = Outlier::new(spec.outlier_detection.clone().unwrap_or_default(), backends.clone());
+        let outlier = Outlier::new(
+            spec.outlier_detection.clone().unwrap_or_default(),
+            backends.clone(),
+        );
         Self {
             name: spec.name.clone(),
             policy_name: spec.lb_policy,
             hash_key: spec.hash_key.clone(),
             health_check: spec.health_check.clone(),
             affinity_cookie: affinity.map(|a| (a.cookie_name, a.cookie_ttl_seconds)),
-            retry: spec.retry.clone().map(RetryBudget::new),
+            retry: RetryBudget::new(spec.retry.clone().unwrap_or_default()),
             policy,
             outlier: Some(Arc::new(outlier)),
-            slow_start: spec.slow_start.as_ref().map(|s| Duration::from_millis(s.window_ms)),
+            slow_start: spec
+                .slow_start
+                .as_ref()
+                .map(|s| Duration::from_millis(s.window_ms)),
             backends,
         }
     }
@@ -90,7 +98,9 @@ impl Pool {
             // its ramp, so its share grows smoothly over the window; if
             // that leaves nothing, any available backend will do.
             Some(window) => {
-                let ramped = |b: &BackendState| base(b) && rand::random::<f64>() < b.ramp(now, window).max(MIN_RAMP);
+                let ramped = |b: &BackendState| {
+                    base(b) && rand::random::<f64>() < b.ramp(now, window).max(MIN_RAMP)
+                };
                 self.policy
                     .pick(&self.backends, ctx, &ramped)
                     .or_else(|| self.policy.pick(&self.backends, ctx, &base))

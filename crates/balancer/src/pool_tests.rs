@@ -11,7 +11,13 @@ fn pool_with(policy: &str, weights: &[u32], extra: &str) -> Pool {
     let backends: String = weights
         .iter()
         .enumerate()
-        .map(|(i, w)| format!("[[clusters.backends]]\naddress = \"10.0.{}.{}:80\"\nweight = {w}\n", i / 250, i % 250 + 1))
+        .map(|(i, w)| {
+            format!(
+                "[[clusters.backends]]\naddress = \"10.0.{}.{}:80\"\nweight = {w}\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
         .collect();
     let text = format!(
         "[[listeners]]\naddress=\"127.0.0.1:0\"\nprotocol=\"h1\"\n[[listeners.routes]]\ncluster=\"c\"\n\
@@ -32,7 +38,11 @@ fn ctx_key(key: u64) -> PickContext<'static> {
 fn shares(pool: &Pool, picks: usize, keyed: bool) -> Vec<f64> {
     let mut counts = vec![0usize; pool.backends().len()];
     for k in 0..picks {
-        let ctx = if keyed { ctx_key(crate::hash::mix(k as u64)) } else { PickContext::default() };
+        let ctx = if keyed {
+            ctx_key(crate::hash::mix(k as u64))
+        } else {
+            PickContext::default()
+        };
         let g = pool.pick(&ctx).expect("pick");
         counts[g.backend().index] += 1;
     }
@@ -43,14 +53,23 @@ fn assert_shares(got: &[f64], weights: &[u32], tolerance: f64, what: &str) {
     let total: u32 = weights.iter().sum();
     for (i, (&g, &w)) in got.iter().zip(weights).enumerate() {
         let want = f64::from(w) / f64::from(total);
-        assert!((g - want).abs() <= tolerance, "{what}: backend {i} share {g:.4}, want {want:.4} ± {tolerance}");
+        assert!(
+            (g - want).abs() <= tolerance,
+            "{what}: backend {i} share {g:.4}, want {want:.4} ± {tolerance}"
+        );
     }
 }
 
 #[test]
 fn weighted_shares_within_3_percent_for_1_2_3() {
     let weights = [1, 2, 3];
-    for policy in ["round_robin", "weighted_round_robin", "random", "weighted_random", "session_affinity"] {
+    for policy in [
+        "round_robin",
+        "weighted_round_robin",
+        "random",
+        "weighted_random",
+        "session_affinity",
+    ] {
         let p = pool_with(policy, &weights, "");
         assert_shares(&shares(&p, 60_000, false), &weights, 0.03, policy);
     }
@@ -65,8 +84,14 @@ fn load_policies_spread_held_connections_by_weight() {
     let weights = [1, 2, 3];
     for policy in ["least_connections", "least_request", "p2c", "peak_ewma"] {
         let p = pool_with(policy, &weights, "");
-        let held: Vec<_> = (0..6_000).map(|_| p.pick(&PickContext::default()).expect("pick")).collect();
-        let got: Vec<f64> = p.backends().iter().map(|b| b.in_flight() as f64 / held.len() as f64).collect();
+        let held: Vec<_> = (0..6_000)
+            .map(|_| p.pick(&PickContext::default()).expect("pick"))
+            .collect();
+        let got: Vec<f64> = p
+            .backends()
+            .iter()
+            .map(|b| b.in_flight() as f64 / held.len() as f64)
+            .collect();
         assert_shares(&got, &weights, 0.03, policy);
     }
 }
@@ -75,10 +100,34 @@ fn load_policies_spread_held_connections_by_weight() {
 fn least_prefers_the_least_loaded() {
     for policy in ["least_connections", "least_request"] {
         let p = pool_with(policy, &[1, 1, 1], "");
-        let _a: Vec<_> = (0..5).filter_map(|_| p.pick_at(&PickContext { exclude: &[1, 2], ..Default::default() }, Instant::now())).collect();
-        let _b: Vec<_> = (0..3).filter_map(|_| p.pick_at(&PickContext { exclude: &[0, 2], ..Default::default() }, Instant::now())).collect();
+        let _a: Vec<_> = (0..5)
+            .filter_map(|_| {
+                p.pick_at(
+                    &PickContext {
+                        exclude: &[1, 2],
+                        ..Default::default()
+                    },
+                    Instant::now(),
+                )
+            })
+            .collect();
+        let _b: Vec<_> = (0..3)
+            .filter_map(|_| {
+                p.pick_at(
+                    &PickContext {
+                        exclude: &[0, 2],
+                        ..Default::default()
+                    },
+                    Instant::now(),
+                )
+            })
+            .collect();
         for _ in 0..20 {
-            assert_eq!(p.pick(&PickContext::default()).map(|g| g.backend().index), Some(2), "{policy}");
+            assert_eq!(
+                p.pick(&PickContext::default()).map(|g| g.backend().index),
+                Some(2),
+                "{policy}"
+            );
         }
     }
 }
@@ -86,9 +135,19 @@ fn least_prefers_the_least_loaded() {
 #[test]
 fn p2c_never_picks_the_more_loaded_of_two() {
     let p = pool_with("p2c", &[1, 1], "");
-    let _load: Vec<_> = (0..10).filter_map(|_| p.pick(&PickContext { exclude: &[1], ..Default::default() })).collect();
+    let _load: Vec<_> = (0..10)
+        .filter_map(|_| {
+            p.pick(&PickContext {
+                exclude: &[1],
+                ..Default::default()
+            })
+        })
+        .collect();
     for _ in 0..1000 {
-        assert_eq!(p.pick(&PickContext::default()).map(|g| g.backend().index), Some(1));
+        assert_eq!(
+            p.pick(&PickContext::default()).map(|g| g.backend().index),
+            Some(1)
+        );
     }
 }
 
@@ -99,7 +158,10 @@ fn maglev_shares_within_1_percent_for_3_to_50_backends() {
         let table_shares = shares(&p, 200_000, true);
         let ideal = 1.0 / n as f64;
         for (i, s) in table_shares.iter().enumerate() {
-            assert!((s - ideal).abs() <= 0.01, "n={n} backend {i}: {s:.4} vs {ideal:.4}");
+            assert!(
+                (s - ideal).abs() <= 0.01,
+                "n={n} backend {i}: {s:.4} vs {ideal:.4}"
+            );
         }
     }
 }
@@ -113,13 +175,20 @@ fn maglev_removing_one_backend_moves_few_keys() {
         let moved = (0..keys)
             .filter(|&k| {
                 let key = crate::hash::mix(k);
-                let a = full.pick(&ctx_key(key)).map(|g| g.backend().address.clone());
-                let b = fewer.pick(&ctx_key(key)).map(|g| g.backend().address.clone());
+                let a = full
+                    .pick(&ctx_key(key))
+                    .map(|g| g.backend().address.clone());
+                let b = fewer
+                    .pick(&ctx_key(key))
+                    .map(|g| g.backend().address.clone());
                 a != b
             })
             .count() as f64
             / keys as f64;
-        assert!(moved <= 1.0 / n as f64 + 0.02, "n={n}: {moved:.4} of keys moved");
+        assert!(
+            moved <= 1.0 / n as f64 + 0.02,
+            "n={n}: {moved:.4} of keys moved"
+        );
     }
 }
 
@@ -127,12 +196,19 @@ fn maglev_removing_one_backend_moves_few_keys() {
 fn hash_policies_are_consistent_and_skip_down_backends() {
     for policy in ["maglev", "ring_hash"] {
         let p = pool_with(policy, &[1, 1, 1, 1], "");
-        let first: Vec<usize> = (0..200).filter_map(|k| p.pick(&ctx_key(k)).map(|g| g.backend().index)).collect();
-        let again: Vec<usize> = (0..200).filter_map(|k| p.pick(&ctx_key(k)).map(|g| g.backend().index)).collect();
+        let first: Vec<usize> = (0..200)
+            .filter_map(|k| p.pick(&ctx_key(k)).map(|g| g.backend().index))
+            .collect();
+        let again: Vec<usize> = (0..200)
+            .filter_map(|k| p.pick(&ctx_key(k)).map(|g| g.backend().index))
+            .collect();
         assert_eq!(first, again, "{policy}: same key, same backend");
         p.backends()[0].set_active_up(false, Instant::now());
         for (k, before) in first.iter().enumerate() {
-            let now = p.pick(&ctx_key(k as u64)).map(|g| g.backend().index).expect("pick");
+            let now = p
+                .pick(&ctx_key(k as u64))
+                .map(|g| g.backend().index)
+                .expect("pick");
             assert_ne!(now, 0, "{policy}: down backend picked");
             if *before != 0 {
                 assert_eq!(now, *before, "{policy}: key of a healthy backend moved");
@@ -145,60 +221,118 @@ fn hash_policies_are_consistent_and_skip_down_backends() {
 fn session_cookie_sticks_and_falls_back() {
     let p = pool_with("session_affinity", &[1, 1, 1], "");
     let id = p.backends()[2].id;
-    let ctx = PickContext { affinity: Some(id), ..Default::default() };
+    let ctx = PickContext {
+        affinity: Some(id),
+        ..Default::default()
+    };
     for _ in 0..50 {
         assert_eq!(p.pick(&ctx).map(|g| g.backend().index), Some(2));
     }
     p.backends()[2].set_drained(true, Instant::now());
     assert_ne!(p.pick(&ctx).map(|g| g.backend().index), Some(2));
-    assert_eq!(p.affinity_cookie.as_ref().map(|c| c.0.as_str()), Some("eg_affinity"));
+    assert_eq!(
+        p.affinity_cookie.as_ref().map(|c| c.0.as_str()),
+        Some("eg_affinity")
+    );
 }
 
 #[test]
 fn passive_ejection_backs_off_and_readmits() {
     let p = pool_with("round_robin", &[1, 1, 1, 1], "[clusters.outlier_detection]\nconsecutive_failures = 3\nbase_ejection_ms = 1000\nmax_ejection_ms = 4000\nmax_ejection_percent = 50\n");
-    let b0 = || p.pick(&PickContext { exclude: &[1, 2, 3], ..Default::default() });
+    let b0 = || {
+        p.pick(&PickContext {
+            exclude: &[1, 2, 3],
+            ..Default::default()
+        })
+    };
     for _ in 0..3 {
         b0().expect("pick").report(Outcome::Failure);
     }
     let now = Instant::now();
-    let left = p.backends()[0].ejected_for(now).expect("ejected after 3 failures");
+    let left = p.backends()[0]
+        .ejected_for(now)
+        .expect("ejected after 3 failures");
     assert!(left <= Duration::from_millis(1000) && left > Duration::from_millis(900));
     assert_eq!(p.backends()[0].health(), Health::Down);
     for k in 0..100 {
-        assert_ne!(p.pick_at(&PickContext::default(), now).map(|g| g.backend().index), Some(0), "pick {k}");
+        assert_ne!(
+            p.pick_at(&PickContext::default(), now)
+                .map(|g| g.backend().index),
+            Some(0),
+            "pick {k}"
+        );
     }
     // Readmitted after the window.
     let later = now + Duration::from_millis(1100);
     assert!(p.backends()[0].is_available(later));
     // A second ejection lasts twice as long.
     for _ in 0..3 {
-        p.backends()[0].consecutive_failures.fetch_add(0, std::sync::atomic::Ordering::Relaxed);
-        if let Some(g) = p.pick_at(&PickContext { exclude: &[1, 2, 3], ..Default::default() }, later) {
-            p.outlier.as_ref().expect("outlier").record(g.backend(), Outcome::Failure, later);
+        p.backends()[0]
+            .consecutive_failures
+            .fetch_add(0, std::sync::atomic::Ordering::Relaxed);
+        if let Some(g) = p.pick_at(
+            &PickContext {
+                exclude: &[1, 2, 3],
+                ..Default::default()
+            },
+            later,
+        ) {
+            p.outlier
+                .as_ref()
+                .expect("outlier")
+                .record(g.backend(), Outcome::Failure, later);
         }
     }
     let second = p.backends()[0].ejected_for(later).expect("ejected again");
-    assert!(second > Duration::from_millis(1900), "back-off doubled: {second:?}");
+    assert!(
+        second > Duration::from_millis(1900),
+        "back-off doubled: {second:?}"
+    );
 }
 
 #[test]
 fn ejection_cap_keeps_half_the_pool() {
-    let p = pool_with("round_robin", &[1, 1, 1, 1], "[clusters.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 50\n");
+    let p = pool_with(
+        "round_robin",
+        &[1, 1, 1, 1],
+        "[clusters.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 50\n",
+    );
     let now = Instant::now();
     for b in p.backends() {
-        p.outlier.as_ref().expect("outlier").record(b, Outcome::Failure, now);
+        p.outlier
+            .as_ref()
+            .expect("outlier")
+            .record(b, Outcome::Failure, now);
     }
-    let out = p.backends().iter().filter(|b| b.ejected_for(now).is_some()).count();
+    let out = p
+        .backends()
+        .iter()
+        .filter(|b| b.ejected_for(now).is_some())
+        .count();
     assert_eq!(out, 2, "never more than 50 % ejected");
-    let single = pool_with("round_robin", &[1], "[clusters.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 100\n");
-    single.outlier.as_ref().expect("outlier").record(&single.backends()[0], Outcome::Failure, now);
-    assert!(single.backends()[0].ejected_for(now).is_none(), "the last backend is never ejected");
+    let single = pool_with(
+        "round_robin",
+        &[1],
+        "[clusters.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 100\n",
+    );
+    single
+        .outlier
+        .as_ref()
+        .expect("outlier")
+        .record(&single.backends()[0], Outcome::Failure, now);
+    assert!(
+        single.backends()[0].ejected_for(now).is_none(),
+        "the last backend is never ejected"
+    );
 }
 
 #[test]
 fn slow_start_ramps_a_returning_backend() {
-    let p = pool_with("round_robin", &[1, 1], "[clusters.slow_start]\nwindow_ms = 10000\n");
+    let p = pool_with(
+        "round_robin",
+        &[1, 1],
+        "[clusters.slow_start]\nwindow_ms = 10000\n",
+    );
     let t0 = Instant::now();
     p.backends()[1].set_active_up(false, t0);
     p.backends()[1].set_active_up(true, t0);
@@ -214,7 +348,10 @@ fn slow_start_ramps_a_returning_backend() {
     let mid = share_at(t0 + Duration::from_millis(5000));
     let done = share_at(t0 + Duration::from_millis(11_000));
     assert!(early < 0.15, "early share {early}");
-    assert!(mid > early && mid < done, "ramping: {early} < {mid} < {done}");
+    assert!(
+        mid > early && mid < done,
+        "ramping: {early} < {mid} < {done}"
+    );
     assert!((done - 0.5).abs() < 0.03, "settled share {done}");
 }
 
@@ -224,6 +361,8 @@ fn peak_ewma_prefers_the_faster_backend() {
     let now = Instant::now();
     p.backends()[0].observe_latency(Duration::from_millis(50), now);
     p.backends()[1].observe_latency(Duration::from_millis(1), now);
-    let fast = (0..1000).filter(|_| p.pick(&PickContext::default()).map(|g| g.backend().index) == Some(1)).count();
+    let fast = (0..1000)
+        .filter(|_| p.pick(&PickContext::default()).map(|g| g.backend().index) == Some(1))
+        .count();
     assert!(fast > 900, "fast backend picked {fast} / 1000");
 }

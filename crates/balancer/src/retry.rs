@@ -78,10 +78,12 @@ impl RetryBudget {
             if next_count > floor {
                 return false;
             }
-            match self
-                .window
-                .compare_exchange_weak(cur, (second << 32) | next_count, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.window.compare_exchange_weak(
+                cur,
+                (second << 32) | next_count,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(actual) => cur = actual,
             }

@@ -33,13 +33,15 @@ impl Prepared {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (i, l) in config.listeners.iter().enumerate() {
             let built = match l.protocol {
-                ListenerProtocol::Tcp | ListenerProtocol::Tls => Built::L4(L4Settings::new(config, l, i)?),
+                ListenerProtocol::Tcp | ListenerProtocol::Tls => {
+                    Built::L4(L4Settings::new(config, l, i)?)
+                }
                 ListenerProtocol::H1 | ListenerProtocol::H1s => {
                     Built::Http(HttpSettings::new(config, l, i, &clusters)?)
                 }
-                ListenerProtocol::Quic => bail!(
-                    "listeners[{i}].protocol = quic: this build does not serve HTTP/3 yet"
-                ),
+                ListenerProtocol::Quic => {
+                    bail!("listeners[{i}].protocol = quic: this build does not serve HTTP/3 yet")
+                }
             };
             listeners.push(built);
         }
@@ -93,7 +95,8 @@ impl Gateway {
             let label = listener.label(index);
             report::listening(&label, listener.protocol.as_str(), "tcp", local);
             tracing::info!(listener = %label, address = %local, protocol = listener.protocol.as_str(), "listening");
-            let (admission, stop, tasks) = (Arc::clone(&admission), shutdown.clone(), tracker.clone());
+            let (admission, stop, tasks) =
+                (Arc::clone(&admission), shutdown.clone(), tracker.clone());
             let live = match built {
                 Built::L4(s) => {
                     let s = Arc::new(ArcSwap::from_pointee(s));
@@ -102,7 +105,13 @@ impl Gateway {
                 }
                 Built::Http(s) => {
                     let s = Arc::new(ArcSwap::from_pointee(s));
-                    tokio::spawn(eg_http::serve(socket, Arc::clone(&s), admission, stop, tasks));
+                    tokio::spawn(eg_http::serve(
+                        socket,
+                        Arc::clone(&s),
+                        admission,
+                        stop,
+                        tasks,
+                    ));
                     Live::Http(s)
                 }
             };
@@ -134,12 +143,20 @@ impl Gateway {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration");
-                metrics().config_reloads_total.with_label_values(&["rejected"]).inc();
+                metrics()
+                    .config_reloads_total
+                    .with_label_values(&["rejected"])
+                    .inc();
                 return;
             }
         };
         let mut restart_needed = config.listeners.len() != self.slots.len();
-        for ((listener, built), slot) in config.listeners.iter().zip(prepared.listeners).zip(&self.slots) {
+        for ((listener, built), slot) in config
+            .listeners
+            .iter()
+            .zip(prepared.listeners)
+            .zip(&self.slots)
+        {
             if listener.address != slot.address || listener.protocol != slot.protocol {
                 restart_needed = true;
                 continue;
@@ -152,10 +169,16 @@ impl Gateway {
         }
         if restart_needed {
             tracing::warn!("reload applied to existing listeners; added, removed or re-addressed listeners need a restart");
-            metrics().config_reloads_total.with_label_values(&["partial"]).inc();
+            metrics()
+                .config_reloads_total
+                .with_label_values(&["partial"])
+                .inc();
         } else {
             tracing::info!("configuration reloaded");
-            metrics().config_reloads_total.with_label_values(&["ok"]).inc();
+            metrics()
+                .config_reloads_total
+                .with_label_values(&["ok"])
+                .inc();
         }
     }
 
@@ -164,8 +187,14 @@ impl Gateway {
     pub async fn drain(self, budget: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(budget, self.tracker.wait()).await.is_err() {
-            tracing::warn!(open = self.tracker.len(), "drain budget spent; closing remaining connections");
+        if tokio::time::timeout(budget, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.tracker.len(),
+                "drain budget spent; closing remaining connections"
+            );
         }
     }
 }

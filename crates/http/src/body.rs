@@ -22,7 +22,9 @@ pub fn empty() -> ProxyBody {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Why a guarded body stopped early. Surfaces as a body error, so the
@@ -74,7 +76,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -128,7 +133,10 @@ mod tests {
         let stalled = http_body_util::StreamBody::new(tokio_stream_shim(rx));
         let g = Guarded::new(stalled, 100, Duration::from_secs(1), far);
         let err = g.collect().await.err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("no body progress within body_timeout_ms"));
+        assert_eq!(
+            err.as_deref(),
+            Some("no body progress within body_timeout_ms")
+        );
     }
 
     fn tokio_stream_shim(

@@ -67,7 +67,10 @@ impl ProxyError {
         let mut resp = Response::new(full(text));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if self.closes_connection() {
             h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
         }

@@ -29,13 +29,19 @@ pub struct PoolHandle {
 }
 
 impl PoolHandle {
-    pub fn new(spec: &PoolSpec, path: &str, connect_timeout: Duration) -> Result<Self, SettingsError> {
+    pub fn new(
+        spec: &PoolSpec,
+        path: &str,
+        connect_timeout: Duration,
+    ) -> Result<Self, SettingsError> {
         let pool = Arc::new(Pool::new(spec, BackendProtocol::H1));
         let mut upstreams = Vec::with_capacity(spec.backends.len());
         for (j, b) in spec.backends.iter().enumerate() {
-            let tls = eg_tls::backend_tls(b, BackendProtocol::H1).map_err(|source| SettingsError::Tls {
-                path: format!("{path}.backends[{j}]"),
-                source,
+            let tls = eg_tls::backend_tls(b, BackendProtocol::H1).map_err(|source| {
+                SettingsError::Tls {
+                    path: format!("{path}.backends[{j}]"),
+                    source,
+                }
             })?;
             let protocol = b.protocol.unwrap_or(BackendProtocol::H1);
             if protocol == BackendProtocol::H3 {
@@ -44,7 +50,12 @@ impl PoolHandle {
                     reason: "h3 backends are not served by this build yet".into(),
                 });
             }
-            upstreams.push(Arc::new(Upstream::new(b.address.clone(), protocol, tls, connect_timeout)));
+            upstreams.push(Arc::new(Upstream::new(
+                b.address.clone(),
+                protocol,
+                tls,
+                connect_timeout,
+            )));
         }
         Ok(Self { pool, upstreams })
     }
@@ -58,7 +69,16 @@ pub fn build_clusters(config: &Config) -> Result<HashMap<String, Arc<PoolHandle>
         .clusters
         .iter()
         .enumerate()
-        .map(|(i, c)| Ok((c.name.clone(), Arc::new(PoolHandle::new(&c.pool(), &format!("clusters[{i}]"), timeout)?))))
+        .map(|(i, c)| {
+            Ok((
+                c.name.clone(),
+                Arc::new(PoolHandle::new(
+                    &c.pool(),
+                    &format!("clusters[{i}]"),
+                    timeout,
+                )?),
+            ))
+        })
         .collect()
 }
 
@@ -103,10 +123,11 @@ impl HttpSettings {
                     tls13_only: rt.tls.tls13_only,
                     alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
                 };
-                let server = eg_tls::server_config(tls, &opts).map_err(|source| SettingsError::Tls {
-                    path: format!("{path}.tls"),
-                    source,
-                })?;
+                let server =
+                    eg_tls::server_config(tls, &opts).map_err(|source| SettingsError::Tls {
+                        path: format!("{path}.tls"),
+                        source,
+                    })?;
                 Some(TlsAcceptor::from(server))
             }
             _ => None,
@@ -115,21 +136,29 @@ impl HttpSettings {
         let default_pool = if listener.backends.is_empty() {
             None
         } else {
-            Some(Arc::new(PoolHandle::new(&listener.default_pool(index), &path, connect_timeout)?))
+            Some(Arc::new(PoolHandle::new(
+                &listener.default_pool(index),
+                &path,
+                connect_timeout,
+            )?))
         };
         let mut routes = Vec::with_capacity(listener.routes.len());
         for (j, r) in listener.routes.iter().enumerate() {
             let pool = match &r.cluster {
-                Some(name) => Some(Arc::clone(clusters.get(name).ok_or_else(|| SettingsError::Invalid {
-                    path: format!("{path}.routes[{j}].cluster"),
-                    reason: format!("no cluster named {name:?}"),
+                Some(name) => Some(Arc::clone(clusters.get(name).ok_or_else(|| {
+                    SettingsError::Invalid {
+                        path: format!("{path}.routes[{j}].cluster"),
+                        reason: format!("no cluster named {name:?}"),
+                    }
                 })?)),
                 None => None,
             };
-            routes.push(CompiledRoute::new(j, r, pool).ok_or_else(|| SettingsError::Invalid {
-                path: format!("{path}.routes[{j}].header"),
-                reason: "not a valid header name and value".into(),
-            })?);
+            routes.push(
+                CompiledRoute::new(j, r, pool).ok_or_else(|| SettingsError::Invalid {
+                    path: format!("{path}.routes[{j}].header"),
+                    reason: "not a valid header name and value".into(),
+                })?,
+            );
         }
         let h = &listener.http;
         let alt_svc = listener.alt_svc.as_ref().and_then(|a| {

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use eg_balancer::{InFlight, PickContext};
+use eg_balancer::{InFlight, Outcome, PickContext};
 use eg_runtime::metrics::metrics;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -24,6 +24,7 @@ pub(crate) async fn dial(settings: &L4Settings, client_ip: IpAddr) -> Option<(In
         let ctx = PickContext {
             client_ip: Some(client_ip),
             exclude: &tried,
+            ..Default::default()
         };
         let picked = pool.pick(&ctx)?;
         let backend = picked.backend();
@@ -36,6 +37,7 @@ pub(crate) async fn dial(settings: &L4Settings, client_ip: IpAddr) -> Option<(In
             Ok(Ok(stream)) => match upgrade(settings, backend.index, stream).await {
                 Ok(up) => {
                     count(&pool.name, &backend.address, "ok");
+                    picked.report(Outcome::Success);
                     return Some((picked, up));
                 }
                 Err(why) => why,
@@ -47,6 +49,7 @@ pub(crate) async fn dial(settings: &L4Settings, client_ip: IpAddr) -> Option<(In
             Err(_) => "timeout",
         };
         count(&pool.name, &backend.address, outcome);
+        picked.report(Outcome::Failure);
         tried.push(backend.index);
     }
     None

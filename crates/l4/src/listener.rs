@@ -33,18 +33,23 @@ pub async fn serve(
 async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<L4Settings>) {
     let result = match &settings.acceptor {
         None => forward(stream, peer, &settings).await,
-        Some(acceptor) => match timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => forward(tls, peer, &settings).await,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "client TLS handshake failed");
-                Ok(())
+        Some(acceptor) => {
+            match timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => forward(tls, peer, &settings).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+                    Ok(())
+                }
+                Err(_) => {
+                    metrics()
+                        .defence_trips_total
+                        .with_label_values(&["handshake_timeout"])
+                        .inc();
+                    tracing::debug!(%peer, "client TLS handshake timed out");
+                    Ok(())
+                }
             }
-            Err(_) => {
-                metrics().defence_trips_total.with_label_values(&["handshake_timeout"]).inc();
-                tracing::debug!(%peer, "client TLS handshake timed out");
-                Ok(())
-            }
-        },
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "relay ended with an error");

@@ -52,11 +52,17 @@ pub async fn accept_loop<S, F, Fut>(
         };
         let snapshot = settings.load_full();
         let label = snapshot.label().to_owned();
-        metrics().connections_total.with_label_values(&[&label]).inc();
+        metrics()
+            .connections_total
+            .with_label_values(&[&label])
+            .inc();
         let admitted: Admitted = match admission.try_admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(why) => {
-                metrics().defence_trips_total.with_label_values(&[why.as_str()]).inc();
+                metrics()
+                    .defence_trips_total
+                    .with_label_values(&[why.as_str()])
+                    .inc();
                 tracing::debug!(%peer, defence = why.as_str(), "connection refused");
                 // Reset at once: the refused peer holds no server state.
                 let _ = stream.set_zero_linger();

@@ -57,7 +57,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener", "protocol"],
     )?;
     let backend_requests_total = IntCounterVec::new(
-        Opts::new("backend_requests_total", "Requests sent to backends by outcome"),
+        Opts::new(
+            "backend_requests_total",
+            "Requests sent to backends by outcome",
+        ),
         &["cluster", "backend", "outcome"],
     )?;
     let retries_total = IntCounterVec::new(

@@ -15,7 +15,9 @@ pub struct BackendTls {
 
 impl std::fmt::Debug for BackendTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendTls").field("server_name", &self.server_name).finish()
+        f.debug_struct("BackendTls")
+            .field("server_name", &self.server_name)
+            .finish()
     }
 }
 
@@ -30,7 +32,10 @@ pub fn backend_tls(b: &Backend, default: BackendProtocol) -> Result<Option<Backe
         VerifyHostname::Enabled(on) => (*on, None),
         VerifyHostname::Name(n) => (true, Some(n.clone())),
     };
-    let host = b.address.rsplit_once(':').map_or(b.address.as_str(), |(h, _)| h);
+    let host = b
+        .address
+        .rsplit_once(':')
+        .map_or(b.address.as_str(), |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let sni = b.sni.clone().or(name).unwrap_or_else(|| host.to_owned());
     let server_name = ServerName::try_from(sni.clone()).map_err(|_| TlsError::Unusable {

@@ -15,14 +15,20 @@ use crate::{BackendState, Pool};
 
 /// One probe of one backend: `true` when healthy.
 pub trait Probe: Send + Sync + 'static {
-    fn check<'a>(&'a self, backend: &'a BackendState) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    fn check<'a>(
+        &'a self,
+        backend: &'a BackendState,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 }
 
 /// `kind = "tcp"`: the backend accepts a connection.
 pub struct TcpProbe;
 
 impl Probe for TcpProbe {
-    fn check<'a>(&'a self, backend: &'a BackendState) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    fn check<'a>(
+        &'a self,
+        backend: &'a BackendState,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(async move { TcpStream::connect(&backend.address).await.is_ok() })
     }
 }
@@ -52,9 +58,16 @@ impl Verdicts {
 /// Start checking every backend of `pool`. The tasks end by themselves
 /// when the pool is dropped (replaced by a reload).
 pub fn spawn(pool: &Arc<Pool>, probe: Arc<dyn Probe>) {
-    let Some(spec) = pool.health_check.clone() else { return };
+    let Some(spec) = pool.health_check.clone() else {
+        return;
+    };
     for index in 0..pool.backends().len() {
-        tokio::spawn(run(Arc::downgrade(pool), index, Arc::clone(&probe), spec.clone()));
+        tokio::spawn(run(
+            Arc::downgrade(pool),
+            index,
+            Arc::clone(&probe),
+            spec.clone(),
+        ));
     }
 }
 
@@ -63,11 +76,16 @@ async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: Health
     let interval = Duration::from_millis(spec.interval_ms);
     let timeout = Duration::from_millis(spec.timeout_ms);
     loop {
-        let jitter = interval.mul_f64(f64::from(spec.jitter_percent) / 100.0 * rand::random::<f64>());
+        let jitter =
+            interval.mul_f64(f64::from(spec.jitter_percent) / 100.0 * rand::random::<f64>());
         tokio::time::sleep(interval + jitter).await;
         let Some(pool) = pool.upgrade() else { return };
-        let Some(backend) = pool.backends().get(index).cloned() else { return };
-        let ok = tokio::time::timeout(timeout, probe.check(&backend)).await.unwrap_or(false);
+        let Some(backend) = pool.backends().get(index).cloned() else {
+            return;
+        };
+        let ok = tokio::time::timeout(timeout, probe.check(&backend))
+            .await
+            .unwrap_or(false);
         if let Some(up) = verdicts.record(ok, backend.active_up(), spec.rise, spec.fall) {
             backend.set_active_up(up, Instant::now());
             if up {
@@ -90,7 +108,11 @@ mod tests {
         assert_eq!(v.record(false, true, 2, 3), None);
         assert_eq!(v.record(false, true, 2, 3), Some(false));
         assert_eq!(v.record(true, false, 2, 3), None);
-        assert_eq!(v.record(false, false, 2, 3), None, "a failure resets the rise count");
+        assert_eq!(
+            v.record(false, false, 2, 3),
+            None,
+            "a failure resets the rise count"
+        );
         assert_eq!(v.record(true, false, 2, 3), None);
         assert_eq!(v.record(true, false, 2, 3), Some(true));
     }

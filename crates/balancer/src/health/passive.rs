@@ -31,7 +31,10 @@ impl Outlier {
         };
         if !failed {
             backend.consecutive_failures.store(0, Ordering::Relaxed);
-            let streak = backend.consecutive_successes.fetch_add(1, Ordering::Relaxed) + 1;
+            let streak = backend
+                .consecutive_successes
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
             // A clean streak as long as the trip threshold forgives past
             // ejections, so the next back-off starts from the base again.
             if streak >= self.config.consecutive_failures {
@@ -61,7 +64,11 @@ impl Outlier {
     /// One more ejection stays within the cap and leaves one backend up.
     fn may_eject(&self, now: Instant) -> bool {
         let total = self.peers.len();
-        let out = self.peers.iter().filter(|b| b.ejected_for(now).is_some()).count();
+        let out = self
+            .peers
+            .iter()
+            .filter(|b| b.ejected_for(now).is_some())
+            .count();
         let available = self.peers.iter().filter(|b| b.is_available(now)).count();
         let cap = total * self.config.max_ejection_percent as usize / 100;
         available > 1 && out < cap.max(1).min(total.saturating_sub(1))

@@ -22,11 +22,19 @@ pub(crate) struct Ring {
 impl Ring {
     pub(crate) fn new(backends: &[Arc<BackendState>]) -> Self {
         let min_w = backends.iter().map(|b| b.weight).min().unwrap_or(1).max(1);
-        let wanted: u64 = backends.iter().map(|b| u64::from(b.weight / min_w) * POINTS_PER_WEIGHT).sum();
-        let scale = if wanted > MAX_POINTS { MAX_POINTS as f64 / wanted as f64 } else { 1.0 };
+        let wanted: u64 = backends
+            .iter()
+            .map(|b| u64::from(b.weight / min_w) * POINTS_PER_WEIGHT)
+            .sum();
+        let scale = if wanted > MAX_POINTS {
+            MAX_POINTS as f64 / wanted as f64
+        } else {
+            1.0
+        };
         let mut points = Vec::new();
         for (i, b) in backends.iter().enumerate() {
-            let count = ((u64::from(b.weight / min_w) * POINTS_PER_WEIGHT) as f64 * scale).max(1.0) as u64;
+            let count =
+                ((u64::from(b.weight / min_w) * POINTS_PER_WEIGHT) as f64 * scale).max(1.0) as u64;
             for v in 0..count {
                 let h = hash_bytes(format!("{}#{v}", b.address).as_bytes());
                 points.push((h, i as u32));
@@ -38,7 +46,12 @@ impl Ring {
 }
 
 impl Policy for Ring {
-    fn pick(&self, backends: &[Arc<BackendState>], ctx: &PickContext<'_>, eligible: Eligible<'_>) -> Option<usize> {
+    fn pick(
+        &self,
+        backends: &[Arc<BackendState>],
+        ctx: &PickContext<'_>,
+        eligible: Eligible<'_>,
+    ) -> Option<usize> {
         let len = self.points.len();
         if len == 0 {
             return None;

@@ -19,7 +19,12 @@ fn load(b: &BackendState) -> f64 {
 }
 
 impl Policy for Least {
-    fn pick(&self, backends: &[Arc<BackendState>], _ctx: &PickContext<'_>, eligible: Eligible<'_>) -> Option<usize> {
+    fn pick(
+        &self,
+        backends: &[Arc<BackendState>],
+        _ctx: &PickContext<'_>,
+        eligible: Eligible<'_>,
+    ) -> Option<usize> {
         let n = backends.len();
         let start = rand::random::<u64>() as usize % n.max(1);
         let mut best: Option<(usize, f64)> = None;
@@ -69,7 +74,12 @@ impl PowerOfTwo {
         }
     }
 
-    fn candidate(&self, backends: &[Arc<BackendState>], eligible: Eligible<'_>, not: Option<usize>) -> Option<usize> {
+    fn candidate(
+        &self,
+        backends: &[Arc<BackendState>],
+        eligible: Eligible<'_>,
+        not: Option<usize>,
+    ) -> Option<usize> {
         for _ in 0..4 {
             let i = self.draw.draw()?;
             if Some(i) != not && backends.get(i).is_some_and(|b| eligible(b)) {
@@ -77,12 +87,19 @@ impl PowerOfTwo {
             }
         }
         let start = self.draw.draw()?;
-        scan_from(backends, start, &|b: &BackendState| Some(b.index) != not && eligible(b))
+        scan_from(backends, start, &|b: &BackendState| {
+            Some(b.index) != not && eligible(b)
+        })
     }
 }
 
 impl Policy for PowerOfTwo {
-    fn pick(&self, backends: &[Arc<BackendState>], _ctx: &PickContext<'_>, eligible: Eligible<'_>) -> Option<usize> {
+    fn pick(
+        &self,
+        backends: &[Arc<BackendState>],
+        _ctx: &PickContext<'_>,
+        eligible: Eligible<'_>,
+    ) -> Option<usize> {
         let a = self.candidate(backends, eligible, None)?;
         let Some(b) = self.candidate(backends, eligible, Some(a)) else {
             return Some(a);

@@ -80,15 +80,28 @@ fn build_table(backends: &[Arc<BackendState>], size: u64) -> Vec<u32> {
 }
 
 impl Policy for Maglev {
-    fn pick(&self, backends: &[Arc<BackendState>], ctx: &PickContext<'_>, eligible: Eligible<'_>) -> Option<usize> {
+    fn pick(
+        &self,
+        backends: &[Arc<BackendState>],
+        ctx: &PickContext<'_>,
+        eligible: Eligible<'_>,
+    ) -> Option<usize> {
         let key = key_of(ctx);
         for probe in 0..=PROBES {
-            let h = if probe == 0 { key } else { mix(key.wrapping_add(probe)) };
+            let h = if probe == 0 {
+                key
+            } else {
+                mix(key.wrapping_add(probe))
+            };
             let i = self.lookup(h)?;
             if backends.get(i).is_some_and(|b| eligible(b)) {
                 return Some(i);
             }
         }
-        scan_from(backends, (key % backends.len().max(1) as u64) as usize, eligible)
+        scan_from(
+            backends,
+            (key % backends.len().max(1) as u64) as usize,
+            eligible,
+        )
     }
 }

@@ -22,16 +22,27 @@ pub(crate) type Eligible<'a> = &'a dyn Fn(&BackendState) -> bool;
 
 pub(crate) trait Policy: Send + Sync + std::fmt::Debug {
     /// Index of the chosen backend, or `None` when none is eligible.
-    fn pick(&self, backends: &[Arc<BackendState>], ctx: &PickContext<'_>, eligible: Eligible<'_>) -> Option<usize>;
+    fn pick(
+        &self,
+        backends: &[Arc<BackendState>],
+        ctx: &PickContext<'_>,
+        eligible: Eligible<'_>,
+    ) -> Option<usize>;
 }
 
 /// Build the policy for a pool. `maglev_table_size` is validated prime.
-pub(crate) fn build(policy: LbPolicy, backends: &[Arc<BackendState>], maglev_table_size: u64) -> Box<dyn Policy> {
+pub(crate) fn build(
+    policy: LbPolicy,
+    backends: &[Arc<BackendState>],
+    maglev_table_size: u64,
+) -> Box<dyn Policy> {
     let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
     match policy {
         LbPolicy::RoundRobin => Box::new(sequence::Sequence::blocks(&weights)),
         LbPolicy::WeightedRoundRobin => Box::new(sequence::Sequence::smooth(&weights)),
-        LbPolicy::Random | LbPolicy::WeightedRandom => Box::new(random::WeightedRandom::new(&weights)),
+        LbPolicy::Random | LbPolicy::WeightedRandom => {
+            Box::new(random::WeightedRandom::new(&weights))
+        }
         LbPolicy::LeastConnections | LbPolicy::LeastRequest => Box::new(least::Least),
         LbPolicy::P2c => Box::new(least::PowerOfTwo::new(&weights, least::Cost::InFlight)),
         LbPolicy::PeakEwma => Box::new(least::PowerOfTwo::new(&weights, least::Cost::PeakEwma)),
@@ -45,7 +56,11 @@ pub(crate) fn build(policy: LbPolicy, backends: &[Arc<BackendState>], maglev_tab
 
 /// Scan from `start` for the first eligible index: the bounded fallback
 /// every policy uses when its first choice is not eligible.
-pub(crate) fn scan_from(backends: &[Arc<BackendState>], start: usize, eligible: Eligible<'_>) -> Option<usize> {
+pub(crate) fn scan_from(
+    backends: &[Arc<BackendState>],
+    start: usize,
+    eligible: Eligible<'_>,
+) -> Option<usize> {
     let n = backends.len();
     (0..n)
         .map(|i| start.wrapping_add(i) % n.max(1))

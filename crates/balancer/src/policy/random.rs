@@ -36,7 +36,12 @@ impl WeightedRandom {
 const DRAWS: usize = 4;
 
 impl Policy for WeightedRandom {
-    fn pick(&self, backends: &[Arc<BackendState>], _ctx: &PickContext<'_>, eligible: Eligible<'_>) -> Option<usize> {
+    fn pick(
+        &self,
+        backends: &[Arc<BackendState>],
+        _ctx: &PickContext<'_>,
+        eligible: Eligible<'_>,
+    ) -> Option<usize> {
         for _ in 0..DRAWS {
             let i = self.draw()?;
             if backends.get(i).is_some_and(|b| eligible(b)) {

@@ -26,7 +26,10 @@ fn scaled(weights: &[u32]) -> Vec<u64> {
     if total <= MAX_SEQUENCE {
         return reduced;
     }
-    reduced.iter().map(|&w| (w * MAX_SEQUENCE / total).max(1)).collect()
+    reduced
+        .iter()
+        .map(|&w| (w * MAX_SEQUENCE / total).max(1))
+        .collect()
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -74,7 +77,12 @@ impl Sequence {
 }
 
 impl Policy for Sequence {
-    fn pick(&self, backends: &[Arc<BackendState>], _ctx: &PickContext<'_>, eligible: Eligible<'_>) -> Option<usize> {
+    fn pick(
+        &self,
+        backends: &[Arc<BackendState>],
+        _ctx: &PickContext<'_>,
+        eligible: Eligible<'_>,
+    ) -> Option<usize> {
         let len = self.order.len();
         if len == 0 {
             return None;

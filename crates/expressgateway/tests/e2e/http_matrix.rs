@@ -44,7 +44,11 @@ async fn cell(front: ClientProto, up: Up, upstream_tls: bool) {
         Up::H2 => ::http::Version::HTTP_2,
     };
     let seen = backend.seen.last_version.lock().ok().and_then(|v| *v);
-    assert_eq!(seen, Some(want_version), "backend spoke the configured protocol");
+    assert_eq!(
+        seen,
+        Some(want_version),
+        "backend spoke the configured protocol"
+    );
 
     // 20 MiB upload echoed back, checksummed.
     let data = pattern(20 << 20, 7);
@@ -66,7 +70,10 @@ async fn cell(front: ClientProto, up: Up, upstream_tls: bool) {
     let r = send(&cl, req).await;
     assert_eq!(&r.body[..], b"body-before-trailers");
     let trailers = r.trailers.expect("trailers arrived");
-    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
 
     // 100 concurrent requests.
     let mut tasks = Vec::new();
@@ -115,8 +122,16 @@ async fn untrusted_upstream_certificate_is_refused_unless_verification_is_off() 
     let gw = Gateway::start_in(dir, &config);
     let cl = client(ClientProto::H1);
     let verified = send(&cl, get(&format!("http://{}/x", gw.addr(0)))).await;
-    assert_eq!(verified.status, StatusCode::BAD_GATEWAY, "self-signed backend must not be trusted by default");
+    assert_eq!(
+        verified.status,
+        StatusCode::BAD_GATEWAY,
+        "self-signed backend must not be trusted by default"
+    );
     assert_eq!(backend.hits(), 0);
     let unverified = send(&cl, get(&format!("http://{}/x", gw.addr(1)))).await;
-    assert_eq!(unverified.status, StatusCode::OK, "tls_verify_peer = false is the explicit opt-out");
+    assert_eq!(
+        unverified.status,
+        StatusCode::OK,
+        "tls_verify_peer = false is the explicit opt-out"
+    );
 }

@@ -10,7 +10,15 @@ use crate::support::*;
 /// Run curl with `args`; returns (http version, status, body).
 fn curl(args: Vec<String>) -> (String, u16, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
         .args(&args)
         .output()
         .expect("curl is required for this test (Debian package `curl`)");
@@ -19,7 +27,11 @@ fn curl(args: Vec<String>) -> (String, u16, String) {
     let mut it = meta.split_whitespace();
     let version = it.next().unwrap_or_default().to_owned();
     let status = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (version, status, body.to_owned())
 }
 
@@ -41,14 +53,49 @@ async fn curl_speaks_every_front_protocol() {
     let resolve = format!("localhost:{}:127.0.0.1", h1s.port());
     let tls_url = format!("https://localhost:{}/tls", h1s.port());
     let cases: Vec<(Vec<String>, &str, &str)> = vec![
-        (vec!["--http1.1".into(), format!("http://{h1}/one")], "1.1", "backend c /one\n"),
-        (vec!["--http2-prior-knowledge".into(), format!("http://{h1}/two")], "2", "backend c /two\n"),
-        (vec!["--http2".into(), "--cacert".into(), ca.clone(), "--resolve".into(), resolve.clone(), tls_url.clone()], "2", "backend c /tls\n"),
-        (vec!["--http1.1".into(), "--cacert".into(), ca, "--resolve".into(), resolve, tls_url], "1.1", "backend c /tls\n"),
+        (
+            vec!["--http1.1".into(), format!("http://{h1}/one")],
+            "1.1",
+            "backend c /one\n",
+        ),
+        (
+            vec!["--http2-prior-knowledge".into(), format!("http://{h1}/two")],
+            "2",
+            "backend c /two\n",
+        ),
+        (
+            vec![
+                "--http2".into(),
+                "--cacert".into(),
+                ca.clone(),
+                "--resolve".into(),
+                resolve.clone(),
+                tls_url.clone(),
+            ],
+            "2",
+            "backend c /tls\n",
+        ),
+        (
+            vec![
+                "--http1.1".into(),
+                "--cacert".into(),
+                ca,
+                "--resolve".into(),
+                resolve,
+                tls_url,
+            ],
+            "1.1",
+            "backend c /tls\n",
+        ),
     ];
     for (args, version, body) in cases {
-        let out = tokio::task::spawn_blocking(move || curl(args)).await.expect("join");
-        assert_eq!((out.0.as_str(), out.1, out.2.as_str()), (version, 200, body));
+        let out = tokio::task::spawn_blocking(move || curl(args))
+            .await
+            .expect("join");
+        assert_eq!(
+            (out.0.as_str(), out.1, out.2.as_str()),
+            (version, 200, body)
+        );
     }
 }
 
@@ -85,7 +132,8 @@ impl PythonBackend {
             .expect("python3 is required for this test");
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("port line");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("port line");
         let port = line.trim().parse().expect("port");
         Self { child, port }
     }
@@ -108,8 +156,15 @@ async fn python_backend_behind_h1_and_h2c_fronts() {
     let gw = Gateway::start(&config);
     let url = format!("http://{}/py?x=1", gw.addr(0));
     for proto in ["--http1.1", "--http2-prior-knowledge"] {
-        let args = vec![proto.to_owned(), "-H".into(), "Host: app.example".into(), url.clone()];
-        let (_, status, body) = tokio::task::spawn_blocking(move || curl(args)).await.expect("join");
+        let args = vec![
+            proto.to_owned(),
+            "-H".into(),
+            "Host: app.example".into(),
+            url.clone(),
+        ];
+        let (_, status, body) = tokio::task::spawn_blocking(move || curl(args))
+            .await
+            .expect("join");
         assert_eq!(status, 200);
         assert_eq!(body, "python saw /py?x=1 host=app.example xff=127.0.0.1");
     }
@@ -120,8 +175,15 @@ async fn python_backend_behind_h1_and_h2c_fronts() {
     std::fs::write(&file, &data).expect("write");
     let at = format!("@{}", file.display());
     let url = format!("http://{}/upload", gw.addr(0));
-    let args = vec!["--http2-prior-knowledge".to_owned(), "--data-binary".into(), at, url];
-    let (_, status, body) = tokio::task::spawn_blocking(move || curl(args)).await.expect("join");
+    let args = vec![
+        "--http2-prior-knowledge".to_owned(),
+        "--data-binary".into(),
+        at,
+        url,
+    ];
+    let (_, status, body) = tokio::task::spawn_blocking(move || curl(args))
+        .await
+        .expect("join");
     assert_eq!(status, 200);
     assert_eq!(body.len(), data.len());
     assert!(body == data, "echoed body differs");

@@ -95,7 +95,10 @@ pub async fn acquire(
 }
 
 impl Pooled {
-    pub async fn send(mut self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, hyper::Error> {
+    pub async fn send(
+        mut self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, hyper::Error> {
         let resp = self.sender.send_request(req).await?;
         let keep = !resp
             .headers()
@@ -108,10 +111,16 @@ impl Pooled {
             if let Some((pool, sender)) = slot {
                 pool.put(sender);
             }
-            return Ok(Response::from_parts(parts, crate::body::boxed_incoming(body)));
+            return Ok(Response::from_parts(
+                parts,
+                crate::body::boxed_incoming(body),
+            ));
         }
         let body = Recycle { inner: body, slot };
-        Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
     }
 }
 
@@ -129,7 +138,10 @@ impl Body for Recycle {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         match &polled {

@@ -51,7 +51,12 @@ pub enum SendError {
 }
 
 impl Upstream {
-    pub fn new(address: String, protocol: BackendProtocol, tls: Option<BackendTls>, connect_timeout: Duration) -> Self {
+    pub fn new(
+        address: String,
+        protocol: BackendProtocol,
+        tls: Option<BackendTls>,
+        connect_timeout: Duration,
+    ) -> Self {
         Self {
             address,
             protocol,
@@ -77,9 +82,14 @@ impl Upstream {
                 .map(Sender::H2),
             // h3 arrives with the QUIC connector; tcp on an HTTP listener
             // means HTTP/1.1 (the original schema's meaning).
-            _ => h1::acquire(&self.h1, &self.address, self.tls.as_ref(), self.connect_timeout)
-                .await
-                .map(Sender::H1),
+            _ => h1::acquire(
+                &self.h1,
+                &self.address,
+                self.tls.as_ref(),
+                self.connect_timeout,
+            )
+            .await
+            .map(Sender::H1),
         }
     }
 }

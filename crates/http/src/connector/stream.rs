@@ -43,7 +43,12 @@ pub async fn dial(
     let Some(tls) = tls else {
         return Ok(BackendStream::Plain(tcp));
     };
-    match timeout(connect_timeout, tls.connector.connect(tls.server_name.clone(), tcp)).await {
+    match timeout(
+        connect_timeout,
+        tls.connector.connect(tls.server_name.clone(), tcp),
+    )
+    .await
+    {
         Ok(Ok(s)) => Ok(BackendStream::Tls(Box::new(s))),
         Ok(Err(e)) => Err(DialError::Tls(address.to_owned(), e)),
         Err(_) => Err(DialError::Timeout(address.to_owned())),
@@ -51,7 +56,11 @@ pub async fn dial(
 }
 
 impl AsyncRead for BackendStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -60,7 +69,11 @@ impl AsyncRead for BackendStream {
 }
 
 impl AsyncWrite for BackendStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, data),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),

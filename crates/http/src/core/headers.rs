@@ -51,7 +51,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Add `X-Forwarded-For/-Proto/-Host` and `Via` to a request going upstream.
-pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>, version: Version) {
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    tls: bool,
+    host: Option<&str>,
+    version: Version,
+) {
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {client}"),
         None => client.to_string(),
@@ -100,13 +106,20 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_listed_names_go() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers, deflate"));
         h.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
         strip_hop_by_hop(&mut h);
-        assert!(!h.contains_key("x-secret") && !h.contains_key("keep-alive") && !h.contains_key("connection"));
+        assert!(
+            !h.contains_key("x-secret")
+                && !h.contains_key("keep-alive")
+                && !h.contains_key("connection")
+        );
         assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
         assert!(h.contains_key("traceparent"));
     }
@@ -115,9 +128,24 @@ mod tests {
     fn forwarding_headers_append() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
-        add_forwarding(&mut h, "127.0.0.1".parse().expect("ip"), true, Some("example.com"), Version::HTTP_2);
-        assert_eq!(h.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"192.0.2.1, 127.0.0.1"[..]));
-        assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"https"[..]));
-        assert_eq!(h.get("via").map(|v| v.as_bytes()), Some(&b"2 expressgateway"[..]));
+        add_forwarding(
+            &mut h,
+            "127.0.0.1".parse().expect("ip"),
+            true,
+            Some("example.com"),
+            Version::HTTP_2,
+        );
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"192.0.2.1, 127.0.0.1"[..])
+        );
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"https"[..])
+        );
+        assert_eq!(
+            h.get("via").map(|v| v.as_bytes()),
+            Some(&b"2 expressgateway"[..])
+        );
     }
 }

@@ -56,7 +56,10 @@ impl CompiledRoute {
             Some(HostMatch::Suffix(s)) => host.len() > s.len() && host.ends_with(s.as_str()),
         };
         host_ok
-            && self.path_prefix.as_ref().is_none_or(|p| path.starts_with(p.as_str()))
+            && self
+                .path_prefix
+                .as_ref()
+                .is_none_or(|p| path.starts_with(p.as_str()))
             && self
                 .header
                 .as_ref()
@@ -68,11 +71,18 @@ impl CompiledRoute {
 mod tests {
     use super::*;
 
-    fn route(host: Option<&str>, prefix: Option<&str>, header: Option<(&str, &str)>) -> CompiledRoute {
+    fn route(
+        host: Option<&str>,
+        prefix: Option<&str>,
+        header: Option<(&str, &str)>,
+    ) -> CompiledRoute {
         let r = Route {
             host: host.map(Into::into),
             path_prefix: prefix.map(Into::into),
-            header: header.map(|(n, v)| eg_config::HeaderMatch { name: n.into(), value: v.into() }),
+            header: header.map(|(n, v)| eg_config::HeaderMatch {
+                name: n.into(),
+                value: v.into(),
+            }),
             cluster: None,
         };
         CompiledRoute::new(0, &r, None).expect("valid route")

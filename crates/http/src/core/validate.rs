@@ -9,7 +9,13 @@ use crate::error_map::ProxyError;
 
 /// Headers that are meaningful only on one HTTP/1 connection; an HTTP/2
 /// or HTTP/3 request carrying them is malformed (RFC 9113 §8.2.2).
-const CONNECTION_SPECIFIC: [&str; 5] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Framing: refuse every message whose length two parsers could read
 /// differently (CL.TE, TE.CL, duplicate CL, obfuscated TE).
@@ -26,12 +32,22 @@ pub fn check_framing<B>(req: &Request<B>, strict_te: bool) -> Result<(), ProxyEr
         }
     }
     if req.version() >= Version::HTTP_2 {
-        if let Some(name) = CONNECTION_SPECIFIC.iter().find(|n| headers.contains_key(**n)) {
+        if let Some(name) = CONNECTION_SPECIFIC
+            .iter()
+            .find(|n| headers.contains_key(**n))
+        {
             let _ = name;
-            return Err(ProxyError::BadRequest("connection-specific header in an HTTP/2 or HTTP/3 request"));
+            return Err(ProxyError::BadRequest(
+                "connection-specific header in an HTTP/2 or HTTP/3 request",
+            ));
         }
-        if headers.get(http::header::TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
-            return Err(ProxyError::BadRequest("TE other than \"trailers\" in an HTTP/2 or HTTP/3 request"));
+        if headers
+            .get(http::header::TE)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            return Err(ProxyError::BadRequest(
+                "TE other than \"trailers\" in an HTTP/2 or HTTP/3 request",
+            ));
         }
         return Ok(());
     }
@@ -40,24 +56,40 @@ pub fn check_framing<B>(req: &Request<B>, strict_te: bool) -> Result<(), ProxyEr
         return Ok(());
     }
     if !cls.is_empty() {
-        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     if req.version() == Version::HTTP_10 {
-        return Err(ProxyError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+        return Err(ProxyError::BadRequest(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
     }
-    let lone_chunked = tes.len() == 1 && tes.first().is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let lone_chunked = tes.len() == 1
+        && tes
+            .first()
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
     if strict_te && !lone_chunked {
-        return Err(ProxyError::BadRequest("Transfer-Encoding must be exactly \"chunked\""));
+        return Err(ProxyError::BadRequest(
+            "Transfer-Encoding must be exactly \"chunked\"",
+        ));
     }
     Ok(())
 }
 
 /// Apply `header_underscore_policy` to header names with `_`.
-pub fn apply_underscore_policy(headers: &mut HeaderMap, policy: UnderscorePolicy) -> Result<(), ProxyError> {
+pub fn apply_underscore_policy(
+    headers: &mut HeaderMap,
+    policy: UnderscorePolicy,
+) -> Result<(), ProxyError> {
     if policy == UnderscorePolicy::Allow {
         return Ok(());
     }
-    let offending: Vec<_> = headers.keys().filter(|k| k.as_str().contains('_')).cloned().collect();
+    let offending: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
     if offending.is_empty() {
         return Ok(());
     }
@@ -78,7 +110,9 @@ pub fn authority<B>(req: &Request<B>) -> Result<Option<String>, ProxyError> {
     }
     let hosts: Vec<_> = req.headers().get_all(HOST).iter().collect();
     match hosts.as_slice() {
-        [] if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest("missing Host header")),
+        [] if req.version() == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("missing Host header"))
+        }
         [] => Ok(None),
         [one] => one
             .to_str()
@@ -96,7 +130,9 @@ pub fn host_only(authority: &str) -> String {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
         _ => authority,
     };
-    host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -113,10 +149,25 @@ mod tests {
 
     #[test]
     fn smuggling_shapes_are_refused() {
-        assert!(check_framing(&req(&[("content-length", "5"), ("transfer-encoding", "chunked")]), true).is_err());
-        assert!(check_framing(&req(&[("content-length", "5"), ("content-length", "5")]), true).is_err());
+        assert!(check_framing(
+            &req(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
+            true
+        )
+        .is_err());
+        assert!(check_framing(
+            &req(&[("content-length", "5"), ("content-length", "5")]),
+            true
+        )
+        .is_err());
         assert!(check_framing(&req(&[("transfer-encoding", "xchunked")]), true).is_err());
-        assert!(check_framing(&req(&[("transfer-encoding", "chunked"), ("transfer-encoding", "identity")]), true).is_err());
+        assert!(check_framing(
+            &req(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "identity")
+            ]),
+            true
+        )
+        .is_err());
         assert!(check_framing(&req(&[("content-length", "+5")]), true).is_err());
         assert!(check_framing(&req(&[("transfer-encoding", "chunked")]), true).is_ok());
         assert!(check_framing(&req(&[("content-length", "5")]), true).is_ok());

@@ -20,34 +20,56 @@ use tokio::sync::Notify;
 use crate::core::{self, ConnInfo};
 use crate::settings::HttpSettings;
 
-pub(super) async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<HttpSettings>, drain: CancellationToken) {
+pub(super) async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<HttpSettings>,
+    drain: CancellationToken,
+) {
     let Some(acceptor) = settings.acceptor.clone() else {
-        let info = ConnInfo { peer, tls: false, sni: None };
+        let info = ConnInfo {
+            peer,
+            tls: false,
+            sni: None,
+        };
         serve(stream, info, None, settings, drain).await;
         return;
     };
-    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "client TLS handshake failed");
             return;
         }
         Err(_) => {
-            metrics().defence_trips_total.with_label_values(&["handshake_timeout"]).inc();
+            metrics()
+                .defence_trips_total
+                .with_label_values(&["handshake_timeout"])
+                .inc();
             return;
         }
     };
     let (_, session) = tls.get_ref();
     let sni = session.server_name().map(str::to_ascii_lowercase);
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let info = ConnInfo { peer, tls: true, sni };
+    let info = ConnInfo {
+        peer,
+        tls: true,
+        sni,
+    };
     serve(tls, info, Some(h2), settings, drain).await;
 }
 
 /// `alpn_h2`: `Some` when TLS chose the protocol, `None` to detect the
 /// HTTP/2 preface on cleartext.
-async fn serve<I>(io: I, info: ConnInfo, alpn_h2: Option<bool>, settings: Arc<HttpSettings>, drain: CancellationToken)
-where
+async fn serve<I>(
+    io: I,
+    info: ConnInfo,
+    alpn_h2: Option<bool>,
+    settings: Arc<HttpSettings>,
+    drain: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -65,7 +87,9 @@ where
         .max_pending_accept_reset_streams(Some(h2.max_pending_accept_reset_streams as usize))
         .max_local_error_reset_streams(Some(h2.max_local_error_reset_streams as usize))
         .max_send_buf_size(h2.max_send_buf_size as usize)
-        .keep_alive_interval(Some(std::time::Duration::from_millis(h2.keep_alive_interval_ms)))
+        .keep_alive_interval(Some(std::time::Duration::from_millis(
+            h2.keep_alive_interval_ms,
+        )))
         .keep_alive_timeout(std::time::Duration::from_millis(h2.keep_alive_timeout_ms))
         .initial_stream_window_size(h2.initial_stream_window_size)
         .initial_connection_window_size(h2.initial_connection_window_size);
@@ -91,7 +115,8 @@ where
                 let mut resp = core::handle(&settings, &info, req).await;
                 if n >= max {
                     if version < Version::HTTP_2 {
-                        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
                     }
                     cap_reached.notify_one();
                 }

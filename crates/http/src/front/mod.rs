@@ -28,8 +28,13 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let drain = shutdown.clone();
-    accept_loop(listener, settings, admission, shutdown, tracker, move |stream, peer, settings| {
-        conn::connection(stream, peer, settings, drain.clone())
-    })
+    accept_loop(
+        listener,
+        settings,
+        admission,
+        shutdown,
+        tracker,
+        move |stream, peer, settings| conn::connection(stream, peer, settings, drain.clone()),
+    )
     .await;
 }

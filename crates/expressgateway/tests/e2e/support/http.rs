@@ -52,11 +52,16 @@ impl HttpBackend {
                 let state = Arc::clone(&state);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(req, name, Arc::clone(&state)));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, name, Arc::clone(&state))
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match acceptor {
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                         Some(a) => {
                             if let Ok(tls) = a.accept(stream).await {
@@ -86,7 +91,11 @@ fn server_config(c: &eg_tls::SelfSigned) -> rustls::ServerConfig {
         .expect("server config")
 }
 
-async fn handle(req: Request<Incoming>, name: &'static str, seen: Arc<Seen>) -> Result<Response<TestBody>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    name: &'static str,
+    seen: Arc<Seen>,
+) -> Result<Response<TestBody>, Infallible> {
     seen.hits.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut h) = seen.last_headers.lock() {
         *h = Some(req.headers().clone());
@@ -101,11 +110,17 @@ async fn handle(req: Request<Incoming>, name: &'static str, seen: Arc<Seen>) -> 
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
             trailers.insert("x-trailer", http::HeaderValue::from_static("yes"));
-            let frames = vec![Ok(Frame::data(Bytes::from_static(b"body-before-trailers"))), Ok(Frame::trailers(trailers))];
+            let frames = vec![
+                Ok(Frame::data(Bytes::from_static(b"body-before-trailers"))),
+                Ok(Frame::trailers(trailers)),
+            ];
             let stream = futures_util::stream::iter(frames);
             let mut r = Response::new(StreamBody::new(stream).boxed());
             // HTTP/1.1 carries only the trailer fields the head declares.
-            r.headers_mut().insert("trailer", http::HeaderValue::from_static("grpc-status, x-trailer"));
+            r.headers_mut().insert(
+                "trailer",
+                http::HeaderValue::from_static("grpc-status, x-trailer"),
+            );
             r
         }
         "/slow" => {
@@ -119,16 +134,21 @@ async fn handle(req: Request<Incoming>, name: &'static str, seen: Arc<Seen>) -> 
         }
         _ => Response::new(text(&format!("backend {name} {path}\n"))),
     };
-    resp.headers_mut().insert("x-backend", http::HeaderValue::from_static(name));
+    resp.headers_mut()
+        .insert("x-backend", http::HeaderValue::from_static(name));
     Ok(resp)
 }
 
 pub fn text(s: &str) -> TestBody {
-    Full::new(Bytes::from(s.to_owned())).map_err(|never| match never {}).boxed()
+    Full::new(Bytes::from(s.to_owned()))
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn bytes_body(b: Vec<u8>) -> TestBody {
-    Full::new(Bytes::from(b)).map_err(|never| match never {}).boxed()
+    Full::new(Bytes::from(b))
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Which HTTP version the test client speaks to a cleartext listener.

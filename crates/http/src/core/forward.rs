@@ -1,0 +1,251 @@
+//! One exchange with the backend pool: pick, dial (moving on when a dial
+//! fails: nothing was sent), send, and retry idempotent bodiless requests
+//! on a reset or a configured status, within the pool's retry budget.
+//! Every outcome feeds passive health.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eg_balancer::{InFlight, Outcome, PickContext};
+use eg_config::BackendProtocol;
+use eg_runtime::metrics::metrics;
+use http::header::{HeaderValue, HOST};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use super::affinity::Keys;
+use super::ConnInfo;
+use crate::body::{empty, ProxyBody};
+use crate::connector::{Sender, Upstream};
+use crate::error_map::ProxyError;
+use crate::settings::PoolHandle;
+
+pub struct Exchange<'a> {
+    pub pool: &'a PoolHandle,
+    pub conn: &'a ConnInfo,
+    pub keys: &'a Keys,
+    pub authority: Option<&'a str>,
+    pub head_deadline: Duration,
+    pub deadline: Instant,
+}
+
+pub struct Forwarded {
+    pub response: Response<ProxyBody>,
+    /// The chosen backend, in flight until the response body ends.
+    pub in_flight: InFlight,
+}
+
+/// A request head kept to send again: only for requests with no body.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn parts(&self) -> Parts {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.method.clone();
+        parts.uri = self.uri.clone();
+        parts.version = self.version;
+        parts.headers = self.headers.clone();
+        parts
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+impl Exchange<'_> {
+    pub async fn run<B>(&self, parts: Parts, body: B) -> Result<Forwarded, ProxyError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
+        let pool = &self.pool.pool;
+        let retry = &pool.retry;
+        let _active = retry.enter();
+        let attempts = retry.config.attempts;
+        let replay = (idempotent(&parts.method) && body.is_end_stream()).then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        });
+        let mut first = Some((parts, body.map_err(Into::into).boxed()));
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retries = 0u32;
+        loop {
+            let (in_flight, upstream, sender) = self.acquire(&mut tried).await?;
+            let (parts, body) = match (first.take(), &replay) {
+                (Some(pair), _) => pair,
+                (None, Some(r)) => (r.parts(), empty()),
+                (None, None) => return Err(ProxyError::UpstreamFailed),
+            };
+            let req = self.upstream_request(&upstream, parts, body)?;
+            let head_by = (Instant::now() + self.head_deadline).min(self.deadline);
+            let may_retry = |tried: &Vec<usize>| {
+                replay.is_some()
+                    && retries < attempts
+                    && tried.len() + 1 < self.pool.upstreams.len()
+            };
+            match tokio::time::timeout_at(head_by, sender.send(req)).await {
+                Err(_) => {
+                    in_flight.report(Outcome::Failure);
+                    count(&pool.name, &upstream.address, "timeout");
+                    return Err(ProxyError::UpstreamTimeout);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(backend = %upstream.address, error = %e, "upstream exchange failed");
+                    in_flight.report(Outcome::Failure);
+                    count(&pool.name, &upstream.address, "error");
+                    let permit = if may_retry(&tried) {
+                        retry.try_retry()
+                    } else {
+                        None
+                    };
+                    if permit.is_none() {
+                        return Err(ProxyError::UpstreamFailed);
+                    }
+                }
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    in_flight.report(if status >= 500 {
+                        Outcome::ServerError
+                    } else {
+                        Outcome::Success
+                    });
+                    count(&pool.name, &upstream.address, "response");
+                    let retryable = retry.config.on_status.contains(&status);
+                    let permit = if retryable && may_retry(&tried) {
+                        retry.try_retry()
+                    } else {
+                        None
+                    };
+                    if permit.is_none() {
+                        return Ok(Forwarded {
+                            response,
+                            in_flight,
+                        });
+                    }
+                }
+            }
+            tried.push(in_flight.backend().index);
+            retries += 1;
+            metrics()
+                .retries_total
+                .with_label_values(&[&pool.name])
+                .inc();
+        }
+    }
+
+    /// Pick a backend and get a connection to it; a failed dial moves on
+    /// to another backend, at most once per backend.
+    async fn acquire(
+        &self,
+        tried: &mut Vec<usize>,
+    ) -> Result<(InFlight, Arc<Upstream>, Sender), ProxyError> {
+        let pool = &self.pool.pool;
+        let total = self.pool.upstreams.len();
+        let mut dial_failures = 0usize;
+        loop {
+            let ctx = PickContext {
+                client_ip: Some(self.conn.peer.ip()),
+                hash: self.keys.hash,
+                affinity: self.keys.affinity,
+                exclude: tried,
+            };
+            let Some(picked) = pool.pick(&ctx) else {
+                return Err(if dial_failures == 0 && tried.is_empty() {
+                    ProxyError::NoHealthyBackend
+                } else if dial_failures > 0 {
+                    ProxyError::ConnectFailed
+                } else {
+                    ProxyError::UpstreamFailed
+                });
+            };
+            let index = picked.backend().index;
+            let Some(upstream) = self.pool.upstreams.get(index) else {
+                return Err(ProxyError::NoHealthyBackend);
+            };
+            match upstream.acquire().await {
+                Ok(sender) => return Ok((picked, Arc::clone(upstream), sender)),
+                Err(e) => {
+                    tracing::warn!(backend = %upstream.address, error = %e, "backend dial failed");
+                    picked.report(Outcome::Failure);
+                    count(&pool.name, &upstream.address, "connect_failed");
+                    tried.push(index);
+                    dial_failures += 1;
+                    if tried.len() >= total {
+                        return Err(ProxyError::ConnectFailed);
+                    }
+                    metrics()
+                        .retries_total
+                        .with_label_values(&[&pool.name])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        up: &Upstream,
+        mut parts: Parts,
+        body: ProxyBody,
+    ) -> Result<Request<ProxyBody>, ProxyError> {
+        parts.uri = upstream_uri(up, self.authority, parts.uri.path_and_query())?;
+        match up.protocol {
+            BackendProtocol::H2 | BackendProtocol::H3 => {
+                parts.headers.remove(HOST);
+                parts.version = Version::HTTP_2;
+            }
+            _ => {
+                if let Some(a) = self.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+                    parts.headers.insert(HOST, a);
+                }
+                parts.version = Version::HTTP_11;
+            }
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+}
+
+fn count(cluster: &str, backend: &str, outcome: &str) {
+    metrics()
+        .backend_requests_total
+        .with_label_values(&[cluster, backend, outcome])
+        .inc();
+}
+
+/// H1 backends get origin-form; H2 needs scheme and authority.
+fn upstream_uri(
+    up: &Upstream,
+    authority: Option<&str>,
+    pq: Option<&PathAndQuery>,
+) -> Result<Uri, ProxyError> {
+    let pq = pq
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut b = Uri::builder().path_and_query(pq);
+    if matches!(up.protocol, BackendProtocol::H2 | BackendProtocol::H3) {
+        let scheme = if up.is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        b = b
+            .scheme(scheme)
+            .authority(authority.unwrap_or(up.address.as_str()));
+    }
+    b.build()
+        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))
+}
