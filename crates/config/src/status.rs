@@ -23,6 +23,11 @@ impl StatusRanges {
         Some(Self(ranges))
     }
 
+    /// 200-399: the default `expected_status`.
+    pub fn success() -> Self {
+        Self(vec![(200, 399)])
+    }
+
     pub fn contains(&self, status: u16) -> bool {
         self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
     }

@@ -10,7 +10,9 @@ use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
 use eg_config::{Config, ListenerProtocol};
 use eg_http::HttpSettings;
+use eg_balancer::Pool;
 use eg_l4::L4Settings;
+use eg_tls::BackendTls;
 use eg_runtime::metrics::metrics;
 use eg_runtime::{report, Admission, CancellationToken, TaskTracker};
 use tokio::net::TcpListener;
@@ -25,19 +27,32 @@ enum Built {
 /// verifies and what a reload swaps in.
 pub struct Prepared {
     listeners: Vec<Built>,
+    /// Every pool with its backends' TLS, for active health checks.
+    pools: Vec<(Arc<Pool>, Vec<Option<BackendTls>>)>,
+    connect_timeout: Duration,
 }
 
 impl Prepared {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let clusters = eg_http::build_clusters(config)?;
+        let mut pools: Vec<_> = clusters
+            .values()
+            .map(|h| (Arc::clone(&h.pool), h.backend_tls()))
+            .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (i, l) in config.listeners.iter().enumerate() {
             let built = match l.protocol {
                 ListenerProtocol::Tcp | ListenerProtocol::Tls => {
-                    Built::L4(L4Settings::new(config, l, i)?)
+                    let s = L4Settings::new(config, l, i)?;
+                    pools.push((Arc::clone(&s.pool), s.backend_tls()));
+                    Built::L4(s)
                 }
                 ListenerProtocol::H1 | ListenerProtocol::H1s => {
-                    Built::Http(HttpSettings::new(config, l, i, &clusters)?)
+                    let s = HttpSettings::new(config, l, i, &clusters)?;
+                    if let Some(h) = &s.default_pool {
+                        pools.push((Arc::clone(&h.pool), h.backend_tls()));
+                    }
+                    Built::Http(s)
                 }
                 ListenerProtocol::Quic => {
                     bail!("listeners[{i}].protocol = quic: this build does not serve HTTP/3 yet")
@@ -48,7 +63,19 @@ impl Prepared {
         if config.passthrough.is_some() {
             bail!("passthrough: QUIC passthrough is not served by this build yet");
         }
-        Ok(Self { listeners })
+        Ok(Self {
+            listeners,
+            pools,
+            connect_timeout: Duration::from_millis(config.runtime.connect_timeout_ms),
+        })
+    }
+
+    /// Start the active health checks of every pool. They stop by
+    /// themselves when a reload replaces the pool.
+    fn spawn_health_checks(&mut self) {
+        for (pool, tls) in self.pools.drain(..) {
+            eg_http::health::spawn(&pool, tls, self.connect_timeout);
+        }
     }
 }
 
@@ -74,7 +101,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Bind every listener (all or nothing), report each, and serve.
-    pub async fn start(prepared: Prepared, config: &Config) -> anyhow::Result<Self> {
+    pub async fn start(mut prepared: Prepared, config: &Config) -> anyhow::Result<Self> {
         let mut sockets = Vec::with_capacity(prepared.listeners.len());
         for (index, listener) in config.listeners.iter().enumerate() {
             let socket = TcpListener::bind(listener.address)
@@ -88,6 +115,7 @@ impl Gateway {
             config.runtime.max_inflight_connections,
             config.runtime.per_ip_connection_cap,
         );
+        prepared.spawn_health_checks();
         let mut slots = Vec::with_capacity(sockets.len());
         let entries = config.listeners.iter().zip(sockets).zip(prepared.listeners);
         for (index, ((listener, socket), built)) in entries.enumerate() {
@@ -139,7 +167,7 @@ impl Gateway {
         let outcome = Config::load(path)
             .map_err(anyhow::Error::from)
             .and_then(|config| Prepared::new(&config).map(|p| (config, p)));
-        let (config, prepared) = match outcome {
+        let (config, mut prepared) = match outcome {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration");
@@ -150,6 +178,7 @@ impl Gateway {
                 return;
             }
         };
+        prepared.spawn_health_checks();
         let mut restart_needed = config.listeners.len() != self.slots.len();
         for ((listener, built), slot) in config
             .listeners

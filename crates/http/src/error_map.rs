@@ -22,6 +22,8 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// The backend connection failed mid-exchange.
     UpstreamFailed,
+    /// The client stalled its request body past `body_timeout_ms`.
+    ClientTimeout,
 }
 
 impl ProxyError {
@@ -34,6 +36,7 @@ impl ProxyError {
             Self::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectFailed | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -47,13 +50,14 @@ impl ProxyError {
             Self::ConnectFailed => "could not connect to a backend",
             Self::UpstreamTimeout => "the backend did not answer in time",
             Self::UpstreamFailed => "the backend connection failed",
+            Self::ClientTimeout => "the request body stalled",
         }
     }
 
     /// Whether the client connection should close after this answer:
     /// after a framing error the rest of the byte stream cannot be trusted.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::BadRequest(_) | Self::TooLarge)
+        matches!(self, Self::BadRequest(_) | Self::TooLarge | Self::ClientTimeout)
     }
 
     pub fn into_response(self) -> Response<ProxyBody> {

@@ -61,6 +61,13 @@ impl PoolHandle {
     }
 }
 
+impl PoolHandle {
+    /// TLS towards each backend, for health probes.
+    pub fn backend_tls(&self) -> Vec<Option<eg_tls::BackendTls>> {
+        self.upstreams.iter().map(|u| u.tls().cloned()).collect()
+    }
+}
+
 /// Named `[[clusters]]` pools, built once per config and shared by every
 /// listener that routes to them.
 pub fn build_clusters(config: &Config) -> Result<HashMap<String, Arc<PoolHandle>>, SettingsError> {

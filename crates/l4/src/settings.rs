@@ -27,6 +27,11 @@ pub struct L4Settings {
 }
 
 impl L4Settings {
+    /// TLS towards each backend, for health probes.
+    pub fn backend_tls(&self) -> Vec<Option<BackendTls>> {
+        self.upstream_tls.clone()
+    }
+
     /// Build for `listener`, the `index`-th entry of `config.listeners`.
     pub fn new(config: &Config, listener: &Listener, index: usize) -> Result<Self, SettingsError> {
         let path = format!("listeners[{index}]");

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod balancing;
 mod config_boot;
 mod demo;
 mod http_defences;

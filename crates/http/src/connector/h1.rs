@@ -64,6 +64,7 @@ impl H1Pool {
 pub struct Pooled {
     sender: H1Sender,
     pool: Arc<H1Pool>,
+    reused: bool,
 }
 
 pub async fn acquire(
@@ -76,6 +77,7 @@ pub async fn acquire(
         return Ok(Pooled {
             sender,
             pool: Arc::clone(pool),
+            reused: true,
         });
     }
     let stream = dial(address, tls, connect_timeout).await?;
@@ -91,10 +93,15 @@ pub async fn acquire(
     Ok(Pooled {
         sender,
         pool: Arc::clone(pool),
+        reused: false,
     })
 }
 
 impl Pooled {
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
     pub async fn send(
         mut self,
         req: Request<ProxyBody>,

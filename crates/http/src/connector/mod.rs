@@ -5,7 +5,7 @@
 
 mod h1;
 mod h2;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,15 @@ pub enum SendError {
     Hyper(#[from] hyper::Error),
 }
 
+impl SendError {
+    /// The underlying hyper error, whose source chain may name a body limit.
+    pub fn hyper(&self) -> &hyper::Error {
+        match self {
+            Self::Hyper(e) => e,
+        }
+    }
+}
+
 impl Upstream {
     pub fn new(
         address: String,
@@ -65,6 +74,10 @@ impl Upstream {
             h1: Arc::new(h1::H1Pool::new(H1_POOL_MAX_IDLE, H1_POOL_IDLE_TIMEOUT)),
             h2: h2::H2Conn::default(),
         }
+    }
+
+    pub fn tls(&self) -> Option<&BackendTls> {
+        self.tls.as_ref()
     }
 
     /// Whether requests to this backend carry `https` semantics.
@@ -95,6 +108,16 @@ impl Upstream {
 }
 
 impl Sender {
+    /// Whether this connection carried an earlier request: a failure on it
+    /// before any answer is most likely a backend closing an idle
+    /// connection, not the backend being unhealthy.
+    pub fn reused(&self) -> bool {
+        match self {
+            Self::H1(p) => p.reused(),
+            Self::H2(_) => false,
+        }
+    }
+
     /// Send the request; the response body streams from the backend.
     pub async fn send(self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, SendError> {
         match self {

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::affinity::Keys;
 use super::ConnInfo;
-use crate::body::{empty, ProxyBody};
+use crate::body::{empty, BodyLimit, ProxyBody};
 use crate::connector::{Sender, Upstream};
 use crate::error_map::ProxyError;
 use crate::settings::PoolHandle;
@@ -57,6 +57,10 @@ impl Replay {
     }
 }
 
+/// Stale pooled connections a request may run into before failing: each
+/// attempt discards one, so a handful covers a pool the backend closed.
+const MAX_STALE_RETRIES: u32 = 4;
+
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -83,8 +87,10 @@ impl Exchange<'_> {
         let mut first = Some((parts, body.map_err(Into::into).boxed()));
         let mut tried: Vec<usize> = Vec::new();
         let mut retries = 0u32;
+        let mut stale = 0u32;
         loop {
             let (in_flight, upstream, sender) = self.acquire(&mut tried).await?;
+            let reused = sender.reused();
             let (parts, body) = match (first.take(), &replay) {
                 (Some(pair), _) => pair,
                 (None, Some(r)) => (r.parts(), empty()),
@@ -104,15 +110,27 @@ impl Exchange<'_> {
                     return Err(ProxyError::UpstreamTimeout);
                 }
                 Ok(Err(e)) => {
+                    // The client's own body tripping a limit is not the
+                    // backend's fault: answer for it, leave health alone.
+                    if let Some(limit) = crate::body::limit_in(e.hyper()) {
+                        return Err(match limit {
+                            BodyLimit::TooLarge => ProxyError::TooLarge,
+                            BodyLimit::Stalled | BodyLimit::TotalTimeout => ProxyError::ClientTimeout,
+                        });
+                    }
                     tracing::debug!(backend = %upstream.address, error = %e, "upstream exchange failed");
+                    // A pooled connection the backend closed while idle:
+                    // try a fresh one, without blaming the backend.
+                    if reused && replay.is_some() && stale < MAX_STALE_RETRIES {
+                        stale += 1;
+                        continue;
+                    }
                     in_flight.report(Outcome::Failure);
                     count(&pool.name, &upstream.address, "error");
-                    let permit = if may_retry(&tried) {
-                        retry.try_retry()
-                    } else {
-                        None
-                    };
-                    if permit.is_none() {
+                    // No answer came: an idempotent bodiless request is safe
+                    // to send again. Bounded by `attempts` and the pool size,
+                    // not by the budget, which guards answered (status) retries.
+                    if !may_retry(&tried) {
                         return Err(ProxyError::UpstreamFailed);
                     }
                 }

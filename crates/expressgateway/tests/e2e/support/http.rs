@@ -21,6 +21,10 @@ pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 #[derive(Default)]
 pub struct Seen {
     pub hits: AtomicUsize,
+    /// Status `/health` answers (0 means 200).
+    pub health_status: std::sync::atomic::AtomicU16,
+    /// Added to every answer, in ms.
+    pub delay_ms: std::sync::atomic::AtomicU64,
     pub last_headers: Mutex<Option<HeaderMap>>,
     pub last_version: Mutex<Option<http::Version>>,
 }
@@ -28,6 +32,13 @@ pub struct Seen {
 pub struct HttpBackend {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl HttpBackend {
@@ -38,7 +49,27 @@ impl HttpBackend {
 
     /// With `tls`, serves HTTP/2 or HTTP/1.1 by ALPN.
     pub async fn start_with_tls(name: &'static str, tls: Option<&eg_tls::SelfSigned>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), name, tls).await
+    }
+
+    /// Stop listening and drop every open connection at once, as a crash would.
+    pub fn kill(self) -> SocketAddr {
+        self.stop.cancel();
+        self.addr
+    }
+
+    /// Serve on a given address (to bring a killed backend back).
+    pub async fn start_on(at: SocketAddr, name: &'static str, tls: Option<&eg_tls::SelfSigned>) -> Self {
+        let mut listener = TcpListener::bind(at).await;
+        for _ in 0..100 {
+            if listener.is_ok() {
+                break;
+            }
+            // A killed predecessor on `at` lets go when its task notices.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            listener = TcpListener::bind(at).await;
+        }
+        let listener = listener.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let acceptor = tls.map(|c| {
@@ -47,11 +78,20 @@ impl HttpBackend {
             tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
         });
         let state = Arc::clone(&seen);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((stream, _)) = accepted else { return };
                 let state = Arc::clone(&state);
                 let acceptor = acceptor.clone();
+                let conn_stop = stopped.clone();
                 tokio::spawn(async move {
+                    let _ = conn_stop.run_until_cancelled(async move {
                     let service = hyper::service::service_fn(move |req| {
                         handle(req, name, Arc::clone(&state))
                     });
@@ -69,10 +109,11 @@ impl HttpBackend {
                             }
                         }
                     }
+                    }).await;
                 });
             }
         });
-        Self { addr, seen }
+        Self { addr, seen, stop }
     }
 
     pub fn hits(&self) -> usize {
@@ -103,8 +144,18 @@ async fn handle(
     if let Ok(mut v) = seen.last_version.lock() {
         *v = Some(req.version());
     }
+    let delay = seen.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let path = req.uri().path().to_owned();
     let mut resp = match path.as_str() {
+        "/health" => {
+            let mut r = Response::new(text("health"));
+            let code = seen.health_status.load(Ordering::SeqCst);
+            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+            r
+        }
         "/echo" => Response::new(req.into_body().map_err(Into::into).boxed()),
         "/trailers" => {
             let mut trailers = HeaderMap::new();

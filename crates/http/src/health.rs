@@ -1,0 +1,173 @@
+//! Active health probes that speak HTTP: `http`/`https` (a request with an
+//! expected status) and `grpc` (`grpc.health.v1.Health/Check`, SERVING).
+//! The runner, rise/fall and the TCP probe live in the balancer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use eg_balancer::health::active::{self, Probe, TcpProbe};
+use eg_balancer::{BackendState, Pool};
+use eg_config::{HealthCheckKind, StatusRanges};
+use eg_tls::BackendTls;
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::connector::stream::dial;
+
+/// Start the active checks `pool` is configured with. `tls[i]` is how to
+/// reach backend `i` over TLS (required for `https`; used by `grpc` when
+/// the backend is TLS).
+pub fn spawn(pool: &Arc<Pool>, tls: Vec<Option<BackendTls>>, connect_timeout: Duration) {
+    let Some(spec) = pool.health_check.clone() else { return };
+    let probe: Arc<dyn Probe> = match spec.kind {
+        HealthCheckKind::Tcp => Arc::new(TcpProbe),
+        HealthCheckKind::Http | HealthCheckKind::Https | HealthCheckKind::Grpc => Arc::new(HttpProbe {
+            grpc: spec.kind == HealthCheckKind::Grpc,
+            require_tls: spec.kind == HealthCheckKind::Https,
+            method: Method::from_bytes(spec.method.as_bytes()).unwrap_or(Method::GET),
+            path: spec.path.clone(),
+            host: spec.host.clone(),
+            expected: StatusRanges::parse(&spec.expected_status).unwrap_or_else(StatusRanges::success),
+            service: spec.grpc_service.clone(),
+            tls,
+            connect_timeout,
+        }),
+    };
+    active::spawn(pool, probe);
+}
+
+struct HttpProbe {
+    grpc: bool,
+    require_tls: bool,
+    method: Method,
+    path: String,
+    host: Option<String>,
+    expected: StatusRanges,
+    service: String,
+    tls: Vec<Option<BackendTls>>,
+    connect_timeout: Duration,
+}
+
+impl Probe for HttpProbe {
+    fn check<'a>(&'a self, backend: &'a BackendState) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            let result = if self.grpc { self.grpc_check(backend).await } else { self.http_check(backend).await };
+            result.unwrap_or_else(|e| {
+                tracing::debug!(backend = %backend.address, error = %e, "health probe failed");
+                false
+            })
+        })
+    }
+}
+
+type ProbeError = Box<dyn std::error::Error + Send + Sync>;
+
+impl HttpProbe {
+    fn tls_for(&self, backend: &BackendState) -> Result<Option<&BackendTls>, ProbeError> {
+        let tls = self.tls.get(backend.index).and_then(Option::as_ref);
+        if self.require_tls && tls.is_none() {
+            return Err("https check on a backend without TLS settings (set tls = true)".into());
+        }
+        Ok(tls)
+    }
+
+    fn authority<'b>(&'b self, backend: &'b BackendState) -> &'b str {
+        self.host.as_deref().unwrap_or(&backend.address)
+    }
+
+    async fn http_check(&self, backend: &BackendState) -> Result<bool, ProbeError> {
+        let stream = dial(&backend.address, self.tls_for(backend)?, self.connect_timeout).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header(http::header::HOST, self.authority(backend))
+            .header(http::header::USER_AGENT, "expressgateway-health-check")
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        Ok(self.expected.contains(resp.status().as_u16()))
+    }
+
+    async fn grpc_check(&self, backend: &BackendState) -> Result<bool, ProbeError> {
+        let tls = self.tls_for(backend)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let stream = dial(&backend.address, tls, self.connect_timeout).await?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let uri: Uri = format!("{scheme}://{}/grpc.health.v1.Health/Check", self.authority(backend)).parse()?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .body(Full::new(grpc_request(&self.service)))?;
+        let resp = sender.send_request(req).await?;
+        if resp.status() != http::StatusCode::OK {
+            return Ok(false);
+        }
+        let collected = resp.into_body().collect().await?;
+        let trailers_ok = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .is_some_and(|v| v.as_bytes() == b"0");
+        Ok(trailers_ok && serving(collected.to_bytes()))
+    }
+}
+
+/// A gRPC frame holding `HealthCheckRequest { service }` (field 1, string).
+fn grpc_request(service: &str) -> Bytes {
+    let mut msg = Vec::with_capacity(service.len() + 2);
+    if !service.is_empty() {
+        msg.push(0x0a);
+        push_varint(&mut msg, service.len() as u64);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = Vec::with_capacity(msg.len() + 5);
+    frame.push(0); // not compressed
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    Bytes::from(frame)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Whether a gRPC response frame holds `HealthCheckResponse { status:
+/// SERVING (1) }`: field 1 as a varint.
+fn serving(mut body: Bytes) -> bool {
+    if body.remaining() < 5 {
+        return false;
+    }
+    let compressed = body.get_u8();
+    let len = body.get_u32() as usize;
+    if compressed != 0 || body.remaining() < len {
+        return false;
+    }
+    let msg = body.split_to(len);
+    msg.as_ref() == [0x08, 0x01]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_health_messages() {
+        assert_eq!(&grpc_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(&grpc_request("svc")[..], &[0, 0, 0, 0, 5, 0x0a, 3, b's', b'v', b'c']);
+        assert!(serving(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01])));
+        assert!(!serving(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x02])));
+        assert!(!serving(Bytes::from_static(&[0, 0, 0, 0, 9, 0x08])));
+        assert!(!serving(Bytes::new()));
+    }
+}
