@@ -17,6 +17,7 @@ pub struct Metrics {
     pub http_request_duration_seconds: HistogramVec,
     pub backend_requests_total: IntCounterVec,
     pub retries_total: IntCounterVec,
+    pub quic_retries_sent_total: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -71,6 +72,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(http_request_duration_seconds.clone()))?;
     registry.register(Box::new(backend_requests_total.clone()))?;
     registry.register(Box::new(retries_total.clone()))?;
+    let quic_retries_sent_total = IntCounterVec::new(
+        Opts::new("quic_retries_sent_total", "QUIC Retry packets sent for address validation"),
+        &["listener"],
+    )?;
+    registry.register(Box::new(quic_retries_sent_total.clone()))?;
     registry.register(Box::new(connections_active.clone()))?;
     registry.register(Box::new(connections_total.clone()))?;
     registry.register(Box::new(defence_trips_total.clone()))?;
@@ -86,6 +92,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         http_request_duration_seconds,
         backend_requests_total,
         retries_total,
+        quic_retries_sent_total,
     })
 }
 

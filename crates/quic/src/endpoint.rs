@@ -1,0 +1,222 @@
+//! QUIC endpoints: server configs from `[listeners.quic]` (certificates,
+//! ALPN, idle timeout, UDP payload size, the Retry token key) and UDP
+//! binding, plus the admission of incoming connections (Retry policy,
+//! per-IP cap) shared by the H3 front and the raw relay (Mode B).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eg_config::{ListenerQuic, ListenerTls, RetryMode};
+use eg_runtime::metrics::metrics;
+use eg_runtime::{Admission, Admitted};
+use quinn::crypto::rustls::QuicServerConfig;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Bytes of secret behind the Retry token key (HKDF-SHA256 input).
+const RETRY_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error("{path}: {source}")]
+    Tls { path: String, source: eg_tls::TlsError },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// A quinn server config for `[listeners.quic]` at `path`.
+pub fn server_config(quic: &ListenerQuic, path: &str, alpn: Vec<Vec<u8>>) -> Result<quinn::ServerConfig, QuicError> {
+    let tls = ListenerTls {
+        cert_path: quic.cert_path.clone(),
+        key_path: quic.key_path.clone(),
+        ticket_rotation_interval_seconds: 86_400,
+        ticket_rotation_overlap_seconds: 86_400,
+        sni: Vec::new(),
+        client_ca_path: None,
+        client_auth_optional: false,
+    };
+    // QUIC is TLS 1.3 only: tls13_only is implied.
+    let opts = eg_tls::ServerTlsOptions { tls13_only: true, alpn };
+    let rustls_config = eg_tls::server_config(&tls, &opts).map_err(|source| QuicError::Tls {
+        path: format!("{path}.quic"),
+        source,
+    })?;
+    let crypto = QuicServerConfig::try_from(rustls_config).map_err(|e| QuicError::Invalid {
+        path: format!("{path}.quic"),
+        reason: format!("TLS config unusable for QUIC: {e}"),
+    })?;
+    let secret = retry_secret(quic.retry_secret_path.as_deref(), path)?;
+    let key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"expressgateway retry").extract(&secret);
+    let mut server = quinn::ServerConfig::new(Arc::new(crypto), Arc::new(key));
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(quic.max_idle_timeout_ms)).map_err(|e| QuicError::Invalid {
+        path: format!("{path}.quic.max_idle_timeout_ms"),
+        reason: e.to_string(),
+    })?;
+    transport.max_idle_timeout(Some(idle));
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_STREAMS));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+/// Concurrent request streams per client connection, as HTTP/2's default
+/// `max_concurrent_streams` (256): bounds per-connection work the same way.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// The Retry token key: read from `retry_secret_path` (created 0600 with a
+/// random secret when absent; refused when others can read it), or a
+/// random key for this process when unset.
+fn retry_secret(file: Option<&Path>, path: &str) -> Result<Vec<u8>, QuicError> {
+    let key_path = format!("{path}.quic.retry_secret_path");
+    let io_err = |source| QuicError::Io { path: key_path.clone(), source };
+    let rng = SystemRandom::new();
+    let fresh = || -> Result<Vec<u8>, QuicError> {
+        let mut secret = vec![0u8; RETRY_SECRET_BYTES];
+        rng.fill(&mut secret).map_err(|_| QuicError::Invalid {
+            path: key_path.clone(),
+            reason: "no system randomness".into(),
+        })?;
+        Ok(secret)
+    };
+    let Some(file) = file else { return fresh() };
+    match std::fs::metadata(file) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(QuicError::Invalid {
+                    path: key_path,
+                    reason: format!("{} is accessible by group or others (mode {mode:o}); run chmod 600", file.display()),
+                });
+            }
+            let secret = std::fs::read(file).map_err(io_err)?;
+            if secret.len() < RETRY_SECRET_BYTES {
+                return Err(QuicError::Invalid {
+                    path: key_path,
+                    reason: format!("{} holds {} bytes; at least {RETRY_SECRET_BYTES} are needed", file.display(), secret.len()),
+                });
+            }
+            Ok(secret)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let secret = fresh()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .map_err(io_err)?;
+            io::Write::write_all(&mut f, &secret).map_err(io_err)?;
+            Ok(secret)
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Bind `addr` (UDP) and start a quinn endpoint on it.
+pub fn bind(addr: SocketAddr, server: quinn::ServerConfig, quic: &ListenerQuic, path: &str) -> Result<quinn::Endpoint, QuicError> {
+    let io_err = |source| QuicError::Io { path: format!("{path}.address"), source };
+    let socket = UdpSocket::bind(addr).map_err(io_err)?;
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .max_udp_payload_size(quic.max_recv_udp_payload_size)
+        .map_err(|e| QuicError::Invalid {
+            path: format!("{path}.quic.max_recv_udp_payload_size"),
+            reason: e.to_string(),
+        })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| QuicError::Invalid {
+        path: path.to_owned(),
+        reason: "no async runtime for QUIC".into(),
+    })?;
+    quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(io_err)
+}
+
+/// Decides, for each incoming connection, Retry / refuse / accept.
+pub struct Gate {
+    retry: RetryMode,
+    threshold: u32,
+    /// Handshakes from unvalidated addresses in progress now.
+    unvalidated: Arc<AtomicU32>,
+    per_ip: Arc<Admission>,
+    global: Arc<Admission>,
+}
+
+/// What the gate let through; hold it for the connection's lifetime.
+pub struct Pass {
+    _global: Admitted,
+    _per_ip: Admitted,
+    unvalidated: Option<Arc<AtomicU32>>,
+}
+
+impl Pass {
+    /// The handshake finished (or failed): it no longer counts as load.
+    pub fn handshake_done(&mut self) {
+        if let Some(counter) = self.unvalidated.take() {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        self.handshake_done();
+    }
+}
+
+impl Gate {
+    pub fn new(quic: &ListenerQuic, global: Arc<Admission>) -> Self {
+        Self {
+            retry: quic.retry,
+            threshold: quic.retry_under_load_threshold,
+            unvalidated: Arc::new(AtomicU32::new(0)),
+            per_ip: Admission::new(u32::MAX, quic.max_connections_per_ip),
+            global,
+        }
+    }
+
+    /// `Some` to accept; `None` when the gate sent a Retry or refused.
+    pub fn admit(&self, incoming: quinn::Incoming, label: &str) -> Option<(quinn::Incoming, Pass)> {
+        let validated = incoming.remote_address_validated();
+        let loaded = self.unvalidated.load(Ordering::Relaxed) >= self.threshold;
+        let must_retry = !validated
+            && incoming.may_retry()
+            && match self.retry {
+                RetryMode::Always => true,
+                RetryMode::UnderLoad => loaded,
+                RetryMode::Never => false,
+            };
+        if must_retry {
+            if incoming.retry().is_ok() {
+                metrics().quic_retries_sent_total.with_label_values(&[label]).inc();
+            }
+            return None;
+        }
+        let ip: IpAddr = incoming.remote_address().ip();
+        let global = match self.global.try_admit(ip) {
+            Ok(a) => a,
+            Err(why) => {
+                metrics().defence_trips_total.with_label_values(&[why.as_str()]).inc();
+                incoming.refuse();
+                return None;
+            }
+        };
+        let per_ip = match self.per_ip.try_admit(ip) {
+            Ok(a) => a,
+            Err(_) => {
+                metrics().defence_trips_total.with_label_values(&["quic_per_ip_cap"]).inc();
+                incoming.refuse();
+                return None;
+            }
+        };
+        let unvalidated = (!validated).then(|| {
+            self.unvalidated.fetch_add(1, Ordering::Relaxed);
+            Arc::clone(&self.unvalidated)
+        });
+        Some((incoming, Pass { _global: global, _per_ip: per_ip, unvalidated }))
+    }
+}

@@ -1,0 +1,5 @@
+//! QUIC datapaths: the HTTP/3 front of `quic` listeners and the raw QUIC
+//! relay (Mode B), on quinn endpoints configured from `[listeners.quic]`.
+#![forbid(unsafe_code)]
+
+pub mod endpoint;
