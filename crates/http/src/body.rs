@@ -118,6 +118,23 @@ where
     }
 }
 
+/// The body limit behind an error, searching its source chain.
+pub fn limit_in(err: &(dyn std::error::Error + 'static)) -> Option<BodyLimit> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(limit) = e.downcast_ref::<BodyLimit>() {
+            return Some(*limit);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// A hyper body as a `ProxyBody`.
+pub fn boxed_incoming(body: hyper::body::Incoming) -> ProxyBody {
+    body.map_err(BoxError::from).boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,21 +161,4 @@ mod tests {
     ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> {
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
-}
-
-/// The body limit behind an error, searching its source chain.
-pub fn limit_in(err: &(dyn std::error::Error + 'static)) -> Option<BodyLimit> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(limit) = e.downcast_ref::<BodyLimit>() {
-            return Some(*limit);
-        }
-        cur = e.source();
-    }
-    None
-}
-
-/// A hyper body as a `ProxyBody`.
-pub fn boxed_incoming(body: hyper::body::Incoming) -> ProxyBody {
-    body.map_err(BoxError::from).boxed()
 }

@@ -57,7 +57,10 @@ impl ProxyError {
     /// Whether the client connection should close after this answer:
     /// after a framing error the rest of the byte stream cannot be trusted.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::BadRequest(_) | Self::TooLarge | Self::ClientTimeout)
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::TooLarge | Self::ClientTimeout
+        )
     }
 
     pub fn into_response(self) -> Response<ProxyBody> {

@@ -22,20 +22,25 @@ use crate::connector::stream::dial;
 /// reach backend `i` over TLS (required for `https`; used by `grpc` when
 /// the backend is TLS).
 pub fn spawn(pool: &Arc<Pool>, tls: Vec<Option<BackendTls>>, connect_timeout: Duration) {
-    let Some(spec) = pool.health_check.clone() else { return };
+    let Some(spec) = pool.health_check.clone() else {
+        return;
+    };
     let probe: Arc<dyn Probe> = match spec.kind {
         HealthCheckKind::Tcp => Arc::new(TcpProbe),
-        HealthCheckKind::Http | HealthCheckKind::Https | HealthCheckKind::Grpc => Arc::new(HttpProbe {
-            grpc: spec.kind == HealthCheckKind::Grpc,
-            require_tls: spec.kind == HealthCheckKind::Https,
-            method: Method::from_bytes(spec.method.as_bytes()).unwrap_or(Method::GET),
-            path: spec.path.clone(),
-            host: spec.host.clone(),
-            expected: StatusRanges::parse(&spec.expected_status).unwrap_or_else(StatusRanges::success),
-            service: spec.grpc_service.clone(),
-            tls,
-            connect_timeout,
-        }),
+        HealthCheckKind::Http | HealthCheckKind::Https | HealthCheckKind::Grpc => {
+            Arc::new(HttpProbe {
+                grpc: spec.kind == HealthCheckKind::Grpc,
+                require_tls: spec.kind == HealthCheckKind::Https,
+                method: Method::from_bytes(spec.method.as_bytes()).unwrap_or(Method::GET),
+                path: spec.path.clone(),
+                host: spec.host.clone(),
+                expected: StatusRanges::parse(&spec.expected_status)
+                    .unwrap_or_else(StatusRanges::success),
+                service: spec.grpc_service.clone(),
+                tls,
+                connect_timeout,
+            })
+        }
     };
     active::spawn(pool, probe);
 }
@@ -53,9 +58,16 @@ struct HttpProbe {
 }
 
 impl Probe for HttpProbe {
-    fn check<'a>(&'a self, backend: &'a BackendState) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    fn check<'a>(
+        &'a self,
+        backend: &'a BackendState,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(async move {
-            let result = if self.grpc { self.grpc_check(backend).await } else { self.http_check(backend).await };
+            let result = if self.grpc {
+                self.grpc_check(backend).await
+            } else {
+                self.http_check(backend).await
+            };
             result.unwrap_or_else(|e| {
                 tracing::debug!(backend = %backend.address, error = %e, "health probe failed");
                 false
@@ -80,8 +92,14 @@ impl HttpProbe {
     }
 
     async fn http_check(&self, backend: &BackendState) -> Result<bool, ProbeError> {
-        let stream = dial(&backend.address, self.tls_for(backend)?, self.connect_timeout).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let stream = dial(
+            &backend.address,
+            self.tls_for(backend)?,
+            self.connect_timeout,
+        )
+        .await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let req = Request::builder()
             .method(self.method.clone())
@@ -97,9 +115,15 @@ impl HttpProbe {
         let tls = self.tls_for(backend)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let stream = dial(&backend.address, tls, self.connect_timeout).await?;
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
         tokio::spawn(conn);
-        let uri: Uri = format!("{scheme}://{}/grpc.health.v1.Health/Check", self.authority(backend)).parse()?;
+        let uri: Uri = format!(
+            "{scheme}://{}/grpc.health.v1.Health/Check",
+            self.authority(backend)
+        )
+        .parse()?;
         let req = Request::builder()
             .method(Method::POST)
             .uri(uri)
@@ -164,7 +188,10 @@ mod tests {
     #[test]
     fn grpc_health_messages() {
         assert_eq!(&grpc_request("")[..], &[0, 0, 0, 0, 0]);
-        assert_eq!(&grpc_request("svc")[..], &[0, 0, 0, 0, 5, 0x0a, 3, b's', b'v', b'c']);
+        assert_eq!(
+            &grpc_request("svc")[..],
+            &[0, 0, 0, 0, 5, 0x0a, 3, b's', b'v', b'c']
+        );
         assert!(serving(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01])));
         assert!(!serving(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x02])));
         assert!(!serving(Bytes::from_static(&[0, 0, 0, 0, 9, 0x08])));

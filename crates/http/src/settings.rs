@@ -44,12 +44,6 @@ impl PoolHandle {
                 }
             })?;
             let protocol = b.protocol.unwrap_or(BackendProtocol::H1);
-            if protocol == BackendProtocol::H3 {
-                return Err(SettingsError::Invalid {
-                    path: format!("{path}.backends[{j}].protocol"),
-                    reason: "h3 backends are not served by this build yet".into(),
-                });
-            }
             upstreams.push(Arc::new(Upstream::new(
                 b.address.clone(),
                 protocol,

@@ -11,6 +11,8 @@ use crate::{client_config, TlsError, UpstreamTls};
 pub struct BackendTls {
     pub connector: TlsConnector,
     pub server_name: ServerName<'static>,
+    /// The same config, for QUIC (h3) connectors.
+    pub config: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for BackendTls {
@@ -55,7 +57,8 @@ pub fn backend_tls(b: &Backend, default: BackendProtocol) -> Result<Option<Backe
         alpn,
     })?;
     Ok(Some(BackendTls {
-        connector: TlsConnector::from(client),
+        connector: TlsConnector::from(std::sync::Arc::clone(&client)),
         server_name,
+        config: client,
     }))
 }

@@ -5,6 +5,7 @@
 
 mod h1;
 mod h2;
+mod h3;
 pub(crate) mod stream;
 
 use std::sync::Arc;
@@ -35,12 +36,14 @@ pub struct Upstream {
     connect_timeout: Duration,
     h1: Arc<h1::H1Pool>,
     h2: h2::H2Conn,
+    h3: h3::H3Conn,
 }
 
 /// A connection ready to carry one request.
 pub enum Sender {
     H1(h1::Pooled),
     H2(hyper::client::conn::http2::SendRequest<ProxyBody>),
+    H3(::h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>),
 }
 
 /// Failure after a request was handed to a connection.
@@ -48,13 +51,16 @@ pub enum Sender {
 pub enum SendError {
     #[error("backend connection failed: {0}")]
     Hyper(#[from] hyper::Error),
+    #[error("backend h3 exchange failed: {0}")]
+    H3(crate::body::BoxError),
 }
 
 impl SendError {
     /// The underlying hyper error, whose source chain may name a body limit.
-    pub fn hyper(&self) -> &hyper::Error {
+    pub fn source_error(&self) -> &(dyn std::error::Error + 'static) {
         match self {
             Self::Hyper(e) => e,
+            Self::H3(e) => e.as_ref(),
         }
     }
 }
@@ -66,6 +72,7 @@ impl Upstream {
         tls: Option<BackendTls>,
         connect_timeout: Duration,
     ) -> Self {
+        let h3_tls = tls.clone();
         Self {
             address,
             protocol,
@@ -73,6 +80,7 @@ impl Upstream {
             connect_timeout,
             h1: Arc::new(h1::H1Pool::new(H1_POOL_MAX_IDLE, H1_POOL_IDLE_TIMEOUT)),
             h2: h2::H2Conn::default(),
+            h3: h3::H3Conn::new(h3_tls.as_ref()),
         }
     }
 
@@ -93,8 +101,12 @@ impl Upstream {
                 .sender(&self.address, self.tls.as_ref(), self.connect_timeout)
                 .await
                 .map(Sender::H2),
-            // h3 arrives with the QUIC connector; tcp on an HTTP listener
-            // means HTTP/1.1 (the original schema's meaning).
+            BackendProtocol::H3 => self
+                .h3
+                .sender(&self.address, self.tls.as_ref(), self.connect_timeout)
+                .await
+                .map(Sender::H3),
+            // tcp on an HTTP listener means HTTP/1.1 (the original schema's meaning).
             _ => h1::acquire(
                 &self.h1,
                 &self.address,
@@ -114,7 +126,7 @@ impl Sender {
     pub fn reused(&self) -> bool {
         match self {
             Self::H1(p) => p.reused(),
-            Self::H2(_) => false,
+            Self::H2(_) | Self::H3(_) => false,
         }
     }
 
@@ -127,6 +139,7 @@ impl Sender {
                 let resp = sender.send_request(req).await?;
                 Ok(resp.map(crate::body::boxed_incoming))
             }
+            Self::H3(sender) => h3::send(sender, req).await.map_err(SendError::H3),
         }
     }
 }

@@ -112,10 +112,12 @@ impl Exchange<'_> {
                 Ok(Err(e)) => {
                     // The client's own body tripping a limit is not the
                     // backend's fault: answer for it, leave health alone.
-                    if let Some(limit) = crate::body::limit_in(e.hyper()) {
+                    if let Some(limit) = crate::body::limit_in(e.source_error()) {
                         return Err(match limit {
                             BodyLimit::TooLarge => ProxyError::TooLarge,
-                            BodyLimit::Stalled | BodyLimit::TotalTimeout => ProxyError::ClientTimeout,
+                            BodyLimit::Stalled | BodyLimit::TotalTimeout => {
+                                ProxyError::ClientTimeout
+                            }
                         });
                     }
                     tracing::debug!(backend = %upstream.address, error = %e, "upstream exchange failed");

@@ -17,9 +17,22 @@ const CONNECTION_SPECIFIC: [&str; 5] = [
     "upgrade",
 ];
 
+/// Request extension set by the HTTP/1 front when the raw head had
+/// ambiguous framing that hyper normalised before we saw it: both
+/// Content-Length and Transfer-Encoding, a repeated Content-Length (even
+/// with equal values), or a Content-Length that is not plain digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousFraming;
+
 /// Framing: refuse every message whose length two parsers could read
 /// differently (CL.TE, TE.CL, duplicate CL, obfuscated TE).
 pub fn check_framing<B>(req: &Request<B>, strict_te: bool) -> Result<(), ProxyError> {
+    if req.extensions().get::<AmbiguousFraming>().is_some() {
+        return Err(ProxyError::BadRequest(
+            "ambiguous message framing (Content-Length with Transfer-Encoding, \
+             or repeated Content-Length)",
+        ));
+    }
     let headers = req.headers();
     let cls: Vec<_> = headers.get_all(CONTENT_LENGTH).iter().collect();
     if cls.len() > 1 {
@@ -171,6 +184,21 @@ mod tests {
         assert!(check_framing(&req(&[("content-length", "+5")]), true).is_err());
         assert!(check_framing(&req(&[("transfer-encoding", "chunked")]), true).is_ok());
         assert!(check_framing(&req(&[("content-length", "5")]), true).is_ok());
+    }
+
+    #[test]
+    fn marker_from_the_front_is_refused() {
+        // What hyper leaves of `Content-Length: 3` twice: one header.
+        let mut r = req(&[("content-length", "3")]);
+        assert!(check_framing(&r, true).is_ok());
+        r.extensions_mut().insert(AmbiguousFraming);
+        assert_eq!(
+            check_framing(&r, true),
+            Err(ProxyError::BadRequest(
+                "ambiguous message framing (Content-Length with Transfer-Encoding, \
+                 or repeated Content-Length)"
+            ))
+        );
     }
 
     #[test]

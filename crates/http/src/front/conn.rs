@@ -1,5 +1,7 @@
 //! One client connection: TLS (h1s), protocol choice, hyper's server with
-//! our limits, per-connection request cap, graceful close.
+//! our limits, per-connection request cap, graceful close. HTTP/1 reads
+//! pass the framing tracker (`framing`), whose verdicts mark requests whose
+//! framing hyper tidied away (`core::validate::AmbiguousFraming`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use eg_runtime::metrics::metrics;
 use eg_runtime::CancellationToken;
 use http::header::{HeaderValue, CONNECTION};
-use http::{Request, Version};
+use http::{Method, Request, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::framing::{Verdict, MAX_HEAD_BYTES};
+use super::tracked_io::{TrackedIo, VerdictHandle};
+use crate::core::validate::AmbiguousFraming;
 use crate::core::{self, ConnInfo};
 use crate::settings::HttpSettings;
 
@@ -32,7 +37,9 @@ pub(super) async fn connection(
             tls: false,
             sni: None,
         };
-        serve(stream, info, None, settings, drain).await;
+        // HTTP/1 or, after the preface, HTTP/2 with prior knowledge.
+        let (io, verdicts) = TrackedIo::new(stream, true);
+        serve(io, info, None, Some(verdicts), settings, drain).await;
         return;
     };
     let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await
@@ -58,15 +65,22 @@ pub(super) async fn connection(
         tls: true,
         sni,
     };
-    serve(tls, info, Some(h2), settings, drain).await;
+    if h2 {
+        serve(tls, info, Some(true), None, settings, drain).await;
+    } else {
+        let (io, verdicts) = TrackedIo::new(tls, false);
+        serve(io, info, Some(false), Some(verdicts), settings, drain).await;
+    }
 }
 
 /// `alpn_h2`: `Some` when TLS chose the protocol, `None` to detect the
-/// HTTP/2 preface on cleartext.
+/// HTTP/2 preface on cleartext. `verdicts`: the framing tracker's, when
+/// `io` may carry HTTP/1.
 async fn serve<I>(
     io: I,
     info: ConnInfo,
     alpn_h2: Option<bool>,
+    verdicts: Option<VerdictHandle>,
     settings: Arc<HttpSettings>,
     drain: CancellationToken,
 ) where
@@ -77,6 +91,9 @@ async fn serve<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.limits.header_timeout)
+        // Heads over the tracker's bound get hyper's 431 (the tracker
+        // refuses any that still slip through).
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let h2 = &settings.h2;
     builder
@@ -105,14 +122,31 @@ async fn serve<I>(
     let info = Arc::new(info);
     let service = {
         let cap_reached = Arc::clone(&cap_reached);
-        hyper::service::service_fn(move |req: Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let settings = Arc::clone(&settings);
             let info = Arc::clone(&info);
             let cap_reached = Arc::clone(&cap_reached);
             let n = served.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            // hyper calls this once per HTTP/1 request, strictly in order:
+            // take this request's verdict now, not in the future.
+            let tracked = verdicts
+                .as_ref()
+                .filter(|_| req.version() < Version::HTTP_2);
+            if tracked.and_then(VerdictHandle::next_request) == Some(Verdict::Ambiguous) {
+                req.extensions_mut().insert(AmbiguousFraming);
+            }
+            let tracked = tracked.cloned();
             async move {
                 let version = req.version();
+                let connect = req.method() == Method::CONNECT;
                 let mut resp = core::handle(&settings, &info, req).await;
+                if let Some(verdicts) = &tracked {
+                    let status = resp.status();
+                    if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success())
+                    {
+                        verdicts.tunnel();
+                    }
+                }
                 if n >= max {
                     if version < Version::HTTP_2 {
                         resp.headers_mut()

@@ -3,6 +3,8 @@
 //! `http::Request`s for the core through hyper.
 
 mod conn;
+mod framing;
+mod tracked_io;
 
 use std::sync::Arc;
 

@@ -1,0 +1,138 @@
+//! HTTP/3 upstream: one QUIC connection per backend carrying many
+//! requests, opened again when it closes; TLS verified like every other
+//! upstream (ALPN h3).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use eg_tls::BackendTls;
+use h3::client::SendRequest;
+use http::{Request, Response};
+use quinn::crypto::rustls::QuicClientConfig;
+
+use super::stream::DialError;
+use crate::body::{BoxError, ProxyBody};
+use crate::h3io;
+
+type H3Sender = SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// A shared client endpoint per address family: one UDP socket carries
+/// every upstream QUIC connection of that family.
+fn client_endpoint(v6: bool) -> Result<quinn::Endpoint, std::io::Error> {
+    static V4: OnceLock<quinn::Endpoint> = OnceLock::new();
+    static V6: OnceLock<quinn::Endpoint> = OnceLock::new();
+    let (cell, bind): (_, SocketAddr) = if v6 {
+        (&V6, (std::net::Ipv6Addr::UNSPECIFIED, 0).into())
+    } else {
+        (&V4, (std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+    };
+    if let Some(e) = cell.get() {
+        return Ok(e.clone());
+    }
+    let endpoint = quinn::Endpoint::client(bind)?;
+    Ok(cell.get_or_init(|| endpoint).clone())
+}
+
+/// The live connection, tagged with a generation so a closed one's driver
+/// never clears its successor.
+type Slot = Arc<tokio::sync::Mutex<Option<(u64, H3Sender)>>>;
+
+pub struct H3Conn {
+    current: Slot,
+    generation: std::sync::atomic::AtomicU64,
+    client: Option<quinn::ClientConfig>,
+}
+
+impl H3Conn {
+    pub fn new(tls: Option<&BackendTls>) -> Self {
+        let client = tls.and_then(|t| {
+            QuicClientConfig::try_from(Arc::clone(&t.config))
+                .map(|c| quinn::ClientConfig::new(Arc::new(c)))
+                .map_err(|e| tracing::error!(error = %e, "TLS config unusable for QUIC"))
+                .ok()
+        });
+        Self {
+            current: Arc::new(tokio::sync::Mutex::new(None)),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            client,
+        }
+    }
+
+    pub async fn sender(
+        &self,
+        address: &str,
+        tls: Option<&BackendTls>,
+        connect_timeout: Duration,
+    ) -> Result<H3Sender, DialError> {
+        let mut current = self.current.lock().await;
+        if let Some((_, sender)) = current.as_ref() {
+            return Ok(sender.clone());
+        }
+        let fail = |e: BoxError| DialError::Refused(address.to_owned(), std::io::Error::other(e));
+        let (Some(client), Some(tls)) = (self.client.clone(), tls) else {
+            return Err(fail("h3 backends need TLS settings".into()));
+        };
+        let addr = tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| DialError::Refused(address.to_owned(), e))?
+            .next()
+            .ok_or_else(|| fail("address resolved to nothing".into()))?;
+        let endpoint = client_endpoint(addr.is_ipv6())
+            .map_err(|e| DialError::Refused(address.to_owned(), e))?;
+        let name = server_name(tls);
+        let connecting = endpoint
+            .connect_with(client, addr, &name)
+            .map_err(|e| fail(e.into()))?;
+        let conn = match tokio::time::timeout(connect_timeout, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(fail(e.into())),
+            Err(_) => return Err(DialError::Timeout(address.to_owned())),
+        };
+        let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(conn))
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = Arc::clone(&self.current);
+        tokio::spawn(async move {
+            let err = futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await;
+            tracing::debug!(error = %err, "upstream h3 connection closed");
+            let mut current = slot.lock().await;
+            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *current = None;
+            }
+        });
+        *current = Some((generation, sender.clone()));
+        Ok(sender)
+    }
+}
+
+fn server_name(tls: &BackendTls) -> String {
+    match &tls.server_name {
+        rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_owned(),
+        rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Send one request on an h3 connection; the response body streams.
+pub async fn send(
+    mut sender: H3Sender,
+    req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let stream = sender.send_request(head).await?;
+    let (mut send_half, mut recv_half) = stream.split();
+    tokio::spawn(async move {
+        if let Err(e) = h3io::send_body(body, &mut send_half).await {
+            tracing::debug!(error = %e, "h3 request body aborted");
+        }
+    });
+    let resp = recv_half.recv_response().await?;
+    let (parts, ()) = resp.into_parts();
+    Ok(Response::from_parts(parts, h3io::recv_body(recv_half)))
+}
