@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
+use eg_balancer::Pool;
 use eg_config::{Config, ListenerProtocol};
 use eg_http::HttpSettings;
-use eg_balancer::Pool;
 use eg_l4::L4Settings;
-use eg_tls::BackendTls;
 use eg_runtime::metrics::metrics;
 use eg_runtime::{report, Admission, CancellationToken, TaskTracker};
+use eg_tls::BackendTls;
 use tokio::net::TcpListener;
 
 /// One listener's settings, built (certificates loaded) but not bound.

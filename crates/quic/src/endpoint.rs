@@ -23,7 +23,10 @@ const RETRY_SECRET_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum QuicError {
     #[error("{path}: {source}")]
-    Tls { path: String, source: eg_tls::TlsError },
+    Tls {
+        path: String,
+        source: eg_tls::TlsError,
+    },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
     #[error("{path}: {source}")]
@@ -31,7 +34,11 @@ pub enum QuicError {
 }
 
 /// A quinn server config for `[listeners.quic]` at `path`.
-pub fn server_config(quic: &ListenerQuic, path: &str, alpn: Vec<Vec<u8>>) -> Result<quinn::ServerConfig, QuicError> {
+pub fn server_config(
+    quic: &ListenerQuic,
+    path: &str,
+    alpn: Vec<Vec<u8>>,
+) -> Result<quinn::ServerConfig, QuicError> {
     let tls = ListenerTls {
         cert_path: quic.cert_path.clone(),
         key_path: quic.key_path.clone(),
@@ -42,7 +49,10 @@ pub fn server_config(quic: &ListenerQuic, path: &str, alpn: Vec<Vec<u8>>) -> Res
         client_auth_optional: false,
     };
     // QUIC is TLS 1.3 only: tls13_only is implied.
-    let opts = eg_tls::ServerTlsOptions { tls13_only: true, alpn };
+    let opts = eg_tls::ServerTlsOptions {
+        tls13_only: true,
+        alpn,
+    };
     let rustls_config = eg_tls::server_config(&tls, &opts).map_err(|source| QuicError::Tls {
         path: format!("{path}.quic"),
         source,
@@ -52,13 +62,15 @@ pub fn server_config(quic: &ListenerQuic, path: &str, alpn: Vec<Vec<u8>>) -> Res
         reason: format!("TLS config unusable for QUIC: {e}"),
     })?;
     let secret = retry_secret(quic.retry_secret_path.as_deref(), path)?;
-    let key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"expressgateway retry").extract(&secret);
+    let key =
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"expressgateway retry").extract(&secret);
     let mut server = quinn::ServerConfig::new(Arc::new(crypto), Arc::new(key));
     let mut transport = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(quic.max_idle_timeout_ms)).map_err(|e| QuicError::Invalid {
-        path: format!("{path}.quic.max_idle_timeout_ms"),
-        reason: e.to_string(),
-    })?;
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(quic.max_idle_timeout_ms))
+        .map_err(|e| QuicError::Invalid {
+            path: format!("{path}.quic.max_idle_timeout_ms"),
+            reason: e.to_string(),
+        })?;
     transport.max_idle_timeout(Some(idle));
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_STREAMS));
     server.transport_config(Arc::new(transport));
@@ -74,7 +86,10 @@ const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// random key for this process when unset.
 fn retry_secret(file: Option<&Path>, path: &str) -> Result<Vec<u8>, QuicError> {
     let key_path = format!("{path}.quic.retry_secret_path");
-    let io_err = |source| QuicError::Io { path: key_path.clone(), source };
+    let io_err = |source| QuicError::Io {
+        path: key_path.clone(),
+        source,
+    };
     let rng = SystemRandom::new();
     let fresh = || -> Result<Vec<u8>, QuicError> {
         let mut secret = vec![0u8; RETRY_SECRET_BYTES];
@@ -91,14 +106,21 @@ fn retry_secret(file: Option<&Path>, path: &str) -> Result<Vec<u8>, QuicError> {
             if mode & 0o077 != 0 {
                 return Err(QuicError::Invalid {
                     path: key_path,
-                    reason: format!("{} is accessible by group or others (mode {mode:o}); run chmod 600", file.display()),
+                    reason: format!(
+                        "{} is accessible by group or others (mode {mode:o}); run chmod 600",
+                        file.display()
+                    ),
                 });
             }
             let secret = std::fs::read(file).map_err(io_err)?;
             if secret.len() < RETRY_SECRET_BYTES {
                 return Err(QuicError::Invalid {
                     path: key_path,
-                    reason: format!("{} holds {} bytes; at least {RETRY_SECRET_BYTES} are needed", file.display(), secret.len()),
+                    reason: format!(
+                        "{} holds {} bytes; at least {RETRY_SECRET_BYTES} are needed",
+                        file.display(),
+                        secret.len()
+                    ),
                 });
             }
             Ok(secret)
@@ -119,8 +141,16 @@ fn retry_secret(file: Option<&Path>, path: &str) -> Result<Vec<u8>, QuicError> {
 }
 
 /// Bind `addr` (UDP) and start a quinn endpoint on it.
-pub fn bind(addr: SocketAddr, server: quinn::ServerConfig, quic: &ListenerQuic, path: &str) -> Result<quinn::Endpoint, QuicError> {
-    let io_err = |source| QuicError::Io { path: format!("{path}.address"), source };
+pub fn bind(
+    addr: SocketAddr,
+    server: quinn::ServerConfig,
+    quic: &ListenerQuic,
+    path: &str,
+) -> Result<quinn::Endpoint, QuicError> {
+    let io_err = |source| QuicError::Io {
+        path: format!("{path}.address"),
+        source,
+    };
     let socket = UdpSocket::bind(addr).map_err(io_err)?;
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config
@@ -192,7 +222,10 @@ impl Gate {
             };
         if must_retry {
             if incoming.retry().is_ok() {
-                metrics().quic_retries_sent_total.with_label_values(&[label]).inc();
+                metrics()
+                    .quic_retries_sent_total
+                    .with_label_values(&[label])
+                    .inc();
             }
             return None;
         }
@@ -200,7 +233,10 @@ impl Gate {
         let global = match self.global.try_admit(ip) {
             Ok(a) => a,
             Err(why) => {
-                metrics().defence_trips_total.with_label_values(&[why.as_str()]).inc();
+                metrics()
+                    .defence_trips_total
+                    .with_label_values(&[why.as_str()])
+                    .inc();
                 incoming.refuse();
                 return None;
             }
@@ -208,7 +244,10 @@ impl Gate {
         let per_ip = match self.per_ip.try_admit(ip) {
             Ok(a) => a,
             Err(_) => {
-                metrics().defence_trips_total.with_label_values(&["quic_per_ip_cap"]).inc();
+                metrics()
+                    .defence_trips_total
+                    .with_label_values(&["quic_per_ip_cap"])
+                    .inc();
                 incoming.refuse();
                 return None;
             }
@@ -217,6 +256,13 @@ impl Gate {
             self.unvalidated.fetch_add(1, Ordering::Relaxed);
             Arc::clone(&self.unvalidated)
         });
-        Some((incoming, Pass { _global: global, _per_ip: per_ip, unvalidated }))
+        Some((
+            incoming,
+            Pass {
+                _global: global,
+                _per_ip: per_ip,
+                unvalidated,
+            },
+        ))
     }
 }

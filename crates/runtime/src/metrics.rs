@@ -73,7 +73,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(backend_requests_total.clone()))?;
     registry.register(Box::new(retries_total.clone()))?;
     let quic_retries_sent_total = IntCounterVec::new(
-        Opts::new("quic_retries_sent_total", "QUIC Retry packets sent for address validation"),
+        Opts::new(
+            "quic_retries_sent_total",
+            "QUIC Retry packets sent for address validation",
+        ),
         &["listener"],
     )?;
     registry.register(Box::new(quic_retries_sent_total.clone()))?;

@@ -15,23 +15,41 @@ use crate::support::*;
 fn config(policy: &str, backends: &[(&HttpBackend, u32)], extra: &str) -> String {
     let mut text = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\nlb_policy = \"{policy}\"\n{extra}\n");
     for (b, w) in backends {
-        text.push_str(&format!("[[listeners.backends]]\naddress = \"{}\"\nweight = {w}\n", b.addr));
+        text.push_str(&format!(
+            "[[listeners.backends]]\naddress = \"{}\"\nweight = {w}\n",
+            b.addr
+        ));
     }
     text
 }
 
 /// Send `n` GETs, `concurrency` at a time; count answers per backend name.
-async fn spread(cl: &TestClient, url: &str, n: usize, concurrency: usize) -> HashMap<String, usize> {
+async fn spread(
+    cl: &TestClient,
+    url: &str,
+    n: usize,
+    concurrency: usize,
+) -> HashMap<String, usize> {
     let counts = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (cl, url, counts, next) = (cl.clone(), url.to_owned(), Arc::clone(&counts), Arc::clone(&next));
+        let (cl, url, counts, next) = (
+            cl.clone(),
+            url.to_owned(),
+            Arc::clone(&counts),
+            Arc::clone(&next),
+        );
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::SeqCst) < n {
                 let r = send(&cl, get(&url)).await;
                 assert_eq!(r.status, StatusCode::OK, "request failed: {:?}", r.body);
-                let name = r.headers.get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
+                let name = r
+                    .headers
+                    .get("x-backend")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_owned();
                 *counts.lock().expect("lock").entry(name).or_insert(0) += 1;
             }
         }));
@@ -49,9 +67,18 @@ async fn weights_1_to_3_are_observed_over_4000_requests() {
     let b = HttpBackend::start("b").await;
     for policy in ["weighted_round_robin", "round_robin", "weighted_random"] {
         let gw = Gateway::start(&config(policy, &[(&a, 1), (&b, 3)], ""));
-        let counts = spread(&client(ClientProto::H1), &format!("http://{}/w", gw.addr(0)), 4000, 8).await;
+        let counts = spread(
+            &client(ClientProto::H1),
+            &format!("http://{}/w", gw.addr(0)),
+            4000,
+            8,
+        )
+        .await;
         let share_b = *counts.get("b").unwrap_or(&0) as f64 / 4000.0;
-        assert!((share_b - 0.75).abs() < 0.03, "{policy}: b got {share_b:.3} of requests, want 0.75: {counts:?}");
+        assert!(
+            (share_b - 0.75).abs() < 0.03,
+            "{policy}: b got {share_b:.3} of requests, want 0.75: {counts:?}"
+        );
     }
 }
 
@@ -85,22 +112,33 @@ async fn resetter(at: std::net::SocketAddr) -> (Arc<AtomicUsize>, tokio::task::J
 async fn killed_backend_is_retried_around_ejected_and_readmitted() {
     let a = HttpBackend::start("a").await;
     let b = HttpBackend::start("b").await;
-    let extra = "[listeners.outlier_detection]\nconsecutive_failures = 3\nbase_ejection_ms = 1500\n";
+    let extra =
+        "[listeners.outlier_detection]\nconsecutive_failures = 3\nbase_ejection_ms = 1500\n";
     let gw = Gateway::start(&config("round_robin", &[(&a, 1), (&b, 1)], extra));
     let url = format!("http://{}/k", gw.addr(0));
     let cl = client(ClientProto::H1);
     let before = spread(&cl, &url, 100, 4).await;
-    assert!(before.get("a").is_some_and(|&n| n > 30), "a served before the kill: {before:?}");
+    assert!(
+        before.get("a").is_some_and(|&n| n > 30),
+        "a served before the kill: {before:?}"
+    );
 
     // Kill a: its pooled connections die, and every new exchange resets.
     let a_addr = a.kill();
     let (attempts, task) = resetter(a_addr).await;
     // Every request still succeeds (idempotent GETs are retried on b) ...
     let during = spread(&cl, &url, 200, 4).await;
-    assert_eq!(during.get("b").copied(), Some(200), "all answered by b: {during:?}");
+    assert_eq!(
+        during.get("b").copied(),
+        Some(200),
+        "all answered by b: {during:?}"
+    );
     // ... and a is ejected within a few failures, not probed per request.
     let probes = attempts.load(Ordering::SeqCst);
-    assert!(probes <= 6, "ejection should stop traffic to a after ~3 failures; it saw {probes} connections");
+    assert!(
+        probes <= 6,
+        "ejection should stop traffic to a after ~3 failures; it saw {probes} connections"
+    );
 
     // a comes back; after the ejection window it is readmitted.
     task.abort();
@@ -127,11 +165,18 @@ async fn active_http_check_ejects_a_backend_answering_500() {
     // Checks run every ~100 ms; two failures take b out.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let out = spread(&cl, &url, 100, 2).await;
-    assert_eq!(out.get("a").copied(), Some(100), "b still served while failing its check: {out:?}");
+    assert_eq!(
+        out.get("a").copied(),
+        Some(100),
+        "b still served while failing its check: {out:?}"
+    );
     b.seen.health_status.store(200, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let back = spread(&cl, &url, 100, 2).await;
-    assert!(back.get("b").is_some_and(|&n| n >= 30), "b not back after passing checks: {back:?}");
+    assert!(
+        back.get("b").is_some_and(|&n| n >= 30),
+        "b not back after passing checks: {back:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,9 +185,18 @@ async fn peak_ewma_shifts_load_from_a_slower_backend() {
     let slow = HttpBackend::start("slow").await;
     slow.seen.delay_ms.store(50, Ordering::SeqCst);
     let gw = Gateway::start(&config("peak_ewma", &[(&fast, 1), (&slow, 1)], ""));
-    let out = spread(&client(ClientProto::H1), &format!("http://{}/e", gw.addr(0)), 400, 4).await;
+    let out = spread(
+        &client(ClientProto::H1),
+        &format!("http://{}/e", gw.addr(0)),
+        400,
+        4,
+    )
+    .await;
     let slow_share = *out.get("slow").unwrap_or(&0) as f64 / 400.0;
-    assert!(slow_share < 0.15, "slow backend still got {slow_share:.2}: {out:?}");
+    assert!(
+        slow_share < 0.15,
+        "slow backend still got {slow_share:.2}: {out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +220,15 @@ async fn slow_start_ramps_a_returning_backend() {
     tokio::time::sleep(Duration::from_millis(4000)).await;
     let settled = spread(&cl, &url, 200, 2).await;
     let share = |m: &HashMap<String, usize>| *m.get("b").unwrap_or(&0) as f64 / 200.0;
-    assert!(share(&early) < 0.35, "b not ramping: early share {:.2}", share(&early));
-    assert!((share(&settled) - 0.5).abs() < 0.1, "b not at full weight after the window: {:.2}", share(&settled));
+    assert!(
+        share(&early) < 0.35,
+        "b not ramping: early share {:.2}",
+        share(&early)
+    );
+    assert!(
+        (share(&settled) - 0.5).abs() < 0.1,
+        "b not at full weight after the window: {:.2}",
+        share(&settled)
+    );
     assert!(share(&early) < share(&settled));
 }

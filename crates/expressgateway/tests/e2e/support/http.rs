@@ -59,7 +59,11 @@ impl HttpBackend {
     }
 
     /// Serve on a given address (to bring a killed backend back).
-    pub async fn start_on(at: SocketAddr, name: &'static str, tls: Option<&eg_tls::SelfSigned>) -> Self {
+    pub async fn start_on(
+        at: SocketAddr,
+        name: &'static str,
+        tls: Option<&eg_tls::SelfSigned>,
+    ) -> Self {
         let mut listener = TcpListener::bind(at).await;
         for _ in 0..100 {
             if listener.is_ok() {
@@ -91,25 +95,29 @@ impl HttpBackend {
                 let acceptor = acceptor.clone();
                 let conn_stop = stopped.clone();
                 tokio::spawn(async move {
-                    let _ = conn_stop.run_until_cancelled(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        handle(req, name, Arc::clone(&state))
-                    });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match acceptor {
-                        None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
-                        Some(a) => {
-                            if let Ok(tls) = a.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                    let _ = conn_stop
+                        .run_until_cancelled(async move {
+                            let service = hyper::service::service_fn(move |req| {
+                                handle(req, name, Arc::clone(&state))
+                            });
+                            let builder =
+                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                            match acceptor {
+                                None => {
+                                    let _ = builder
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
+                                }
+                                Some(a) => {
+                                    if let Ok(tls) = a.accept(stream).await {
+                                        let _ = builder
+                                            .serve_connection(TokioIo::new(tls), service)
+                                            .await;
+                                    }
+                                }
                             }
-                        }
-                    }
-                    }).await;
+                        })
+                        .await;
                 });
             }
         });
