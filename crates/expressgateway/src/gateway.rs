@@ -12,6 +12,8 @@ use eg_balancer::Pool;
 use eg_config::{Config, ListenerProtocol};
 use eg_http::HttpSettings;
 use eg_l4::L4Settings;
+use eg_quic::endpoint::Gate;
+use eg_quic::front::H3Limits;
 use eg_runtime::metrics::metrics;
 use eg_runtime::{report, Admission, CancellationToken, TaskTracker};
 use eg_tls::BackendTls;
@@ -21,6 +23,8 @@ use tokio::net::TcpListener;
 enum Built {
     L4(L4Settings),
     Http(HttpSettings),
+    /// `quic` serving HTTP/3, with its QUIC server config.
+    H3(HttpSettings, Box<quinn::ServerConfig>),
 }
 
 /// Every listener's settings built but nothing bound: what `check`
@@ -41,21 +45,33 @@ impl Prepared {
             .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (i, l) in config.listeners.iter().enumerate() {
-            let built = match l.protocol {
-                ListenerProtocol::Tcp | ListenerProtocol::Tls => {
+            let built = match (l.protocol, l.quic.as_ref()) {
+                (ListenerProtocol::Tcp | ListenerProtocol::Tls, _) => {
                     let s = L4Settings::new(config, l, i)?;
                     pools.push((Arc::clone(&s.pool), s.backend_tls()));
                     Built::L4(s)
                 }
-                ListenerProtocol::H1 | ListenerProtocol::H1s => {
+                (ListenerProtocol::Quic, Some(quic)) if quic.raw_proxy.is_none() => {
+                    let s = HttpSettings::new(config, l, i, &clusters)?;
+                    if let Some(h) = &s.default_pool {
+                        pools.push((Arc::clone(&h.pool), h.backend_tls()));
+                    }
+                    let server = eg_quic::endpoint::server_config(
+                        quic,
+                        &format!("listeners[{i}]"),
+                        vec![b"h3".to_vec()],
+                    )?;
+                    Built::H3(s, Box::new(server))
+                }
+                (ListenerProtocol::Quic, _) => {
+                    bail!("listeners[{i}].quic.raw_proxy: the raw QUIC relay is not served by this build yet")
+                }
+                (ListenerProtocol::H1 | ListenerProtocol::H1s, _) => {
                     let s = HttpSettings::new(config, l, i, &clusters)?;
                     if let Some(h) = &s.default_pool {
                         pools.push((Arc::clone(&h.pool), h.backend_tls()));
                     }
                     Built::Http(s)
-                }
-                ListenerProtocol::Quic => {
-                    bail!("listeners[{i}].protocol = quic: this build does not serve HTTP/3 yet")
                 }
             };
             listeners.push(built);
@@ -90,6 +106,21 @@ struct Slot {
     live: Live,
 }
 
+/// A bound socket of either transport.
+enum Socket {
+    Tcp(TcpListener),
+    Udp(quinn::Endpoint),
+}
+
+impl Socket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Tcp(s) => s.local_addr(),
+            Self::Udp(e) => e.local_addr(),
+        }
+    }
+}
+
 /// A running gateway: its listeners, their live settings and the drain
 /// machinery.
 pub struct Gateway {
@@ -103,35 +134,58 @@ impl Gateway {
     /// Bind every listener (all or nothing), report each, and serve.
     pub async fn start(mut prepared: Prepared, config: &Config) -> anyhow::Result<Self> {
         let mut sockets = Vec::with_capacity(prepared.listeners.len());
-        for (index, listener) in config.listeners.iter().enumerate() {
-            let socket = TcpListener::bind(listener.address)
-                .await
-                .with_context(|| format!("listeners[{index}]: cannot bind {}", listener.address))?;
+        for ((index, listener), built) in config
+            .listeners
+            .iter()
+            .enumerate()
+            .zip(&mut prepared.listeners)
+        {
+            let socket = match built {
+                Built::H3(_, server) => {
+                    let quic = listener
+                        .quic
+                        .as_ref()
+                        .context("quic listener without [listeners.quic]")?;
+                    let server = (**server).clone();
+                    Socket::Udp(eg_quic::endpoint::bind(
+                        listener.address,
+                        server,
+                        quic,
+                        &format!("listeners[{index}]"),
+                    )?)
+                }
+                _ => Socket::Tcp(TcpListener::bind(listener.address).await.with_context(|| {
+                    format!("listeners[{index}]: cannot bind {}", listener.address)
+                })?),
+            };
             sockets.push(socket);
         }
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let admission = Admission::new(
-            config.runtime.max_inflight_connections,
-            config.runtime.per_ip_connection_cap,
-        );
+        let rt = &config.runtime;
+        let admission = Admission::new(rt.max_inflight_connections, rt.per_ip_connection_cap);
         prepared.spawn_health_checks();
         let mut slots = Vec::with_capacity(sockets.len());
         let entries = config.listeners.iter().zip(sockets).zip(prepared.listeners);
         for (index, ((listener, socket), built)) in entries.enumerate() {
             let local = socket.local_addr()?;
             let label = listener.label(index);
-            report::listening(&label, listener.protocol.as_str(), "tcp", local);
-            tracing::info!(listener = %label, address = %local, protocol = listener.protocol.as_str(), "listening");
+            let transport = if matches!(socket, Socket::Udp(_)) {
+                "udp"
+            } else {
+                "tcp"
+            };
+            report::listening(&label, listener.protocol.as_str(), transport, local);
+            tracing::info!(listener = %label, address = %local, protocol = listener.protocol.as_str(), transport, "listening");
             let (admission, stop, tasks) =
                 (Arc::clone(&admission), shutdown.clone(), tracker.clone());
-            let live = match built {
-                Built::L4(s) => {
+            let live = match (built, socket) {
+                (Built::L4(s), Socket::Tcp(socket)) => {
                     let s = Arc::new(ArcSwap::from_pointee(s));
                     tokio::spawn(eg_l4::serve(socket, Arc::clone(&s), admission, stop, tasks));
                     Live::L4(s)
                 }
-                Built::Http(s) => {
+                (Built::Http(s), Socket::Tcp(socket)) => {
                     let s = Arc::new(ArcSwap::from_pointee(s));
                     tokio::spawn(eg_http::serve(
                         socket,
@@ -142,6 +196,28 @@ impl Gateway {
                     ));
                     Live::Http(s)
                 }
+                (Built::H3(s, _), Socket::Udp(endpoint)) => {
+                    let quic = listener
+                        .quic
+                        .as_ref()
+                        .context("quic listener without [listeners.quic]")?;
+                    let gate = Arc::new(Gate::new(quic, admission));
+                    let limits = H3Limits {
+                        max_requests_per_connection: rt.max_requests_per_h3_connection,
+                        handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
+                    };
+                    let s = Arc::new(ArcSwap::from_pointee(s));
+                    tokio::spawn(eg_quic::front::serve(
+                        endpoint,
+                        Arc::clone(&s),
+                        gate,
+                        limits,
+                        stop,
+                        tasks,
+                    ));
+                    Live::Http(s)
+                }
+                _ => bail!("listeners[{index}]: internal mismatch of socket and listener kind"),
             };
             slots.push(Slot {
                 address: listener.address,
@@ -192,7 +268,9 @@ impl Gateway {
             }
             match (built, &slot.live) {
                 (Built::L4(s), Live::L4(live)) => live.store(Arc::new(s)),
-                (Built::Http(s), Live::Http(live)) => live.store(Arc::new(s)),
+                // QUIC transport settings (certificates, Retry) need a
+                // restart; routes, pools and limits swap live.
+                (Built::Http(s) | Built::H3(s, _), Live::Http(live)) => live.store(Arc::new(s)),
                 _ => restart_needed = true,
             }
         }

@@ -1,31 +1,26 @@
 //! Moving bodies between `ProxyBody` and HTTP/3 streams (h3 0.0.8), for
-//! the H3 front and the H3 connector alike. Each direction is one task
-//! with a small bounded channel, so an H3 body is a `ProxyBody` like any
-//! other and back-pressure crosses the bridge.
+//! the H3 front and the H3 connector alike: a received stream is polled
+//! directly as a body (back-pressure is QUIC flow control), and a body is
+//! sent by one task.
 
-use bytes::{Buf, Bytes};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
 use h3::quic::{BidiStream, RecvStream, SendStream};
 use http::HeaderMap;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
-use tokio::sync::mpsc;
 
 use crate::body::{BoxError, ProxyBody};
-
-/// Frames buffered between an H3 stream and the body it feeds: a few
-/// frames keep the pipe busy; more would only hide back-pressure.
-const BODY_CHANNEL_FRAMES: usize = 4;
 
 /// H3 error code for an aborted stream (RFC 9114 §8.1 H3_REQUEST_CANCELLED).
 const H3_REQUEST_CANCELLED: u64 = 0x010c;
 
-/// The receiving half of a request or response stream.
-pub trait H3Recv: Send + 'static {
-    fn data(&mut self)
-        -> impl std::future::Future<Output = Result<Option<Bytes>, BoxError>> + Send;
-    fn trailers(
-        &mut self,
-    ) -> impl std::future::Future<Output = Result<Option<HeaderMap>, BoxError>> + Send;
+/// The receiving half of a request or response stream, polled directly.
+pub trait H3Recv: Send + Unpin + 'static {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>>;
+    fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<HeaderMap>, BoxError>>;
 }
 
 /// The sending half.
@@ -49,14 +44,21 @@ macro_rules! recv_impl {
         where
             S: RecvStream + Send + 'static,
         {
-            async fn data(&mut self) -> Result<Option<Bytes>, BoxError> {
-                match self.recv_data().await? {
-                    Some(mut buf) => Ok(Some(buf.copy_to_bytes(buf.remaining()))),
-                    None => Ok(None),
+            fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>> {
+                match self.poll_recv_data(cx) {
+                    Poll::Ready(Ok(Some(mut buf))) => {
+                        Poll::Ready(Ok(Some(buf.copy_to_bytes(buf.remaining()))))
+                    }
+                    Poll::Ready(Ok(None)) => Poll::Ready(Ok(None)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                    Poll::Pending => Poll::Pending,
                 }
             }
-            async fn trailers(&mut self) -> Result<Option<HeaderMap>, BoxError> {
-                Ok(self.recv_trailers().await?)
+            fn poll_trailers(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Option<HeaderMap>, BoxError>> {
+                self.poll_recv_trailers(cx).map_err(Into::into)
             }
         }
     };
@@ -89,37 +91,84 @@ recv_impl!(h3::client::RequestStream<S, Bytes>);
 send_impl!(h3::server::RequestStream<S, Bytes>);
 send_impl!(h3::client::RequestStream<S, Bytes>);
 
-/// A body fed by a task reading `recv`; a stream error becomes a body
-/// error (never a clean end).
-pub fn recv_body<R: H3Recv>(mut recv: R) -> ProxyBody {
-    let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(BODY_CHANNEL_FRAMES);
-    tokio::spawn(async move {
-        loop {
-            match recv.data().await {
-                Ok(Some(bytes)) => {
-                    if tx.send(Ok(Frame::data(bytes))).await.is_err() {
-                        return;
+/// Largest frame a received H3 body hands on: QUIC delivers packet-sized
+/// pieces (~1.2 KB); gluing what is already there into up to 64 KiB cuts
+/// per-frame work on the other leg by ~50x without waiting for more.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// A request or response body read straight from an H3 stream; a stream
+/// error is a body error (never a clean end).
+pub fn recv_body<R: H3Recv>(recv: R) -> ProxyBody {
+    H3Body {
+        recv: std::sync::Mutex::new(recv),
+        data_done: false,
+        done: false,
+    }
+    .boxed()
+}
+
+struct H3Body<R> {
+    /// Behind a mutex only so the body is `Sync`; it is never contended.
+    recv: std::sync::Mutex<R>,
+    data_done: bool,
+    done: bool,
+}
+
+impl<R: H3Recv> hyper::body::Body for H3Body<R> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut recv = this.recv.lock().unwrap_or_else(|p| p.into_inner());
+        if !this.data_done {
+            let mut out = BytesMut::new();
+            loop {
+                match recv.poll_data(cx) {
+                    Poll::Ready(Ok(Some(bytes))) => {
+                        out.extend_from_slice(&bytes);
+                        if out.len() >= COALESCE_BYTES {
+                            break;
+                        }
                     }
+                    Poll::Ready(Ok(None)) => {
+                        this.data_done = true;
+                        break;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    Poll::Pending if out.is_empty() => return Poll::Pending,
+                    Poll::Pending => break,
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            }
+        }
+        match recv.poll_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                this.done = true;
+                match result {
+                    Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                    Ok(None) => Poll::Ready(None),
+                    Err(e) => Poll::Ready(Some(Err(e))),
                 }
             }
         }
-        match recv.trailers().await {
-            Ok(Some(t)) => {
-                let _ = tx.send(Ok(Frame::trailers(t))).await;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-            }
-        }
-    });
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    StreamBody::new(stream).boxed()
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
 }
 
 /// Send `body` on `send`, then finish; a body error aborts the stream.

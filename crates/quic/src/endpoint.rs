@@ -152,6 +152,7 @@ pub fn bind(
         source,
     };
     let socket = UdpSocket::bind(addr).map_err(io_err)?;
+    eg_runtime::tune_udp_socket(&socket);
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config
         .max_udp_payload_size(quic.max_recv_udp_payload_size)

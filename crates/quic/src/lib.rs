@@ -3,3 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod endpoint;
+pub mod front;
+pub mod relay;

@@ -11,3 +11,17 @@ pub use accept::{accept_loop, Labelled};
 pub use admission::{Admission, Admitted, Refusal};
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
+
+/// UDP socket buffers for QUIC endpoints. The 208 KiB Linux default drops
+/// bursts from a single fast peer (each drop costs a congestion back-off);
+/// 4 MiB matches the common `net.core.rmem_max`, beyond which the kernel
+/// clamps anyway.
+pub const UDP_SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Grow a UDP socket's buffers toward `UDP_SOCKET_BUFFER_BYTES`; the
+/// kernel may clamp, which is fine.
+pub fn tune_udp_socket(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+}

@@ -6,6 +6,7 @@ mod support;
 mod balancing;
 mod config_boot;
 mod demo;
+mod h3_matrix;
 mod http_defences;
 mod http_matrix;
 mod http_routing;

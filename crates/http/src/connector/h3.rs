@@ -31,7 +31,11 @@ fn client_endpoint(v6: bool) -> Result<quinn::Endpoint, std::io::Error> {
     if let Some(e) = cell.get() {
         return Ok(e.clone());
     }
-    let endpoint = quinn::Endpoint::client(bind)?;
+    let socket = std::net::UdpSocket::bind(bind)?;
+    eg_runtime::tune_udp_socket(&socket);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
     Ok(cell.get_or_init(|| endpoint).clone())
 }
 

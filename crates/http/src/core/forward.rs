@@ -232,6 +232,13 @@ impl Exchange<'_> {
                 if let Some(a) = self.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
                     parts.headers.insert(HOST, a);
                 }
+                // An HTTP/2 or HTTP/3 client can always receive trailers;
+                // an HTTP/1.1 backend sends them only when asked.
+                if parts.version >= Version::HTTP_2 {
+                    parts
+                        .headers
+                        .insert(http::header::TE, HeaderValue::from_static("trailers"));
+                }
                 parts.version = Version::HTTP_11;
             }
         }

@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod gateway;
+pub mod h3;
 pub mod http;
 pub mod tls;
 

@@ -1,0 +1,248 @@
+//! HTTP/3 peers for the e2e tests: a quinn + h3 backend (echo, trailers,
+//! greeting) and a quinn + h3 client that reconnects after GOAWAY.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, StatusCode};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::pem::PemObject;
+
+fn server_crypto(cert: &eg_tls::SelfSigned) -> Arc<quinn::crypto::rustls::QuicServerConfig> {
+    eg_tls::install_crypto_provider();
+    let certs = eg_tls::load_certs(&cert.cert_path).expect("certs");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+    let mut tls = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic config"))
+}
+
+/// A loopback quinn endpoint with roomy socket buffers (as the gateway's).
+fn endpoint(server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    eg_runtime::tune_udp_socket(&socket);
+    let runtime = quinn::default_runtime().expect("runtime");
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+        .expect("endpoint")
+}
+
+/// A real HTTP/3 origin on loopback.
+pub struct H3Backend {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Drop for H3Backend {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"test over");
+    }
+}
+
+impl H3Backend {
+    pub async fn start(name: &'static str, cert: &eg_tls::SelfSigned) -> Self {
+        let config = quinn::ServerConfig::with_crypto(server_crypto(cert));
+        let endpoint = endpoint(Some(config));
+        let addr = endpoint.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (ep, counter) = (endpoint.clone(), Arc::clone(&hits));
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    let Ok(mut h3) =
+                        h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn))
+                            .await
+                    else {
+                        return;
+                    };
+                    while let Ok(Some(resolver)) = h3.accept().await {
+                        let counter = Arc::clone(&counter);
+                        tokio::spawn(async move {
+                            let Ok((req, stream)) = resolver.resolve_request().await else {
+                                return;
+                            };
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let _ = answer(name, req, stream).await;
+                        });
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            hits,
+            endpoint,
+        }
+    }
+}
+
+async fn answer<S>(
+    name: &'static str,
+    req: Request<()>,
+    mut stream: h3::server::RequestStream<S, Bytes>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: h3::quic::BidiStream<Bytes>,
+{
+    let path = req.uri().path().to_owned();
+    let resp = Response::builder()
+        .status(StatusCode::OK)
+        .header("x-backend", name)
+        .body(())?;
+    match path.as_str() {
+        "/echo" => {
+            stream.send_response(resp).await?;
+            while let Some(mut chunk) = stream.recv_data().await? {
+                let bytes = chunk.copy_to_bytes(chunk.remaining());
+                stream.send_data(bytes).await?;
+            }
+        }
+        "/trailers" => {
+            stream.send_response(resp).await?;
+            stream
+                .send_data(Bytes::from_static(b"body-before-trailers"))
+                .await?;
+            let mut t = HeaderMap::new();
+            t.insert("grpc-status", http::HeaderValue::from_static("0"));
+            stream.send_trailers(t).await?;
+        }
+        _ => {
+            stream.send_response(resp).await?;
+            stream
+                .send_data(Bytes::from(format!("backend {name} {path}\n")))
+                .await?;
+        }
+    }
+    stream.finish().await?;
+    Ok(())
+}
+
+/// An HTTP/3 client trusting `ca_pem`; it reconnects when the server has
+/// sent GOAWAY or the connection closed.
+pub struct H3Client {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    target: SocketAddr,
+    conn: Option<h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>>,
+    pub connections_opened: usize,
+}
+
+/// A collected HTTP/3 response.
+pub struct H3Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl H3Client {
+    pub fn new(ca_pem: &str, target: SocketAddr) -> Self {
+        eg_tls::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("pem"))
+            .expect("root");
+        let mut tls =
+            rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic client");
+        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let endpoint = endpoint(None);
+        Self {
+            endpoint,
+            config,
+            target,
+            conn: None,
+            connections_opened: 0,
+        }
+    }
+
+    pub async fn sender(&mut self) -> h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> {
+        if let Some(s) = &self.conn {
+            return s.clone();
+        }
+        let conn = self
+            .endpoint
+            .connect_with(self.config.clone(), self.target, "localhost")
+            .expect("connect")
+            .await
+            .expect("QUIC handshake");
+        let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(conn))
+            .await
+            .expect("h3 client");
+        tokio::spawn(async move {
+            let _ = futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        self.connections_opened += 1;
+        self.conn = Some(sender.clone());
+        sender
+    }
+
+    /// Send a request (retried once on a fresh connection if the old one
+    /// refused it after GOAWAY); collect the response.
+    pub async fn send(&mut self, method: http::Method, path: &str, body: Bytes) -> H3Response {
+        for attempt in 0..2 {
+            let mut sender = self.sender().await;
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(format!("https://localhost:{}{path}", self.target.port()))
+                .body(())
+                .expect("request");
+            match tokio::time::timeout(
+                Duration::from_secs(30),
+                exchange(&mut sender, req, body.clone()),
+            )
+            .await
+            {
+                Ok(Ok(r)) => return r,
+                Ok(Err(e)) if attempt == 0 => {
+                    // Likely GOAWAY: reconnect and try once more.
+                    let _ = e;
+                    self.conn = None;
+                }
+                Ok(Err(e)) => panic!("HTTP/3 request failed: {e}"),
+                Err(_) => panic!("HTTP/3 request timed out"),
+            }
+        }
+        unreachable!("two attempts return or panic")
+    }
+}
+
+pub async fn exchange(
+    sender: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    req: Request<()>,
+    body: Bytes,
+) -> Result<H3Response, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = sender.send_request(req).await?;
+    let (mut send, mut recv) = stream.split();
+    let upload = tokio::spawn(async move {
+        for chunk in body.chunks(64 * 1024) {
+            send.send_data(Bytes::copy_from_slice(chunk)).await?;
+        }
+        send.finish().await?;
+        Ok::<_, h3::error::StreamError>(())
+    });
+    let resp = recv.recv_response().await?;
+    let mut collected = BytesMut::new();
+    while let Some(mut chunk) = recv.recv_data().await? {
+        collected.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    let trailers = recv.recv_trailers().await?;
+    upload.await??;
+    Ok(H3Response {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        body: collected.freeze(),
+        trailers,
+    })
+}

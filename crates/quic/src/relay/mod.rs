@@ -1,0 +1,232 @@
+//! Mode B, the raw QUIC relay (`[listeners.quic.raw_proxy]`): terminate the
+//! client's QUIC, open a fresh verified QUIC connection to a backend the
+//! balancer picks, offering it exactly the ALPN the client negotiated, and
+//! relay streams (both kinds, opened by either side) and RFC 9221
+//! datagrams both ways until either side closes.
+
+mod pipe;
+mod settings;
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use eg_balancer::{InFlight, Outcome, PickContext};
+use eg_runtime::metrics::metrics;
+use eg_runtime::{CancellationToken, TaskTracker};
+
+use crate::endpoint::{Gate, Pass};
+pub use settings::{server_config_for, RelaySettings};
+
+/// After shutdown, how long the endpoints may take to deliver the close
+/// frames of the connections they just closed (bounded: drain must end).
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// Accept QUIC connections on `endpoint` until `shutdown`; each admitted
+/// one is relayed on `tracker` with the settings current when it arrived.
+/// On shutdown, open connections are closed (both legs).
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    settings: Arc<ArcSwap<RelaySettings>>,
+    gate: Arc<Gate>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let upstream = match upstream_endpoint() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a UDP socket towards QUIC backends; relay not serving");
+            endpoint.close(pipe::PEER_LOST, b"relay unavailable");
+            return;
+        }
+    };
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { break };
+        let snapshot = settings.load_full();
+        let Some((incoming, pass)) = gate.admit(incoming, &snapshot.label) else {
+            continue;
+        };
+        metrics()
+            .connections_total
+            .with_label_values(&[&snapshot.label])
+            .inc();
+        tracker.spawn(connection(
+            incoming,
+            pass,
+            snapshot,
+            upstream.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // Refuse late arrivals and let the close frames of the connections
+    // closing now reach their peers before the process exits.
+    endpoint.set_server_config(None);
+    tracker.spawn(async move {
+        let idle = async { tokio::join!(endpoint.wait_idle(), upstream.wait_idle()) };
+        let _ = tokio::time::timeout(CLOSE_FLUSH, idle).await;
+    });
+}
+
+/// One client socket for every backend leg of this listener: dual-stack
+/// when the host allows it, else IPv4 only.
+fn upstream_endpoint() -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+        .or_else(|_| quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    mut pass: Pass,
+    settings: Arc<RelaySettings>,
+    upstream: quinn::Endpoint,
+    shutdown: CancellationToken,
+) {
+    let peer = incoming.remote_address();
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "QUIC connection not accepted");
+            return;
+        }
+    };
+    let handshake = tokio::select! {
+        () = shutdown.cancelled() => return,
+        h = tokio::time::timeout(settings.handshake_timeout, connecting) => h,
+    };
+    pass.handshake_done();
+    let client = match handshake {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "QUIC handshake timed out");
+            return;
+        }
+    };
+    let alpn = negotiated_alpn(&client);
+    let dialed = tokio::select! {
+        () = shutdown.cancelled() => None,
+        d = dial(&settings, &upstream, peer, alpn.as_deref()) => d,
+    };
+    let Some((in_flight, backend)) = dialed else {
+        client.close(pipe::PEER_LOST, b"no backend reachable");
+        return;
+    };
+    let active = metrics()
+        .connections_active
+        .with_label_values(&[&settings.label]);
+    active.inc();
+    let bounds = pipe::Bounds {
+        dgram_queue_cap: settings.dgram_queue_cap,
+        max_relay_streams: settings.max_relay_streams,
+    };
+    // The snapshot is not needed while relaying; the pool guard is.
+    drop(settings);
+    pipe::relay(client, backend, bounds, shutdown).await;
+    active.dec();
+    drop(in_flight);
+    drop(pass);
+}
+
+/// The protocol the client and the relay agreed on in the handshake.
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// Connect to the first backend that completes a verified QUIC handshake
+/// offering `alpn`, trying each at most once.
+async fn dial(
+    settings: &RelaySettings,
+    upstream: &quinn::Endpoint,
+    peer: SocketAddr,
+    alpn: Option<&[u8]>,
+) -> Option<(InFlight, quinn::Connection)> {
+    let pool = &settings.pool;
+    let mut tried = Vec::with_capacity(pool.backends().len());
+    while tried.len() < pool.backends().len() {
+        let ctx = PickContext {
+            client_ip: Some(peer.ip()),
+            exclude: &tried,
+            ..Default::default()
+        };
+        let picked = pool.pick(&ctx)?;
+        let backend = Arc::clone(picked.backend());
+        let attempt = tokio::time::timeout(
+            settings.connect_timeout,
+            connect(settings, upstream, backend.index, &backend.address, alpn),
+        )
+        .await;
+        let outcome = match attempt {
+            Ok(Ok(conn)) => {
+                count(&pool.name, &backend.address, "ok");
+                picked.report(Outcome::Success);
+                return Some((picked, conn));
+            }
+            Ok(Err(why)) => {
+                tracing::debug!(backend = %backend.address, error = %why, "QUIC backend connect failed");
+                "refused"
+            }
+            Err(_) => "timeout",
+        };
+        count(&pool.name, &backend.address, outcome);
+        picked.report(Outcome::Failure);
+        tried.push(backend.index);
+    }
+    None
+}
+
+fn count(pool: &str, backend: &str, outcome: &str) {
+    metrics()
+        .backend_connect_total
+        .with_label_values(&[pool, backend, outcome])
+        .inc();
+}
+
+async fn connect(
+    settings: &RelaySettings,
+    upstream: &quinn::Endpoint,
+    index: usize,
+    address: &str,
+    alpn: Option<&[u8]>,
+) -> Result<quinn::Connection, String> {
+    let target = settings
+        .targets
+        .get(index)
+        .ok_or("backend without TLS settings")?;
+    let config = target
+        .config(alpn)
+        .ok_or("negotiated ALPN not in raw_proxy.alpn")?;
+    let addrs = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut last = format!("{address} resolved to no address");
+    for addr in addrs {
+        let connecting = match upstream.connect_with(config.clone(), addr, &target.server_name) {
+            Ok(c) => c,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        match connecting.await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_h3;

@@ -1,0 +1,285 @@
+//! Relaying between two established QUIC connections: streams opened by
+//! either side are mirrored on the other leg, RFC 9221 datagrams are
+//! forwarded through a bounded queue, resets and STOP_SENDING keep their
+//! codes, and closing either leg closes the other the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eg_runtime::metrics::metrics;
+use eg_runtime::{CancellationToken, TaskTracker};
+use quinn::{Connection, ConnectionError, ReadError, RecvStream, SendStream, VarInt, WriteError};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// Largest piece read from one leg before it is written to the other.
+/// Bounds per-stream memory in the relay; quinn's own flow-control
+/// windows hold the rest, so a slow reader slows its writer.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Application error code for a stream refused by `max_relay_streams`:
+/// `H3_REQUEST_REJECTED` (RFC 9114 §8.1), since HTTP/3 is the default ALPN
+/// and that code tells a client the request was not processed and may be
+/// retried. Other protocols see an opaque application code.
+pub(crate) const STREAM_REFUSED: VarInt = VarInt::from_u32(0x10b);
+
+/// Application close code when the other leg ended without an application
+/// close of its own (idle timeout, transport error, reset), when no
+/// backend could be reached, or on an internal failure:
+/// `H3_INTERNAL_ERROR` (RFC 9114 §8.1).
+pub(crate) const PEER_LOST: VarInt = VarInt::from_u32(0x102);
+
+/// Application close code when the gateway shuts down: `H3_NO_ERROR`
+/// (RFC 9114 §8.1), a graceful close.
+pub(crate) const SHUTTING_DOWN: VarInt = VarInt::from_u32(0x100);
+
+/// After one leg closes, how long the relay keeps the other open so that
+/// data already received from the closing side (responses, a final FIN)
+/// reaches its peer before the close is mirrored. Usually over in one
+/// round trip; the bound keeps a peer that does not read from holding the
+/// connection open.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Relay bounds of one connection pair.
+#[derive(Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) dgram_queue_cap: usize,
+    pub(crate) max_relay_streams: u32,
+}
+
+/// The stream copies running towards each leg, so a close can wait for
+/// the ones towards the surviving leg to deliver what they hold.
+struct Towards {
+    client: TaskTracker,
+    backend: TaskTracker,
+}
+
+/// Relay until either leg closes or `shutdown` fires, then close the other
+/// leg accordingly.
+pub(crate) async fn relay(
+    client: Connection,
+    backend: Connection,
+    bounds: Bounds,
+    shutdown: CancellationToken,
+) {
+    let cap = usize::try_from(bounds.max_relay_streams).unwrap_or(usize::MAX);
+    // Client-initiated and backend-initiated streams are capped separately,
+    // so one side cannot starve the other of relay slots.
+    let from_client = Arc::new(Semaphore::new(cap));
+    let from_backend = Arc::new(Semaphore::new(cap));
+    let towards = Towards {
+        client: TaskTracker::new(),
+        backend: TaskTracker::new(),
+    };
+    let (to_c, to_b) = (&towards.client, &towards.backend);
+    let work = async {
+        tokio::join!(
+            mirror_bi(&client, &backend, &from_client, to_b, to_c),
+            mirror_bi(&backend, &client, &from_backend, to_c, to_b),
+            mirror_uni(&client, &backend, &from_client, to_b),
+            mirror_uni(&backend, &client, &from_backend, to_c),
+            datagrams(&client, &backend, bounds.dgram_queue_cap),
+            datagrams(&backend, &client, bounds.dgram_queue_cap),
+        );
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => {
+            client.close(SHUTTING_DOWN, b"gateway shutting down");
+            backend.close(SHUTTING_DOWN, b"gateway shutting down");
+        }
+        why = client.closed() => {
+            linger(&towards.backend, &shutdown).await;
+            close_like(&backend, &why, "client");
+        }
+        why = backend.closed() => {
+            linger(&towards.client, &shutdown).await;
+            close_like(&client, &why, "backend");
+        }
+        // Every loop ended: both legs are gone; close what may remain.
+        () = work => {
+            client.close(PEER_LOST, b"relay ended");
+            backend.close(PEER_LOST, b"relay ended");
+        }
+    }
+}
+
+/// Wait (bounded) for the copies towards the surviving leg to finish.
+async fn linger(towards: &TaskTracker, shutdown: &CancellationToken) {
+    towards.close();
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        _ = tokio::time::timeout(CLOSE_LINGER, towards.wait()) => {}
+    }
+}
+
+/// Close `other` the way its peer leg ended: the same application code
+/// and reason, or `PEER_LOST` when that leg ended without one.
+fn close_like(other: &Connection, why: &ConnectionError, side: &str) {
+    match why {
+        ConnectionError::ApplicationClosed(close) => other.close(close.error_code, &close.reason),
+        ConnectionError::LocallyClosed => other.close(PEER_LOST, b"relay closed"),
+        ConnectionError::TimedOut => other.close(PEER_LOST, format!("{side} timed out").as_bytes()),
+        e => {
+            tracing::debug!(%side, error = %e, "relay leg lost");
+            other.close(PEER_LOST, format!("{side} connection lost").as_bytes());
+        }
+    }
+}
+
+fn count(defence: &str) {
+    metrics()
+        .defence_trips_total
+        .with_label_values(&[defence])
+        .inc();
+}
+
+/// Mirror bidirectional streams opened by `from`'s peer onto `to`, in
+/// order (so stream IDs match on both legs while none is refused).
+/// Copies towards `to` run on `towards_to`, the others on `towards_from`.
+async fn mirror_bi(
+    from: &Connection,
+    to: &Connection,
+    cap: &Arc<Semaphore>,
+    towards_to: &TaskTracker,
+    towards_from: &TaskTracker,
+) {
+    loop {
+        let Ok((mut send_a, mut recv_a)) = from.accept_bi().await else {
+            return;
+        };
+        let Ok(permit) = Arc::clone(cap).try_acquire_owned() else {
+            count("quic_relay_streams_cap");
+            let _ = recv_a.stop(STREAM_REFUSED);
+            let _ = send_a.reset(STREAM_REFUSED);
+            continue;
+        };
+        // Waits while the other leg's stream limit is reached: the
+        // waiting streams queue inside quinn, bounded by our own limit.
+        let Ok((send_b, recv_b)) = to.open_bi().await else {
+            return;
+        };
+        // The slot is free once both directions are done.
+        let slot = Arc::new(permit);
+        towards_to.spawn(pump(recv_a, send_b, Arc::clone(&slot)));
+        towards_from.spawn(pump(recv_b, send_a, slot));
+    }
+}
+
+/// Mirror unidirectional streams opened by `from`'s peer onto `to`.
+async fn mirror_uni(
+    from: &Connection,
+    to: &Connection,
+    cap: &Arc<Semaphore>,
+    towards_to: &TaskTracker,
+) {
+    loop {
+        let Ok(mut recv_a) = from.accept_uni().await else {
+            return;
+        };
+        let Ok(permit) = Arc::clone(cap).try_acquire_owned() else {
+            count("quic_relay_streams_cap");
+            let _ = recv_a.stop(STREAM_REFUSED);
+            continue;
+        };
+        let Ok(send_b) = to.open_uni().await else {
+            return;
+        };
+        towards_to.spawn(pump(recv_a, send_b, Arc::new(permit)));
+    }
+}
+
+/// Copy one direction of a stream: data and FIN forward, RESET_STREAM
+/// forward with its code, STOP_SENDING backward with its code. When a
+/// connection is lost mid-stream the other side is reset (`PEER_LOST`),
+/// never finished, so a truncated stream cannot pass for a complete one.
+/// Holds `_slot` (a `max_relay_streams` permit) until the peer has
+/// acknowledged everything.
+async fn pump(mut from: RecvStream, mut to: SendStream, _slot: Arc<OwnedSemaphorePermit>) {
+    loop {
+        let stopped = to.stopped();
+        let read = tokio::select! {
+            read = from.read_chunk(CHUNK_BYTES, true) => read,
+            stop = stopped => {
+                // The receiver stopped while we waited for data: tell the
+                // sender. `Ok(None)` cannot happen before we finish.
+                let code = match stop {
+                    Ok(Some(code)) => code,
+                    _ => PEER_LOST,
+                };
+                let _ = from.stop(code);
+                return;
+            }
+        };
+        match read {
+            Ok(Some(chunk)) => match to.write_chunk(chunk.bytes).await {
+                Ok(()) => {}
+                Err(WriteError::Stopped(code)) => {
+                    let _ = from.stop(code);
+                    return;
+                }
+                Err(_) => {
+                    let _ = from.stop(PEER_LOST);
+                    return;
+                }
+            },
+            Ok(None) => {
+                let _ = to.finish();
+                // Until acknowledged (or the connection ends).
+                let _ = to.stopped().await;
+                return;
+            }
+            Err(ReadError::Reset(code)) => {
+                let _ = to.reset(code);
+                return;
+            }
+            Err(_) => {
+                let _ = to.reset(PEER_LOST);
+                return;
+            }
+        }
+    }
+}
+
+/// Forward datagrams from `from`'s peer to `to`'s through a queue of
+/// `cap` datagrams: when the queue is full the newest is dropped; one too
+/// large for `to` is dropped. Both are counted.
+async fn datagrams(from: &Connection, to: &Connection, cap: usize) {
+    // Bounded by `dgram_queue_cap` (config): datagrams are unreliable, so
+    // under pressure the relay drops rather than buffers.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(cap.max(1));
+    let read = async move {
+        while let Ok(datagram) = from.read_datagram().await {
+            match tx.try_send(datagram) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => count("quic_dgram_queue_full"),
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    };
+    let write = async move {
+        while let Some(datagram) = rx.recv().await {
+            match to.max_datagram_size() {
+                None => {
+                    count("quic_dgram_unsupported");
+                    continue;
+                }
+                Some(max) if datagram.len() > max => {
+                    count("quic_dgram_too_large");
+                    continue;
+                }
+                Some(_) => {}
+            }
+            match to.send_datagram_wait(datagram).await {
+                Ok(()) => {}
+                Err(quinn::SendDatagramError::TooLarge) => count("quic_dgram_too_large"),
+                Err(
+                    quinn::SendDatagramError::UnsupportedByPeer
+                    | quinn::SendDatagramError::Disabled,
+                ) => count("quic_dgram_unsupported"),
+                Err(quinn::SendDatagramError::ConnectionLost(_)) => return,
+            }
+        }
+    };
+    tokio::join!(read, write);
+}
