@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
+use eg_admin::AdminState;
 use eg_balancer::Pool;
 use eg_config::{Config, ListenerProtocol};
 use eg_http::HttpSettings;
@@ -88,10 +89,13 @@ impl Prepared {
 
     /// Start the active health checks of every pool. They stop by
     /// themselves when a reload replaces the pool.
-    fn spawn_health_checks(&mut self) {
+    fn spawn_health_checks(&mut self) -> Vec<Arc<Pool>> {
+        let mut live = Vec::with_capacity(self.pools.len());
         for (pool, tls) in self.pools.drain(..) {
             eg_http::health::spawn(&pool, tls, self.connect_timeout);
+            live.push(pool);
         }
+        live
     }
 }
 
@@ -128,6 +132,8 @@ pub struct Gateway {
     tracker: TaskTracker,
     slots: Vec<Slot>,
     drain_timeout_ms: u64,
+    admin: Option<Arc<AdminState>>,
+    settle: Duration,
 }
 
 impl Gateway {
@@ -160,11 +166,37 @@ impl Gateway {
             };
             sockets.push(socket);
         }
+        let admin_socket = match config.observability.metrics_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("observability.metrics_bind: cannot bind {addr}"))?,
+            ),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let rt = &config.runtime;
         let admission = Admission::new(rt.max_inflight_connections, rt.per_ip_connection_cap);
-        prepared.spawn_health_checks();
+        let pools = prepared.spawn_health_checks();
+        let mut admin_addr = None;
+        let admin = match admin_socket {
+            Some(socket) => {
+                let state = AdminState::new(
+                    config.admin.api_token_hash.as_deref(),
+                    config.admin.allow_non_loopback,
+                );
+                state.pools.store(Arc::new(pools));
+                admin_addr = Some(socket.local_addr()?);
+                tokio::spawn(eg_admin::serve(
+                    socket,
+                    Arc::clone(&state),
+                    shutdown.clone(),
+                ));
+                Some(state)
+            }
+            None => None,
+        };
         let mut slots = Vec::with_capacity(sockets.len());
         let entries = config.listeners.iter().zip(sockets).zip(prepared.listeners);
         for (index, ((listener, socket), built)) in entries.enumerate() {
@@ -225,11 +257,20 @@ impl Gateway {
                 live,
             });
         }
+        // Reported after the listeners, so their indices match the config.
+        if let Some(addr) = admin_addr {
+            report::listening("admin", "admin", "tcp", addr);
+        }
+        if let Some(a) = &admin {
+            a.started.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(Self {
             shutdown,
             tracker,
             slots,
             drain_timeout_ms: config.runtime.drain_timeout_ms,
+            admin,
+            settle: Duration::from_millis(config.runtime.readiness_settle_ms),
         })
     }
 
@@ -254,7 +295,10 @@ impl Gateway {
                 return;
             }
         };
-        prepared.spawn_health_checks();
+        let pools = prepared.spawn_health_checks();
+        if let Some(a) = &self.admin {
+            a.pools.store(Arc::new(pools));
+        }
         let mut restart_needed = config.listeners.len() != self.slots.len();
         for ((listener, built), slot) in config
             .listeners
@@ -292,6 +336,12 @@ impl Gateway {
     /// Stop accepting, tell open connections to finish, then wait up to
     /// `budget` for them.
     pub async fn drain(self, budget: Duration) {
+        // Readiness first, so load balancers in front stop sending; then
+        // stop accepting once they have had `readiness_settle_ms` to notice.
+        if let Some(a) = &self.admin {
+            a.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(self.settle).await;
+        }
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(budget, self.tracker.wait())

@@ -16,6 +16,9 @@ use http::{Request, Response, Version};
 
 use crate::endpoint::{Gate, Pass};
 
+/// RFC 9114 §8.1: the request was not processed; safe to retry.
+const H3_REQUEST_REJECTED: u64 = 0x010b;
+
 /// What an H3 listener needs beyond its HTTP settings.
 #[derive(Debug, Clone, Copy)]
 pub struct H3Limits {
@@ -127,20 +130,37 @@ async fn serve_connection(
     };
     let mut served = 0u32;
     let mut closing = false;
+    // In-flight requests of this connection: the connection is kept until
+    // they finish, so a GOAWAY never cuts a request it promised to serve.
+    let mut requests = tokio::task::JoinSet::new();
     loop {
+        // Reap finished requests so the set stays as small as the
+        // connection's concurrent streams.
+        while requests.try_join_next().is_some() {}
         let next = tokio::select! {
             next = h3.accept() => next,
             () = shutdown.cancelled(), if !closing => {
                 closing = true;
-                let _ = h3.shutdown(0).await;
+                let _ = h3.shutdown(1).await;
                 continue;
             }
         };
         match next {
+            Ok(Some(resolver)) if closing => {
+                // Past our GOAWAY: refuse as unprocessed, so the client can
+                // safely send it again on a new connection.
+                requests.spawn(async move {
+                    if let Ok((_, mut stream)) = resolver.resolve_request().await {
+                        let code = h3::error::Code::from(H3_REQUEST_REJECTED);
+                        stream.stop_sending(code);
+                        stream.stop_stream(code);
+                    }
+                });
+            }
             Ok(Some(resolver)) => {
                 served = served.saturating_add(1);
                 let (settings, info) = (Arc::clone(&settings), Arc::clone(&info));
-                tokio::spawn(async move {
+                requests.spawn(async move {
                     match resolver.resolve_request().await {
                         Ok((req, stream)) => {
                             if let Err(e) = request(req, stream, &settings, &info).await {
@@ -151,19 +171,23 @@ async fn serve_connection(
                     }
                 });
                 if served >= limits.max_requests_per_connection && !closing {
-                    // Recycle: this request completes; the client moves
-                    // the next ones to a new connection.
+                    // Recycle: GOAWAY names the stream after this one, so
+                    // this request completes and the client moves later
+                    // ones to a new connection. (h3's `shutdown(0)` would
+                    // name this very stream as unprocessed.)
                     closing = true;
-                    let _ = h3.shutdown(0).await;
+                    let _ = h3.shutdown(1).await;
                 }
             }
-            Ok(None) => return,
+            Ok(None) => break,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
-                return;
+                break;
             }
         }
     }
+    while requests.join_next().await.is_some() {}
+    drop(h3);
 }
 
 async fn request<S>(

@@ -40,7 +40,10 @@ async fn h3_front_cell(up: &str) {
     let r = cl.send(Method::GET, "/hello", Bytes::new()).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(&r.body[..], b"backend q /hello\n");
-    assert_eq!(r.headers.get("x-backend").map(|v| v.as_bytes()), Some(&b"q"[..]));
+    assert_eq!(
+        r.headers.get("x-backend").map(|v| v.as_bytes()),
+        Some(&b"q"[..])
+    );
 
     let data = Bytes::from(pattern(20 << 20, 3));
     let r = cl.send(Method::POST, "/echo", data.clone()).await;

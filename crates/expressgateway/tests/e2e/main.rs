@@ -11,5 +11,6 @@ mod http_defences;
 mod http_matrix;
 mod http_routing;
 mod http_thirdparty;
+mod quic;
 mod tcp;
 mod tls;

@@ -112,7 +112,10 @@ async fn connection(
     };
     let alpn = negotiated_alpn(&client);
     let dialed = tokio::select! {
-        () = shutdown.cancelled() => None,
+        () = shutdown.cancelled() => {
+            client.close(pipe::SHUTTING_DOWN, b"gateway shutting down");
+            return;
+        }
         d = dial(&settings, &upstream, peer, alpn.as_deref()) => d,
     };
     let Some((in_flight, backend)) = dialed else {

@@ -9,12 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use eg_runtime::metrics::metrics;
 use eg_runtime::{CancellationToken, TaskTracker};
+use futures_util::FutureExt;
 use quinn::{Connection, ConnectionError, ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Largest piece read from one leg before it is written to the other.
-/// Bounds per-stream memory in the relay; quinn's own flow-control
-/// windows hold the rest, so a slow reader slows its writer.
+/// Bounds per-stream memory in the relay (two pieces: one being written,
+/// one read ahead); quinn's own flow-control windows hold the rest, so a
+/// slow reader slows its writer.
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Application error code for a stream refused by `max_relay_streams`:
@@ -72,14 +74,14 @@ pub(crate) async fn relay(
         backend: TaskTracker::new(),
     };
     let (to_c, to_b) = (&towards.client, &towards.backend);
+    datagrams(client.clone(), backend.clone(), bounds.dgram_queue_cap);
+    datagrams(backend.clone(), client.clone(), bounds.dgram_queue_cap);
     let work = async {
         tokio::join!(
             mirror_bi(&client, &backend, &from_client, to_b, to_c),
             mirror_bi(&backend, &client, &from_backend, to_c, to_b),
             mirror_uni(&client, &backend, &from_client, to_b),
             mirror_uni(&backend, &client, &from_backend, to_c),
-            datagrams(&client, &backend, bounds.dgram_queue_cap),
-            datagrams(&backend, &client, bounds.dgram_queue_cap),
         );
     };
     tokio::select! {
@@ -189,6 +191,26 @@ async fn mirror_uni(
     }
 }
 
+/// One read from a stream, as the relay acts on it.
+enum Step {
+    Data(Bytes),
+    Fin,
+    Reset(VarInt),
+    /// The connection (or the stream's state) is gone.
+    Lost,
+}
+
+impl From<Result<Option<quinn::Chunk>, ReadError>> for Step {
+    fn from(read: Result<Option<quinn::Chunk>, ReadError>) -> Self {
+        match read {
+            Ok(Some(chunk)) => Self::Data(chunk.bytes),
+            Ok(None) => Self::Fin,
+            Err(ReadError::Reset(code)) => Self::Reset(code),
+            Err(_) => Self::Lost,
+        }
+    }
+}
+
 /// Copy one direction of a stream: data and FIN forward, RESET_STREAM
 /// forward with its code, STOP_SENDING backward with its code. When a
 /// connection is lost mid-stream the other side is reset (`PEER_LOST`),
@@ -196,44 +218,67 @@ async fn mirror_uni(
 /// Holds `_slot` (a `max_relay_streams` permit) until the peer has
 /// acknowledged everything.
 async fn pump(mut from: RecvStream, mut to: SendStream, _slot: Arc<OwnedSemaphorePermit>) {
+    // What was read ahead of the write in progress (at most one chunk):
+    // when a FIN arrived with the last data, the relay sends both
+    // together, as the sender did. A receiver that sees the FIN with the
+    // data has no reason to send STOP_SENDING (an HTTP/3 server that
+    // ignores a GET's empty body would otherwise stop the client's stream
+    // before the client finished it).
+    let mut ahead: Option<Step> = None;
     loop {
-        let stopped = to.stopped();
-        let read = tokio::select! {
-            read = from.read_chunk(CHUNK_BYTES, true) => read,
-            stop = stopped => {
-                // The receiver stopped while we waited for data: tell the
-                // sender. `Ok(None)` cannot happen before we finish.
-                let code = match stop {
-                    Ok(Some(code)) => code,
-                    _ => PEER_LOST,
-                };
-                let _ = from.stop(code);
-                return;
+        let step = match ahead.take() {
+            Some(step) => step,
+            None => {
+                let stopped = to.stopped();
+                tokio::select! {
+                    // Data or FIN already received wins over a STOP_SENDING
+                    // from the receiver: QUIC sends no STOP_SENDING for a
+                    // stream whose FIN arrived, and neither does the relay.
+                    biased;
+                    read = from.read_chunk(CHUNK_BYTES, true) => Step::from(read),
+                    stop = stopped => {
+                        // The receiver stopped while we waited for data:
+                        // tell the sender. `Ok(None)` cannot happen before
+                        // we finish.
+                        let code = match stop {
+                            Ok(Some(code)) => code,
+                            _ => PEER_LOST,
+                        };
+                        let _ = from.stop(code);
+                        return;
+                    }
+                }
             }
         };
-        match read {
-            Ok(Some(chunk)) => match to.write_chunk(chunk.bytes).await {
-                Ok(()) => {}
-                Err(WriteError::Stopped(code)) => {
-                    let _ = from.stop(code);
-                    return;
+        match step {
+            Step::Data(bytes) => {
+                ahead = from
+                    .read_chunk(CHUNK_BYTES, true)
+                    .now_or_never()
+                    .map(Step::from);
+                match to.write_chunk(bytes).await {
+                    Ok(()) => {}
+                    Err(WriteError::Stopped(code)) => {
+                        let _ = from.stop(code);
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = from.stop(PEER_LOST);
+                        return;
+                    }
                 }
-                Err(_) => {
-                    let _ = from.stop(PEER_LOST);
-                    return;
-                }
-            },
-            Ok(None) => {
+            }
+            Step::Fin => {
                 let _ = to.finish();
                 // Until acknowledged (or the connection ends).
                 let _ = to.stopped().await;
                 return;
             }
-            Err(ReadError::Reset(code)) => {
+            Step::Reset(code) => {
                 let _ = to.reset(code);
                 return;
             }
-            Err(_) => {
+            Step::Lost => {
                 let _ = to.reset(PEER_LOST);
                 return;
             }
@@ -243,12 +288,14 @@ async fn pump(mut from: RecvStream, mut to: SendStream, _slot: Arc<OwnedSemaphor
 
 /// Forward datagrams from `from`'s peer to `to`'s through a queue of
 /// `cap` datagrams: when the queue is full the newest is dropped; one too
-/// large for `to` is dropped. Both are counted.
-async fn datagrams(from: &Connection, to: &Connection, cap: usize) {
+/// large for `to` is dropped. Both are counted. Reader and writer are
+/// separate tasks, so a burst drained from quinn's receive buffer is sent
+/// while it is read; both end when either connection closes.
+fn datagrams(from: Connection, to: Connection, cap: usize) {
     // Bounded by `dgram_queue_cap` (config): datagrams are unreliable, so
     // under pressure the relay drops rather than buffers.
     let (tx, mut rx) = mpsc::channel::<Bytes>(cap.max(1));
-    let read = async move {
+    tokio::spawn(async move {
         while let Ok(datagram) = from.read_datagram().await {
             match tx.try_send(datagram) {
                 Ok(()) => {}
@@ -256,8 +303,8 @@ async fn datagrams(from: &Connection, to: &Connection, cap: usize) {
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }
-    };
-    let write = async move {
+    });
+    tokio::spawn(async move {
         while let Some(datagram) = rx.recv().await {
             match to.max_datagram_size() {
                 None => {
@@ -280,6 +327,5 @@ async fn datagrams(from: &Connection, to: &Connection, cap: usize) {
                 Err(quinn::SendDatagramError::ConnectionLost(_)) => return,
             }
         }
-    };
-    tokio::join!(read, write);
+    });
 }

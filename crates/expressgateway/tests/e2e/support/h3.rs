@@ -205,9 +205,8 @@ impl H3Client {
             .await
             {
                 Ok(Ok(r)) => return r,
-                Ok(Err(e)) if attempt == 0 => {
-                    // Likely GOAWAY: reconnect and try once more.
-                    let _ = e;
+                Ok(Err(e)) if attempt == 0 && unprocessed(e.as_ref()) => {
+                    // Refused by GOAWAY: reconnect and send it again.
                     self.conn = None;
                 }
                 Ok(Err(e)) => panic!("HTTP/3 request failed: {e}"),
@@ -216,6 +215,16 @@ impl H3Client {
         }
         unreachable!("two attempts return or panic")
     }
+}
+
+/// Whether an error says the server did not process the request (GOAWAY
+/// or H3_REQUEST_REJECTED): only then may a client resend it.
+fn unprocessed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let text = e.to_string();
+    // "Remote is closing": the client saw GOAWAY and did not send it.
+    text.contains("0x10b")
+        || text.contains("H3_REQUEST_REJECTED")
+        || text.contains("Remote is closing")
 }
 
 pub async fn exchange(
@@ -238,7 +247,10 @@ pub async fn exchange(
         collected.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
     }
     let trailers = recv.recv_trailers().await?;
-    upload.await??;
+    // A server that has answered may stop reading the request (RFC 9114
+    // §4.1, STOP_SENDING with H3_NO_ERROR): an upload cut short after a
+    // complete response is not a failure. Bodies are checked by callers.
+    let _ = upload.await;
     Ok(H3Response {
         status: resp.status(),
         headers: resp.headers().clone(),

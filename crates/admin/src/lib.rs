@@ -1,0 +1,207 @@
+//! The admin listener (`[observability] metrics_bind`): Prometheus
+//! metrics, liveness/readiness/startup probes, a JSON health summary and
+//! the pools API. Loopback only unless `[admin] allow_non_loopback`, and
+//! then a bearer token whose SHA-256 is `api_token_hash` is required.
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use eg_balancer::Pool;
+use eg_runtime::CancellationToken;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+/// What the admin endpoints read; the gateway updates it.
+pub struct AdminState {
+    pub draining: AtomicBool,
+    pub started: AtomicBool,
+    pub pools: ArcSwap<Vec<Arc<Pool>>>,
+    /// SHA-256 of the bearer token, when configured.
+    pub token_hash: Option<[u8; 32]>,
+    pub allow_non_loopback: bool,
+}
+
+impl AdminState {
+    pub fn new(token_hash_hex: Option<&str>, allow_non_loopback: bool) -> Arc<Self> {
+        let token_hash = token_hash_hex.and_then(|h| {
+            let mut out = [0u8; 32];
+            for (i, slot) in out.iter_mut().enumerate() {
+                *slot = u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok()?;
+            }
+            Some(out)
+        });
+        Arc::new(Self {
+            draining: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            pools: ArcSwap::from_pointee(Vec::new()),
+            token_hash,
+            allow_non_loopback,
+        })
+    }
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(_) => continue,
+            },
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(&state, peer, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn authorized(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> bool {
+    if peer.ip().is_loopback() {
+        return true;
+    }
+    let Some(expected) = state.token_hash.filter(|_| state.allow_non_loopback) else {
+        return false;
+    };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| Sha256::digest(token.as_bytes()).as_slice() == expected)
+}
+
+fn route(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if !authorized(state, peer, req) {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
+    }
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            eg_runtime::metrics::render(),
+            "text/plain; version=0.0.4",
+        ),
+        (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n", "text/plain"),
+        (&Method::GET, "/readyz") => {
+            if state.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
+            } else {
+                text(StatusCode::OK, "ready\n", "text/plain")
+            }
+        }
+        (&Method::GET, "/startupz") => {
+            if state.started.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "started\n", "text/plain")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", "text/plain")
+            }
+        }
+        (&Method::GET, "/healthz") => {
+            let draining = state.draining.load(Ordering::Relaxed);
+            let body = serde_json::json!({ "status": if draining { "draining" } else { "ok" } });
+            text(StatusCode::OK, body.to_string(), "application/json")
+        }
+        (&Method::GET, "/api/v1/pools") => text(
+            StatusCode::OK,
+            pools_json(state).to_string(),
+            "application/json",
+        ),
+        (&Method::POST, p) if p.starts_with("/api/v1/pools/") => backend_action(state, p),
+        _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+    }
+}
+
+fn pools_json(state: &AdminState) -> serde_json::Value {
+    let now = Instant::now();
+    let pools: Vec<_> = state
+        .pools
+        .load()
+        .iter()
+        .map(|p| {
+            let backends: Vec<_> = p
+                .backends()
+                .iter()
+                .map(|b| {
+                    serde_json::json!({
+                        "address": b.address,
+                        "weight": b.weight,
+                        "healthy": b.is_available(now),
+                        "active_check_up": b.active_up(),
+                        "drained": b.is_drained(),
+                        "in_flight": b.in_flight(),
+                        "ejected_for_ms": b.ejected_for(now).map(|d| d.as_millis() as u64),
+                    })
+                })
+                .collect();
+            serde_json::json!({ "name": p.name, "policy": p.policy_name.as_str(), "backends": backends })
+        })
+        .collect();
+    serde_json::json!({ "pools": pools })
+}
+
+/// `POST /api/v1/pools/{pool}/backends/{address}/drain` or `/enable`.
+fn backend_action(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
+    let rest = path.trim_start_matches("/api/v1/pools/");
+    let parsed = rest.split_once("/backends/").and_then(|(pool, tail)| {
+        let (address, action) = tail.rsplit_once('/')?;
+        Some((pool, address, action))
+    });
+    let Some((pool, address, action)) = parsed else {
+        return text(StatusCode::NOT_FOUND, "not found\n", "text/plain");
+    };
+    let drain = match action {
+        "drain" => true,
+        "enable" => false,
+        _ => return text(StatusCode::NOT_FOUND, "unknown action\n", "text/plain"),
+    };
+    let pools = state.pools.load();
+    let found = pools
+        .iter()
+        .filter(|p| p.name == pool)
+        .find_map(|p| p.backend(address));
+    match found {
+        Some(b) => {
+            b.set_drained(drain, Instant::now());
+            text(
+                StatusCode::OK,
+                format!("{address} {action}ed\n"),
+                "text/plain",
+            )
+        }
+        None => text(
+            StatusCode::NOT_FOUND,
+            "no such pool or backend\n",
+            "text/plain",
+        ),
+    }
+}
