@@ -101,6 +101,21 @@ protocol = "h1s"
 [listeners.tls]
 cert_path = "{cert_path}"
 key_path = "{key_path}"
+{alt_svc}
+[[listeners.backends]]
+address = "{hello}"
+protocol = "h1"
+[[listeners.backends]]
+address = "{hello_b}"
+protocol = "h2"
+
+[[listeners]]
+name = "demo-quic"
+address = "127.0.0.1:{p7}"
+protocol = "quic"
+[listeners.quic]
+cert_path = "{cert_path}"
+key_path = "{key_path}"
 [[listeners.backends]]
 address = "{hello}"
 protocol = "h1"
@@ -114,6 +129,13 @@ protocol = "h2"
         p4 = port(base, 4),
         p5 = port(base, 5),
         p6 = port(base, 6),
+        p7 = port(base, 6),
+        // HTTP/3 shares the h1s port number, over UDP, as browsers expect.
+        alt_svc = if base == 0 {
+            String::new()
+        } else {
+            format!("[listeners.alt_svc]\nh3_port = {}\n", port(base, 6))
+        },
     );
     let config = Config::from_toml(&text)?;
     print_guide(base);
@@ -138,7 +160,8 @@ fn print_guide(base: u16) {
          \x20 curl -k https://127.0.0.1:{}/                           # tls listener -> HTTP backend\n\
          \x20 curl http://127.0.0.1:{}/                               # h1 listener -> backends A (h1) and B (h2), round robin\n\
          \x20 curl --http2-prior-knowledge http://127.0.0.1:{}/       # h1 listener, HTTP/2 cleartext\n\
-         \x20 curl -k --http2 https://localhost:{}/                   # h1s listener, HTTP/2 by ALPN\n\
+         \x20 curl -k --http2 https://localhost:{}/                   # h1s listener, HTTP/2 by ALPN (Alt-Svc advertises h3)\n\
+         \x20 HTTP/3 on udp/{}: any HTTP/3 client, e.g. python3 -m aioquic's http3_client --insecure https://localhost:{}/\n\
          Stop with Ctrl-C.",
         p(1),
         p(2),
@@ -146,6 +169,8 @@ fn print_guide(base: u16) {
         p(4),
         p(5),
         p(5),
+        p(6),
+        p(6),
         p(6)
     );
 }

@@ -27,11 +27,24 @@ async fn demo_answers_on_every_listener() {
     let insecure = {
         let config = rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny))
+            .with_custom_certificate_verifier(std::sync::Arc::new(crate::support::tls::AcceptAny))
             .with_no_client_auth();
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
     };
     for bound in &gw.listeners {
+        if bound.protocol == "quic" {
+            let mut h3 = crate::support::h3::H3Client::insecure(bound.address);
+            let r = h3
+                .send(::http::Method::GET, "/demo", bytes::Bytes::new())
+                .await;
+            let answer = String::from_utf8_lossy(&r.body).into_owned();
+            assert!(
+                answer.contains("hello from the ExpressGateway demo backend"),
+                "{}: {answer:?}",
+                bound.name
+            );
+            continue;
+        }
         let tcp = TcpStream::connect(bound.address).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let answer = match (bound.protocol.as_str(), bound.name.contains("http")) {
@@ -56,6 +69,7 @@ async fn demo_answers_on_every_listener() {
             ("tls", true) => http_get(insecure.connect(name, tcp).await.expect("tls")).await,
             ("h1", _) => http_get(tcp).await,
             ("h1s", _) => http_get(insecure.connect(name, tcp).await.expect("tls")).await,
+
             (other, _) => panic!("demo listener of unexpected kind {other}"),
         };
         assert!(
@@ -63,42 +77,5 @@ async fn demo_answers_on_every_listener() {
             "{}: {answer:?}",
             bound.name
         );
-    }
-}
-
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }

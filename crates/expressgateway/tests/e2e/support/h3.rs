@@ -150,10 +150,23 @@ impl H3Client {
         roots
             .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("pem"))
             .expect("root");
-        let mut tls =
-            rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self::with_tls(tls, target)
+    }
+
+    /// Trusting any certificate (the demo's).
+    pub fn insecure(target: SocketAddr) -> Self {
+        eg_tls::install_crypto_provider();
+        let tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(crate::support::tls::AcceptAny))
+            .with_no_client_auth();
+        Self::with_tls(tls, target)
+    }
+
+    fn with_tls(mut tls: rustls::ClientConfig, target: SocketAddr) -> Self {
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic client");
         let config = quinn::ClientConfig::new(Arc::new(crypto));
