@@ -15,6 +15,7 @@ use eg_http::HttpSettings;
 use eg_l4::L4Settings;
 use eg_quic::endpoint::Gate;
 use eg_quic::front::H3Limits;
+use eg_quic::relay::{server_config_for, RelaySettings};
 use eg_runtime::metrics::metrics;
 use eg_runtime::{report, Admission, CancellationToken, TaskTracker};
 use eg_tls::BackendTls;
@@ -26,6 +27,8 @@ enum Built {
     Http(HttpSettings),
     /// `quic` serving HTTP/3, with its QUIC server config.
     H3(HttpSettings, Box<quinn::ServerConfig>),
+    /// `quic` with `raw_proxy`: the raw QUIC relay (Mode B).
+    Relay(RelaySettings, Box<quinn::ServerConfig>),
 }
 
 /// Every listener's settings built but nothing bound: what `check`
@@ -65,7 +68,8 @@ impl Prepared {
                     Built::H3(s, Box::new(server))
                 }
                 (ListenerProtocol::Quic, _) => {
-                    bail!("listeners[{i}].quic.raw_proxy: the raw QUIC relay is not served by this build yet")
+                    let s = RelaySettings::new(config, l, i)?;
+                    Built::Relay(s, Box::new(server_config_for(l, i)?))
                 }
                 (ListenerProtocol::H1 | ListenerProtocol::H1s, _) => {
                     let s = HttpSettings::new(config, l, i, &clusters)?;
@@ -102,6 +106,7 @@ impl Prepared {
 enum Live {
     L4(Arc<ArcSwap<L4Settings>>),
     Http(Arc<ArcSwap<HttpSettings>>),
+    Relay(Arc<ArcSwap<RelaySettings>>),
 }
 
 struct Slot {
@@ -147,7 +152,7 @@ impl Gateway {
             .zip(&mut prepared.listeners)
         {
             let socket = match built {
-                Built::H3(_, server) => {
+                Built::H3(_, server) | Built::Relay(_, server) => {
                     let quic = listener
                         .quic
                         .as_ref()
@@ -249,6 +254,22 @@ impl Gateway {
                     ));
                     Live::Http(s)
                 }
+                (Built::Relay(s, _), Socket::Udp(endpoint)) => {
+                    let quic = listener
+                        .quic
+                        .as_ref()
+                        .context("quic listener without [listeners.quic]")?;
+                    let gate = Arc::new(Gate::new(quic, admission));
+                    let s = Arc::new(ArcSwap::from_pointee(s));
+                    tokio::spawn(eg_quic::relay::serve(
+                        endpoint,
+                        Arc::clone(&s),
+                        gate,
+                        stop,
+                        tasks,
+                    ));
+                    Live::Relay(s)
+                }
                 _ => bail!("listeners[{index}]: internal mismatch of socket and listener kind"),
             };
             slots.push(Slot {
@@ -315,6 +336,7 @@ impl Gateway {
                 // QUIC transport settings (certificates, Retry) need a
                 // restart; routes, pools and limits swap live.
                 (Built::Http(s) | Built::H3(s, _), Live::Http(live)) => live.store(Arc::new(s)),
+                (Built::Relay(s, _), Live::Relay(live)) => live.store(Arc::new(s)),
                 _ => restart_needed = true,
             }
         }

@@ -6,6 +6,7 @@ pub mod backends;
 pub mod gateway;
 pub mod h3;
 pub mod http;
+pub mod quic;
 pub mod tls;
 
 pub use backends::*;
