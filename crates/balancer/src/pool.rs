@@ -110,6 +110,42 @@ impl Pool {
         self.backends.get(i).map(|b| self.guard(b))
     }
 
+    /// Connection-level failover shared by the raw datapaths: pick a
+    /// backend, `dial` it, and on failure move to another (each at most
+    /// once). Every attempt feeds passive health; `dial`'s error is the
+    /// outcome label it counted.
+    pub async fn dial_first<T, F, Fut>(
+        &self,
+        client_ip: Option<std::net::IpAddr>,
+        mut dial: F,
+    ) -> Option<(InFlight, T)>
+    where
+        F: FnMut(Arc<BackendState>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, &'static str>>,
+    {
+        let mut tried = Vec::with_capacity(self.backends.len());
+        while tried.len() < self.backends.len() {
+            let ctx = PickContext {
+                client_ip,
+                exclude: &tried,
+                ..Default::default()
+            };
+            let picked = self.pick(&ctx)?;
+            let backend = Arc::clone(picked.backend());
+            match dial(Arc::clone(&backend)).await {
+                Ok(value) => {
+                    picked.report(crate::Outcome::Success);
+                    return Some((picked, value));
+                }
+                Err(_) => {
+                    picked.report(crate::Outcome::Failure);
+                    tried.push(backend.index);
+                }
+            }
+        }
+        None
+    }
+
     fn guard(&self, b: &Arc<BackendState>) -> InFlight {
         InFlight::new(Arc::clone(b), self.outlier.clone())
     }

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use eg_balancer::{InFlight, Outcome, PickContext};
+use eg_balancer::InFlight;
 use eg_runtime::metrics::metrics;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -19,40 +19,28 @@ pub(crate) enum Upstream {
 /// Connect to the first backend that answers, trying each at most once.
 pub(crate) async fn dial(settings: &L4Settings, client_ip: IpAddr) -> Option<(InFlight, Upstream)> {
     let pool = &settings.pool;
-    let mut tried = Vec::with_capacity(pool.backends().len());
-    while tried.len() < pool.backends().len() {
-        let ctx = PickContext {
-            client_ip: Some(client_ip),
-            exclude: &tried,
-            ..Default::default()
-        };
-        let picked = pool.pick(&ctx)?;
-        let backend = picked.backend();
+    pool.dial_first(Some(client_ip), |backend| async move {
         let outcome = match timeout(
             settings.connect_timeout,
             TcpStream::connect(&backend.address),
         )
         .await
         {
-            Ok(Ok(stream)) => match upgrade(settings, backend.index, stream).await {
-                Ok(up) => {
-                    count(&pool.name, &backend.address, "ok");
-                    picked.report(Outcome::Success);
-                    return Some((picked, up));
-                }
-                Err(why) => why,
-            },
+            Ok(Ok(stream)) => upgrade(settings, backend.index, stream).await,
             Ok(Err(e)) => {
                 tracing::debug!(backend = %backend.address, error = %e, "backend connect failed");
-                "refused"
+                Err("refused")
             }
-            Err(_) => "timeout",
+            Err(_) => Err("timeout"),
         };
-        count(&pool.name, &backend.address, outcome);
-        picked.report(Outcome::Failure);
-        tried.push(backend.index);
-    }
-    None
+        count(
+            &pool.name,
+            &backend.address,
+            outcome.as_ref().map_or_else(|why| *why, |_| "ok"),
+        );
+        outcome
+    })
+    .await
 }
 
 fn count(pool: &str, backend: &str, outcome: &str) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use eg_balancer::{InFlight, Outcome, PickContext};
+use eg_balancer::InFlight;
 use eg_runtime::metrics::metrics;
 use eg_runtime::{CancellationToken, TaskTracker};
 
@@ -155,37 +155,24 @@ async fn dial(
     alpn: Option<&[u8]>,
 ) -> Option<(InFlight, quinn::Connection)> {
     let pool = &settings.pool;
-    let mut tried = Vec::with_capacity(pool.backends().len());
-    while tried.len() < pool.backends().len() {
-        let ctx = PickContext {
-            client_ip: Some(peer.ip()),
-            exclude: &tried,
-            ..Default::default()
-        };
-        let picked = pool.pick(&ctx)?;
-        let backend = Arc::clone(picked.backend());
+    pool.dial_first(Some(peer.ip()), |backend| async move {
         let attempt = tokio::time::timeout(
             settings.connect_timeout,
             connect(settings, upstream, backend.index, &backend.address, alpn),
         )
         .await;
         let outcome = match attempt {
-            Ok(Ok(conn)) => {
-                count(&pool.name, &backend.address, "ok");
-                picked.report(Outcome::Success);
-                return Some((picked, conn));
-            }
+            Ok(Ok(conn)) => Ok(conn),
             Ok(Err(why)) => {
                 tracing::debug!(backend = %backend.address, error = %why, "QUIC backend connect failed");
-                "refused"
+                Err("refused")
             }
-            Err(_) => "timeout",
+            Err(_) => Err("timeout"),
         };
-        count(&pool.name, &backend.address, outcome);
-        picked.report(Outcome::Failure);
-        tried.push(backend.index);
-    }
-    None
+        count(&pool.name, &backend.address, outcome.as_ref().map_or_else(|why| *why, |_| "ok"));
+        outcome
+    })
+    .await
 }
 
 fn count(pool: &str, backend: &str, outcome: &str) {
