@@ -21,7 +21,7 @@ const POLICIES: [&str; 11] = [
     "session_affinity",
 ];
 
-fn pool(policy: &str, n: usize) -> Pool {
+fn spec(policy: &str, n: usize) -> eg_config::PoolSpec {
     let backends: String = (0..n)
         .map(|i| {
             format!(
@@ -37,7 +37,11 @@ fn pool(policy: &str, n: usize) -> Pool {
         "[[listeners]]\naddress=\"127.0.0.1:0\"\nprotocol=\"h1\"\n[[listeners.routes]]\ncluster=\"c\"\n[[clusters]]\nname=\"c\"\nlb_policy=\"{policy}\"\n{backends}"
     );
     let config = Config::from_toml(&text).expect("valid");
-    Pool::new(&config.clusters[0].pool(), BackendProtocol::H1)
+    config.clusters[0].pool()
+}
+
+fn pool(policy: &str, n: usize) -> Pool {
+    Pool::new(&spec(policy, n), BackendProtocol::H1)
 }
 
 fn picks(c: &mut Criterion) {

@@ -11,6 +11,7 @@ mod pick;
 mod policy;
 mod pool;
 mod retry;
+mod rng;
 
 pub use backend::{BackendState, Health};
 pub use pick::{InFlight, Outcome, PickContext};

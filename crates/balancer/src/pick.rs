@@ -37,12 +37,16 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn new(backend: Arc<BackendState>, outlier: Option<Arc<Outlier>>) -> Self {
+    pub(crate) fn new(
+        backend: Arc<BackendState>,
+        outlier: Option<Arc<Outlier>>,
+        now: Instant,
+    ) -> Self {
         backend.enter();
         Self {
             backend,
             outlier,
-            started: Instant::now(),
+            started: now,
         }
     }
 

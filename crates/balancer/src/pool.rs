@@ -90,7 +90,7 @@ impl Pool {
         let base = |b: &BackendState| b.is_available(now) && !ctx.exclude.contains(&b.index);
         if let (Some(_), Some(id)) = (&self.affinity_cookie, ctx.affinity) {
             if let Some(b) = self.backends.iter().find(|b| b.id == id && base(b)) {
-                return Some(self.guard(b));
+                return Some(self.guard(b, now));
             }
         }
         let i = match self.slow_start {
@@ -99,7 +99,7 @@ impl Pool {
             // that leaves nothing, any available backend will do.
             Some(window) => {
                 let ramped = |b: &BackendState| {
-                    base(b) && rand::random::<f64>() < b.ramp(now, window).max(MIN_RAMP)
+                    base(b) && crate::rng::next_f64() < b.ramp(now, window).max(MIN_RAMP)
                 };
                 self.policy
                     .pick(&self.backends, ctx, &ramped)
@@ -107,7 +107,7 @@ impl Pool {
             }
             None => self.policy.pick(&self.backends, ctx, &base),
         }?;
-        self.backends.get(i).map(|b| self.guard(b))
+        self.backends.get(i).map(|b| self.guard(b, now))
     }
 
     /// Connection-level failover shared by the raw datapaths: pick a
@@ -146,8 +146,9 @@ impl Pool {
         None
     }
 
-    fn guard(&self, b: &Arc<BackendState>) -> InFlight {
-        InFlight::new(Arc::clone(b), self.outlier.clone())
+    /// `now` is the pick's own clock reading: one `Instant::now()` per pick.
+    fn guard(&self, b: &Arc<BackendState>, now: Instant) -> InFlight {
+        InFlight::new(Arc::clone(b), self.outlier.clone(), now)
     }
 }
 

@@ -77,7 +77,7 @@ async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: Health
     let timeout = Duration::from_millis(spec.timeout_ms);
     loop {
         let jitter =
-            interval.mul_f64(f64::from(spec.jitter_percent) / 100.0 * rand::random::<f64>());
+            interval.mul_f64(f64::from(spec.jitter_percent) / 100.0 * crate::rng::next_f64());
         tokio::time::sleep(interval + jitter).await;
         let Some(pool) = pool.upgrade() else { return };
         let Some(backend) = pool.backends().get(index).cloned() else {

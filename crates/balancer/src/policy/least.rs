@@ -26,7 +26,7 @@ impl Policy for Least {
         eligible: Eligible<'_>,
     ) -> Option<usize> {
         let n = backends.len();
-        let start = rand::random::<u64>() as usize % n.max(1);
+        let start = crate::rng::next_u64() as usize % n.max(1);
         let mut best: Option<(usize, f64)> = None;
         for k in 0..n {
             let i = (start + k) % n;

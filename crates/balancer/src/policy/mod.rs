@@ -76,6 +76,6 @@ pub(crate) fn key_of(ctx: &PickContext<'_>) -> u64 {
             std::net::IpAddr::V4(v4) => crate::hash::hash_bytes(&v4.octets()),
             std::net::IpAddr::V6(v6) => crate::hash::hash_bytes(&v6.octets()),
         },
-        (None, None) => rand::random(),
+        (None, None) => crate::rng::next_u64(),
     }
 }

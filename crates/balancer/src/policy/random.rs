@@ -26,7 +26,7 @@ impl WeightedRandom {
     /// One weighted draw, ignoring eligibility.
     pub(crate) fn draw(&self) -> Option<usize> {
         let total = *self.cumulative.last()?;
-        let r = rand::random::<u64>() % total;
+        let r = crate::rng::next_u64() % total;
         Some(self.cumulative.partition_point(|&c| c <= r))
     }
 }
