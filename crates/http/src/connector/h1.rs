@@ -36,18 +36,26 @@ impl H1Pool {
     }
 
     /// A live idle connection, evicting dead and expired ones on the way.
+    /// One still finishing its last exchange stays pooled for next time.
     fn take(&self) -> Option<H1Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = Vec::new();
+        let mut found = None;
         while let Some((mut sender, since)) = idle.pop() {
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
-            // Ready now, or not worth waiting for (mid-exchange): drop it.
-            if let Some(Ok(())) = sender.ready().now_or_never() {
-                return Some(sender);
+            match sender.ready().now_or_never() {
+                Some(Ok(())) => {
+                    found = Some(sender);
+                    break;
+                }
+                Some(Err(_)) => {}
+                None => busy.push((sender, since)),
             }
         }
-        None
+        idle.extend(busy);
+        found
     }
 
     fn put(&self, sender: H1Sender) {
@@ -149,8 +157,16 @@ impl Body for Recycle {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        // A consumer may stop polling once the last frame says the body is
+        // complete (hyper's HTTP/2 server does): recycle at that point too.
+        let ended = matches!(&polled, Poll::Ready(Some(Ok(_)))) && this.inner.is_end_stream();
+        if ended {
+            if let Some((pool, sender)) = this.slot.take() {
+                pool.put(sender);
+            }
+        }
         match &polled {
             Poll::Ready(None) => {
                 if let Some((pool, sender)) = this.slot.take() {
