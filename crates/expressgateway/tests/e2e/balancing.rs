@@ -232,3 +232,27 @@ async fn slow_start_ramps_a_returning_backend() {
     );
     assert!(share(&early) < share(&settled));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_backend_answers_503() {
+    let a = HttpBackend::start("a").await;
+    let extra = "[listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 100\ntimeout_ms = 100\nrise = 1\nfall = 1\n";
+    let gw = Gateway::start(&config("round_robin", &[(&a, 1)], extra));
+    a.seen.health_status.store(503, Ordering::SeqCst);
+    let url = format!("http://{}/x", gw.addr(0));
+    let cl = client(ClientProto::H1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut status = StatusCode::OK;
+    while Instant::now() < deadline {
+        status = send(&cl, get(&url)).await.status;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "every backend down must answer 503"
+    );
+}
