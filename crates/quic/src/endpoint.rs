@@ -267,3 +267,36 @@ impl Gate {
         ))
     }
 }
+
+/// The accept loop of every QUIC listener: until `shutdown`, admit each
+/// incoming connection through `gate` (Retry, caps), count it, and run
+/// `handle` on `tracker` with the settings current when it arrived.
+pub async fn accept_loop<S, F, Fut>(
+    endpoint: &quinn::Endpoint,
+    settings: &arc_swap::ArcSwap<S>,
+    gate: &Gate,
+    shutdown: &eg_runtime::CancellationToken,
+    tracker: &eg_runtime::TaskTracker,
+    handle: F,
+) where
+    S: eg_runtime::Labelled + Send + Sync + 'static,
+    F: Fn(quinn::Incoming, Pass, Arc<S>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => return,
+            incoming = endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { return };
+        let snapshot = settings.load_full();
+        let Some((incoming, pass)) = gate.admit(incoming, snapshot.label()) else {
+            continue;
+        };
+        metrics()
+            .connections_total
+            .with_label_values(&[snapshot.label()])
+            .inc();
+        tracker.spawn(handle(incoming, pass, snapshot));
+    }
+}

@@ -36,28 +36,15 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let incoming = tokio::select! {
-            () = shutdown.cancelled() => return,
-            incoming = endpoint.accept() => incoming,
-        };
-        let Some(incoming) = incoming else { return };
-        let snapshot = settings.load_full();
-        let Some((incoming, pass)) = gate.admit(incoming, &snapshot.label) else {
-            continue;
-        };
-        metrics()
-            .connections_total
-            .with_label_values(&[&snapshot.label])
-            .inc();
-        tracker.spawn(connection(
-            incoming,
-            pass,
-            snapshot,
-            limits,
-            shutdown.clone(),
-        ));
-    }
+    crate::endpoint::accept_loop(
+        &endpoint,
+        &settings,
+        &gate,
+        &shutdown,
+        &tracker,
+        |incoming, pass, snapshot| connection(incoming, pass, snapshot, limits, shutdown.clone()),
+    )
+    .await;
 }
 
 async fn connection(

@@ -41,28 +41,17 @@ pub async fn serve(
             return;
         }
     };
-    loop {
-        let incoming = tokio::select! {
-            () = shutdown.cancelled() => break,
-            incoming = endpoint.accept() => incoming,
-        };
-        let Some(incoming) = incoming else { break };
-        let snapshot = settings.load_full();
-        let Some((incoming, pass)) = gate.admit(incoming, &snapshot.label) else {
-            continue;
-        };
-        metrics()
-            .connections_total
-            .with_label_values(&[&snapshot.label])
-            .inc();
-        tracker.spawn(connection(
-            incoming,
-            pass,
-            snapshot,
-            upstream.clone(),
-            shutdown.clone(),
-        ));
-    }
+    crate::endpoint::accept_loop(
+        &endpoint,
+        &settings,
+        &gate,
+        &shutdown,
+        &tracker,
+        |incoming, pass, snapshot| {
+            connection(incoming, pass, snapshot, upstream.clone(), shutdown.clone())
+        },
+    )
+    .await;
     // Refuse late arrivals and let the close frames of the connections
     // closing now reach their peers before the process exits.
     endpoint.set_server_config(None);
