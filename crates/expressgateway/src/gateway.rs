@@ -113,6 +113,18 @@ struct Slot {
     address: SocketAddr,
     protocol: ListenerProtocol,
     live: Live,
+    /// QUIC listeners: the endpoint, whose server config (certificates,
+    /// Retry key, transport limits) a reload swaps for new connections.
+    endpoint: Option<quinn::Endpoint>,
+}
+
+/// What asked for new settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP: re-read the configuration file.
+    Reload,
+    /// SIGUSR1: keep the running configuration, re-read certificates and keys.
+    CertRotation,
 }
 
 /// A bound socket of either transport.
@@ -133,6 +145,8 @@ impl Socket {
 /// A running gateway: its listeners, their live settings and the drain
 /// machinery.
 pub struct Gateway {
+    /// The configuration running now (SIGUSR1 rebuilds from it).
+    running: ArcSwap<Config>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     slots: Vec<Slot>,
@@ -216,6 +230,10 @@ impl Gateway {
             tracing::info!(listener = %label, address = %local, protocol = listener.protocol.as_str(), transport, "listening");
             let (admission, stop, tasks) =
                 (Arc::clone(&admission), shutdown.clone(), tracker.clone());
+            let endpoint = match &socket {
+                Socket::Udp(e) => Some(e.clone()),
+                Socket::Tcp(_) => None,
+            };
             let live = match (built, socket) {
                 (Built::L4(s), Socket::Tcp(socket)) => {
                     let s = Arc::new(ArcSwap::from_pointee(s));
@@ -276,6 +294,7 @@ impl Gateway {
                 address: listener.address,
                 protocol: listener.protocol,
                 live,
+                endpoint,
             });
         }
         // Reported after the listeners, so their indices match the config.
@@ -286,6 +305,7 @@ impl Gateway {
             a.started.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(Self {
+            running: ArcSwap::from_pointee(config.clone()),
             shutdown,
             tracker,
             slots,
@@ -299,20 +319,26 @@ impl Gateway {
         self.drain_timeout_ms
     }
 
-    /// SIGHUP: re-read and validate the file; swap what can change live.
-    /// An invalid file changes nothing.
-    pub fn reload(&self, path: &Path) {
-        let outcome = Config::load(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|config| Prepared::new(&config).map(|p| (config, p)));
+    /// SIGHUP (`Trigger::Reload`): re-read and validate the file; or
+    /// SIGUSR1 (`Trigger::CertRotation`): re-read the certificates and keys
+    /// the running configuration names. Either way everything is rebuilt
+    /// first and swapped only if all of it loads: a failure changes nothing.
+    pub fn reload(&self, path: Option<&Path>, trigger: Trigger) {
+        let loaded = match (trigger, path) {
+            (Trigger::Reload, Some(path)) => Config::load(path).map_err(anyhow::Error::from),
+            (Trigger::Reload, None) => Err(anyhow::anyhow!("no configuration file to re-read")),
+            (Trigger::CertRotation, _) => Ok((**self.running.load()).clone()),
+        };
+        let outcome = loaded.and_then(|config| Prepared::new(&config).map(|p| (config, p)));
+        let counter = match trigger {
+            Trigger::Reload => &metrics().config_reloads_total,
+            Trigger::CertRotation => &metrics().cert_rotations_total,
+        };
         let (config, mut prepared) = match outcome {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration");
-                metrics()
-                    .config_reloads_total
-                    .with_label_values(&["rejected"])
-                    .inc();
+                tracing::error!(error = %format!("{e:#}"), ?trigger, "rejected; keeping the running configuration and certificates");
+                counter.with_label_values(&["rejected"]).inc();
                 return;
             }
         };
@@ -333,26 +359,32 @@ impl Gateway {
             }
             match (built, &slot.live) {
                 (Built::L4(s), Live::L4(live)) => live.store(Arc::new(s)),
-                // QUIC transport settings (certificates, Retry) need a
-                // restart; routes, pools and limits swap live.
-                (Built::Http(s) | Built::H3(s, _), Live::Http(live)) => live.store(Arc::new(s)),
-                (Built::Relay(s, _), Live::Relay(live)) => live.store(Arc::new(s)),
+                (Built::Http(s), Live::Http(live)) => live.store(Arc::new(s)),
+                // QUIC: new connections get the new certificates and
+                // transport settings; open ones keep theirs.
+                (Built::H3(s, server), Live::Http(live)) => {
+                    if let Some(e) = &slot.endpoint {
+                        e.set_server_config(Some(*server));
+                    }
+                    live.store(Arc::new(s));
+                }
+                (Built::Relay(s, server), Live::Relay(live)) => {
+                    if let Some(e) = &slot.endpoint {
+                        e.set_server_config(Some(*server));
+                    }
+                    live.store(Arc::new(s));
+                }
                 _ => restart_needed = true,
             }
         }
         if restart_needed {
             tracing::warn!("reload applied to existing listeners; added, removed or re-addressed listeners need a restart");
-            metrics()
-                .config_reloads_total
-                .with_label_values(&["partial"])
-                .inc();
+            counter.with_label_values(&["partial"]).inc();
         } else {
-            tracing::info!("configuration reloaded");
-            metrics()
-                .config_reloads_total
-                .with_label_values(&["ok"])
-                .inc();
+            tracing::info!(?trigger, "configuration and certificates reloaded");
+            counter.with_label_values(&["ok"]).inc();
         }
+        self.running.store(Arc::new(config));
     }
 
     /// Stop accepting, tell open connections to finish, then wait up to

@@ -7,7 +7,7 @@ use std::time::Duration;
 use eg_config::Config;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::gateway::{Gateway, Prepared};
+use crate::gateway::{Gateway, Prepared, Trigger};
 
 /// `expressgateway check CONFIG`.
 pub fn check(path: &Path) -> ExitCode {
@@ -66,14 +66,13 @@ async fn serve(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match path {
-                Some(path) => gateway.reload(path),
-                None => tracing::info!("SIGHUP ignored: no configuration file to re-read"),
-            },
+            _ = hup.recv() => gateway.reload(path, Trigger::Reload),
+            _ = usr1.recv() => gateway.reload(path, Trigger::CertRotation),
         }
     }
     let drain = Duration::from_millis(gateway.drain_timeout_ms());

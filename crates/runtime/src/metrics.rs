@@ -13,6 +13,7 @@ pub struct Metrics {
     pub defence_trips_total: IntCounterVec,
     pub backend_connect_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
+    pub cert_rotations_total: IntCounterVec,
     pub http_requests_total: IntCounterVec,
     pub http_request_duration_seconds: HistogramVec,
     pub backend_requests_total: IntCounterVec,
@@ -49,6 +50,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["result"],
     )?;
     registry.register(Box::new(config_reloads_total.clone()))?;
+    let cert_rotations_total = IntCounterVec::new(
+        Opts::new(
+            "cert_rotations_total",
+            "SIGUSR1 certificate reloads by result",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(cert_rotations_total.clone()))?;
     let http_requests_total = IntCounterVec::new(
         Opts::new("http_requests_total", "HTTP requests answered"),
         &["listener", "route", "cluster", "protocol", "code_class"],
@@ -91,6 +100,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         defence_trips_total,
         backend_connect_total,
         config_reloads_total,
+        cert_rotations_total,
         http_requests_total,
         http_request_duration_seconds,
         backend_requests_total,

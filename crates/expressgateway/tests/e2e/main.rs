@@ -12,6 +12,7 @@ mod http_defences;
 mod http_matrix;
 mod http_routing;
 mod http_thirdparty;
+mod ops;
 mod quic;
 mod quic_relay;
 mod tcp;

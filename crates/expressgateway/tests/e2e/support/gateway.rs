@@ -112,6 +112,32 @@ impl Gateway {
             .expect("listener index")
     }
 
+    /// Send a signal by name (`HUP`, `USR1`, `TERM`) to the gateway.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The config file the gateway runs, to rewrite before a reload.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("gateway.toml")
+    }
+
+    /// Wait (bounded) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
