@@ -7,6 +7,8 @@ pub mod gateway;
 pub mod h3;
 pub mod http;
 pub mod quic;
+pub mod raw_h1;
+pub mod raw_h2;
 pub mod tls;
 
 pub use backends::*;
