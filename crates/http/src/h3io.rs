@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use h3::quic::{BidiStream, RecvStream, SendStream};
+use h3::quic::{RecvStream, SendStream};
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
@@ -196,17 +196,4 @@ pub async fn send_body<S: H3Send>(mut body: ProxyBody, send: &mut S) -> Result<(
             },
         }
     }
-}
-
-/// Split a bidirectional request stream into its halves.
-pub fn split_server<S>(
-    stream: h3::server::RequestStream<S, Bytes>,
-) -> (
-    h3::server::RequestStream<S::SendStream, Bytes>,
-    h3::server::RequestStream<S::RecvStream, Bytes>,
-)
-where
-    S: BidiStream<Bytes>,
-{
-    stream.split()
 }

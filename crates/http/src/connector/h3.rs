@@ -31,12 +31,18 @@ fn client_endpoint(v6: bool) -> Result<quinn::Endpoint, std::io::Error> {
     if let Some(e) = cell.get() {
         return Ok(e.clone());
     }
+    let endpoint = tuned_client_endpoint(bind)?;
+    Ok(cell.get_or_init(|| endpoint).clone())
+}
+
+/// A client-only quinn endpoint on `bind` with the roomy UDP buffers every
+/// QUIC socket of the gateway uses (see `eg_runtime::tune_udp_socket`).
+pub fn tuned_client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, std::io::Error> {
     let socket = std::net::UdpSocket::bind(bind)?;
     eg_runtime::tune_udp_socket(&socket);
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
-    Ok(cell.get_or_init(|| endpoint).clone())
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
 /// The live connection, tagged with a generation so a closed one's driver

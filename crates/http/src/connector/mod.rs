@@ -6,6 +6,8 @@
 mod h1;
 mod h2;
 mod h3;
+
+pub use self::h3::tuned_client_endpoint;
 pub(crate) mod stream;
 
 use std::sync::Arc;

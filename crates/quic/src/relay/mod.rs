@@ -64,8 +64,9 @@ pub async fn serve(
 /// One client socket for every backend leg of this listener: dual-stack
 /// when the host allows it, else IPv4 only.
 fn upstream_endpoint() -> std::io::Result<quinn::Endpoint> {
-    quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
-        .or_else(|_| quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
+    use eg_http::connector::tuned_client_endpoint;
+    tuned_client_endpoint(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+        .or_else(|_| tuned_client_endpoint(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
 }
 
 async fn connection(
