@@ -90,6 +90,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub total_timeout: Duration,
     pub head_timeout: Duration,
+    /// H1 between requests, H2/H3 with no open stream.
+    pub idle_timeout: Duration,
     pub max_request_body: u64,
     pub max_response_body: u64,
 }
@@ -176,6 +178,7 @@ impl HttpSettings {
                 body_timeout: Duration::from_millis(h.body_timeout_ms),
                 total_timeout: Duration::from_millis(h.total_timeout_ms),
                 head_timeout: Duration::from_millis(h.head_timeout_ms),
+                idle_timeout: Duration::from_millis(h.idle_timeout_ms),
                 max_request_body: h.max_request_body_bytes,
                 max_response_body: h.max_response_body_bytes,
             },

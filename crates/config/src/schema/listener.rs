@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::pool::{
-    Backend, HashKey, HealthCheck, LbPolicy, OutlierDetection, PoolSpec, Retry, SessionAffinity,
+    Backend, CircuitBreaker, HashKey, HealthCheck, LbPolicy, OutlierDetection, PoolSpec, Retry, SessionAffinity,
     SlowStart, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
@@ -75,6 +75,8 @@ pub struct Listener {
     pub websocket: WebSocket,
     #[serde(default)]
     pub grpc: Grpc,
+    /// Caps on the default pool's upstream connections and requests.
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 fn default_maglev_table_size() -> u64 {
@@ -102,6 +104,7 @@ impl Listener {
             slow_start: self.slow_start.clone(),
             retry: self.retry.clone(),
             session_affinity: self.session_affinity.clone(),
+            circuit_breaker: self.circuit_breaker.clone(),
         }
     }
 }
@@ -185,7 +188,28 @@ pub struct ListenerQuic {
     pub max_recv_udp_payload_size: u16,
     #[serde(default = "default_quic_per_ip")]
     pub max_connections_per_ip: u32,
+    /// Bytes a client may have in flight towards us per connection (all
+    /// streams together): the bound on what one connection makes us buffer.
+    #[serde(default = "default_receive_window")]
+    pub receive_window_bytes: u64,
+    /// Bytes a client may have in flight on one stream.
+    #[serde(default = "default_stream_receive_window")]
+    pub stream_receive_window_bytes: u64,
     pub raw_proxy: Option<RawProxy>,
+}
+
+/// 8 MiB per connection: ~64 Mbit/s at 1 s RTT or 6.7 Gbit/s at 10 ms on one
+/// connection, while 64 connections per IP stay under 512 MiB.
+pub const DEFAULT_QUIC_RECEIVE_WINDOW: u64 = 8 << 20;
+/// 1 MiB per stream: one upload at line rate on a LAN, and eight streams
+/// fill the connection window.
+pub const DEFAULT_QUIC_STREAM_RECEIVE_WINDOW: u64 = 1 << 20;
+
+fn default_receive_window() -> u64 {
+    DEFAULT_QUIC_RECEIVE_WINDOW
+}
+fn default_stream_receive_window() -> u64 {
+    DEFAULT_QUIC_STREAM_RECEIVE_WINDOW
 }
 
 fn default_retry_load_threshold() -> u32 {
@@ -253,7 +277,17 @@ pub struct HttpLimits {
     pub head_timeout_ms: u64,
     pub max_request_body_bytes: u64,
     pub max_response_body_bytes: u64,
+    /// An H1 connection between requests, or an H2/H3 connection with no
+    /// open stream, is closed after this long (H2/H3 with GOAWAY).
+    pub idle_timeout_ms: u64,
+    /// Requests in flight on this listener at once; the excess gets 503.
+    pub max_inflight_requests: u32,
 }
+
+/// Default of `max_inflight_requests`: 65 536 requests in flight cost about
+/// 0.6 GiB at the ~9 KiB each one holds (see README, "Limits"), a bound a
+/// 24 GiB edge box survives while any real workload stays under it.
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: u32 = 65_536;
 
 impl Default for HttpLimits {
     fn default() -> Self {
@@ -264,6 +298,8 @@ impl Default for HttpLimits {
             head_timeout_ms: 60_000,
             max_request_body_bytes: 64 << 20,
             max_response_body_bytes: 64 << 20,
+            idle_timeout_ms: 60_000,
+            max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
         }
     }
 }

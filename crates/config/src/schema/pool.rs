@@ -250,6 +250,30 @@ impl Default for SessionAffinity {
     }
 }
 
+/// `[clusters.circuit_breaker]` / `[listeners.circuit_breaker]`: upstream
+/// caps of an HTTP pool. A request that finds its backend at a cap waits in
+/// the pool's bounded FIFO up to `connect_timeout_ms`, then gets 503.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// Open upstream connections per backend (idle pooled ones included).
+    pub max_connections: u32,
+    /// Concurrent requests per backend.
+    pub max_requests: u32,
+    /// Requests waiting for a slot, per pool; beyond it 503 at once.
+    pub max_pending_requests: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_requests: 1024,
+            max_pending_requests: 1024,
+        }
+    }
+}
+
 /// `[[clusters]]`: a named pool that routes and QUIC modes refer to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +291,7 @@ pub struct Cluster {
     pub slow_start: Option<SlowStart>,
     pub retry: Option<Retry>,
     pub session_affinity: Option<SessionAffinity>,
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 fn default_maglev_table_size() -> u64 {
@@ -286,6 +311,7 @@ impl Cluster {
             slow_start: self.slow_start.clone(),
             retry: self.retry.clone(),
             session_affinity: self.session_affinity.clone(),
+            circuit_breaker: self.circuit_breaker.clone(),
         }
     }
 }
@@ -303,4 +329,5 @@ pub struct PoolSpec {
     pub slow_start: Option<SlowStart>,
     pub retry: Option<Retry>,
     pub session_affinity: Option<SessionAffinity>,
+    pub circuit_breaker: Option<CircuitBreaker>,
 }

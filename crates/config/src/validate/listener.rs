@@ -117,6 +117,20 @@ pub(super) fn check_listener(
             1,
             1_000_000,
         );
+        // quinn's windows are QUIC varints; a stream window above the
+        // connection's could never be used.
+        f.range(
+            format!("{p}.quic.receive_window_bytes"),
+            q.receive_window_bytes,
+            16 * 1024,
+            1 << 30,
+        );
+        f.range(
+            format!("{p}.quic.stream_receive_window_bytes"),
+            q.stream_receive_window_bytes,
+            16 * 1024,
+            q.receive_window_bytes.max(16 * 1024),
+        );
         if let Some(rp) = raw_proxy {
             let rpp = format!("{p}.quic.raw_proxy");
             match (&rp.backend_addr, &rp.cluster) {
@@ -138,6 +152,13 @@ pub(super) fn check_listener(
             }
             if let Some(ca) = &rp.backend_ca_path {
                 f.file(format!("{rpp}.backend_ca_path"), ca);
+            }
+            if l.circuit_breaker.is_some() {
+                f.fail(
+                    format!("{p}.circuit_breaker"),
+                    "(present)",
+                    "the circuit breaker caps HTTP upstreams; the raw QUIC relay is bounded by                      max_relay_streams and max_connections_per_ip",
+                );
             }
             if rp.alpn.is_empty() || rp.alpn.iter().any(|a| a.is_empty() || a.len() > 255) {
                 f.fail(
@@ -258,6 +279,18 @@ fn check_http_limits(f: &mut Findings, p: &str, l: &Listener) {
         h.max_response_body_bytes,
         1,
         1 << 40,
+    );
+    f.range(
+        format!("{p}.http.idle_timeout_ms"),
+        h.idle_timeout_ms,
+        1,
+        MAX_TIMEOUT_MS,
+    );
+    f.range(
+        format!("{p}.http.max_inflight_requests"),
+        h.max_inflight_requests,
+        1,
+        10_000_000,
     );
     let s = &l.h2_security;
     let hp = format!("{p}.h2_security");

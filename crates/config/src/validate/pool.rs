@@ -17,6 +17,24 @@ pub(super) fn check_pool(f: &mut Findings, p: &str, pool: &PoolSpec, used_by: Po
     for (j, b) in pool.backends.iter().enumerate() {
         check_backend(f, &format!("{p}.backends[{j}]"), b, used_by);
     }
+    if let Some(cb) = &pool.circuit_breaker {
+        let cp = format!("{p}.circuit_breaker");
+        if used_by == PoolUse::L4 {
+            f.fail(
+                cp.clone(),
+                "(present)",
+                "the circuit breaker caps HTTP upstreams; L4 listeners bound relays with                  runtime.max_inflight_connections and per_ip_connection_cap",
+            );
+        }
+        f.range(format!("{cp}.max_connections"), cb.max_connections, 1, 1_000_000);
+        f.range(format!("{cp}.max_requests"), cb.max_requests, 1, 1_000_000);
+        f.range(
+            format!("{cp}.max_pending_requests"),
+            cb.max_pending_requests,
+            0,
+            1_000_000,
+        );
+    }
     let policy = pool.lb_policy;
     if used_by == PoolUse::L4 && policy == LbPolicy::SessionAffinity {
         f.fail(

@@ -103,6 +103,8 @@ pub(super) fn listener_quic(cert: &eg_tls::SelfSigned) -> eg_config::ListenerQui
         max_idle_timeout_ms: 30_000,
         max_recv_udp_payload_size: 1350,
         max_connections_per_ip: 64,
+        receive_window_bytes: eg_config::DEFAULT_QUIC_RECEIVE_WINDOW,
+        stream_receive_window_bytes: eg_config::DEFAULT_QUIC_STREAM_RECEIVE_WINDOW,
         raw_proxy: None,
     }
 }
