@@ -359,13 +359,17 @@ impl Gateway {
             }
             match (built, &slot.live) {
                 (Built::L4(s), Live::L4(live)) => live.store(Arc::new(s)),
-                (Built::Http(s), Live::Http(live)) => live.store(Arc::new(s)),
+                (Built::Http(mut s), Live::Http(live)) => {
+                    s.carry_over(&live.load());
+                    live.store(Arc::new(s));
+                }
                 // QUIC: new connections get the new certificates and
                 // transport settings; open ones keep theirs.
-                (Built::H3(s, server), Live::Http(live)) => {
+                (Built::H3(mut s, server), Live::Http(live)) => {
                     if let Some(e) = &slot.endpoint {
                         e.set_server_config(Some(*server));
                     }
+                    s.carry_over(&live.load());
                     live.store(Arc::new(s));
                 }
                 (Built::Relay(s, server), Live::Relay(live)) => {

@@ -40,6 +40,54 @@ pub enum BodyLimit {
     TotalTimeout,
 }
 
+/// What the forwarder learns from the client's request body while a
+/// connector streams it: when it ended (the backend's time to answer starts
+/// then), and whether it failed on the client's side (an abort, a stall, a
+/// cap), which is never the backend's fault.
+#[derive(Debug, Default)]
+pub struct BodyEvents {
+    ended: std::sync::atomic::AtomicBool,
+    client_fault: std::sync::OnceLock<BodyFault>,
+    end: tokio::sync::Notify,
+}
+
+/// How a client's request body failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// The client aborted or cut its upload.
+    Aborted,
+    /// One of our limits tripped on it.
+    Limit(BodyLimit),
+}
+
+impl BodyEvents {
+    fn finish(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::Release);
+        self.end.notify_waiters();
+    }
+
+    fn fail(&self, fault: BodyFault) {
+        let _ = self.client_fault.set(fault);
+        self.finish();
+    }
+
+    /// Why the client's body failed, if it did.
+    pub fn client_fault(&self) -> Option<BodyFault> {
+        self.client_fault.get().copied()
+    }
+
+    /// Resolves once the body has ended, cleanly or not.
+    pub async fn ended(&self) {
+        let notified = self.end.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.ended.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Caps a body's size and bounds its stalls and total duration.
     pub struct Guarded<B> {
@@ -51,6 +99,7 @@ pin_project_lite::pin_project! {
         deadline: Instant,
         #[pin]
         timer: Sleep,
+        events: Option<std::sync::Arc<BodyEvents>>,
     }
 }
 
@@ -64,7 +113,27 @@ impl<B> Guarded<B> {
             stall,
             deadline,
             timer: tokio::time::sleep_until(first),
+            events: None,
         }
+    }
+
+    /// A client's request body: its end and its faults are reported.
+    pub fn from_client(
+        inner: B,
+        limit: u64,
+        stall: Duration,
+        deadline: Instant,
+    ) -> (Self, std::sync::Arc<BodyEvents>)
+    where
+        B: Body,
+    {
+        let events = std::sync::Arc::new(BodyEvents::default());
+        if inner.is_end_stream() {
+            events.finish();
+        }
+        let mut g = Self::new(inner, limit, stall, deadline);
+        g.events = Some(std::sync::Arc::clone(&events));
+        (g, events)
     }
 }
 
@@ -80,21 +149,43 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        let events = this.events.as_deref();
+        let tripped = |why: BodyLimit| {
+            if let Some(ev) = events {
+                ev.fail(BodyFault::Limit(why));
+            }
+            Poll::Ready(Some(Err(why.into())))
+        };
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen = this.seen.saturating_add(data.len() as u64);
                     if *this.seen > *this.limit {
-                        return Poll::Ready(Some(Err(BodyLimit::TooLarge.into())));
+                        return tripped(BodyLimit::TooLarge);
                     }
                 }
                 let next = (Instant::now() + *this.stall).min(*this.deadline);
                 this.timer.reset(next);
+                // A consumer may stop polling at the last frame (hyper's
+                // clients do): that frame is the end.
+                if let (Some(ev), true) = (events, this.inner.is_end_stream()) {
+                    ev.finish();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(ev) = events {
+                    ev.fail(BodyFault::Aborted);
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                if let Some(ev) = events {
+                    ev.finish();
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => match this.timer.poll(cx) {
                 Poll::Ready(()) => {
                     let why = if Instant::now() >= *this.deadline {
@@ -102,7 +193,7 @@ where
                     } else {
                         BodyLimit::Stalled
                     };
-                    Poll::Ready(Some(Err(why.into())))
+                    tripped(why)
                 }
                 Poll::Pending => Poll::Pending,
             },

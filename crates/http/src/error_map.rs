@@ -24,6 +24,11 @@ pub enum ProxyError {
     UpstreamFailed,
     /// The client stalled its request body past `body_timeout_ms`.
     ClientTimeout,
+    /// The client aborted its request body.
+    ClientAborted,
+    /// A cap of ours was reached: the circuit breaker, the listener's
+    /// in-flight requests, or local descriptors and ports.
+    Overloaded,
 }
 
 impl ProxyError {
@@ -33,7 +38,8 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            Self::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyBackend | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClientAborted => StatusCode::BAD_REQUEST,
             Self::ConnectFailed | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -51,6 +57,8 @@ impl ProxyError {
             Self::UpstreamTimeout => "the backend did not answer in time",
             Self::UpstreamFailed => "the backend connection failed",
             Self::ClientTimeout => "the request body stalled",
+            Self::ClientAborted => "the request body was aborted",
+            Self::Overloaded => "the gateway is at a configured capacity limit; retry later",
         }
     }
 
@@ -59,7 +67,7 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Self::BadRequest(_) | Self::TooLarge | Self::ClientTimeout
+            Self::BadRequest(_) | Self::TooLarge | Self::ClientTimeout | Self::ClientAborted
         )
     }
 

@@ -2,6 +2,7 @@
 //! routes, pools with their upstream connectors, limits and policies.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use eg_tls::{ServerTlsOptions, TlsError};
 use http::HeaderValue;
 use tokio_rustls::TlsAcceptor;
 
+use crate::connector::breaker::PendingQueue;
 use crate::connector::Upstream;
 use crate::core::route::CompiledRoute;
 
@@ -26,6 +28,8 @@ pub enum SettingsError {
 pub struct PoolHandle {
     pub pool: Arc<Pool>,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Requests waiting for a backend slot (circuit breaker).
+    pub queue: PendingQueue,
 }
 
 impl PoolHandle {
@@ -35,6 +39,7 @@ impl PoolHandle {
         connect_timeout: Duration,
     ) -> Result<Self, SettingsError> {
         let pool = Arc::new(Pool::new(spec, BackendProtocol::H1));
+        let breaker = spec.circuit_breaker.clone().unwrap_or_default();
         let mut upstreams = Vec::with_capacity(spec.backends.len());
         for (j, b) in spec.backends.iter().enumerate() {
             let tls = eg_tls::backend_tls(b, BackendProtocol::H1).map_err(|source| {
@@ -49,9 +54,14 @@ impl PoolHandle {
                 protocol,
                 tls,
                 connect_timeout,
+                &breaker,
             )));
         }
-        Ok(Self { pool, upstreams })
+        Ok(Self {
+            pool,
+            upstreams,
+            queue: PendingQueue::new(&breaker),
+        })
     }
 }
 
@@ -96,6 +106,31 @@ pub struct Limits {
     pub max_response_body: u64,
 }
 
+/// Requests in flight on one listener, shared by every settings generation
+/// of it (a reload carries it over), so the cap holds across reloads.
+#[derive(Debug, Default)]
+pub struct InflightRequests(AtomicU32);
+
+/// One request's place under the listener's cap; freed on drop.
+pub struct InflightSlot(Arc<InflightRequests>);
+
+impl Drop for InflightSlot {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl InflightRequests {
+    pub fn try_enter(self: &Arc<Self>, max: u32) -> Option<InflightSlot> {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InflightSlot(Arc::clone(self)))
+    }
+}
+
 pub struct HttpSettings {
     pub label: String,
     pub protocol: ListenerProtocol,
@@ -109,6 +144,9 @@ pub struct HttpSettings {
     pub max_keepalive_requests: u32,
     pub alt_svc: Option<HeaderValue>,
     pub handshake_timeout: Duration,
+    /// `[listeners.http] max_inflight_requests` and the live count.
+    pub max_inflight_requests: u32,
+    pub inflight: Arc<InflightRequests>,
 }
 
 impl HttpSettings {
@@ -188,6 +226,13 @@ impl HttpSettings {
             max_keepalive_requests: rt.max_keepalive_requests,
             alt_svc,
             handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
+            max_inflight_requests: h.max_inflight_requests,
+            inflight: Arc::default(),
         })
+    }
+
+    /// Keep the live state of the generation this one replaces.
+    pub fn carry_over(&mut self, old: &HttpSettings) {
+        self.inflight = Arc::clone(&old.inflight);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod admission;
+pub mod log_limit;
 pub mod metrics;
 pub mod report;
 

@@ -15,7 +15,11 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::breaker::{Overflow, PendingQueue, Waiting};
 use super::stream::{dial, DialError};
+use super::AcquireError;
 use crate::body::{BoxError, ProxyBody};
 
 type H1Sender = SendRequest<ProxyBody>;
@@ -24,14 +28,21 @@ pub struct H1Pool {
     idle: Mutex<Vec<(H1Sender, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// One permit per open connection (`circuit_breaker.max_connections`),
+    /// held by the connection's task until it ends.
+    connections: Arc<Semaphore>,
+    /// Wakes a request waiting for a connection when one goes idle.
+    returned: Notify,
 }
 
 impl H1Pool {
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+    pub fn new(max_idle: usize, idle_timeout: Duration, max_connections: u32) -> Self {
         Self {
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            connections: Arc::new(Semaphore::new(max_connections as usize)),
+            returned: Notify::new(),
         }
     }
 
@@ -65,6 +76,8 @@ impl H1Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
             idle.push((sender, Instant::now()));
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 }
@@ -75,25 +88,67 @@ pub struct Pooled {
     reused: bool,
 }
 
-pub async fn acquire(
+/// Where a connection comes from, and what bounds the wait for one.
+pub struct Acquire<'a, 'q> {
+    pub address: &'a str,
+    pub tls: Option<&'a BackendTls>,
+    pub connect_timeout: Duration,
+    pub queue: &'q PendingQueue,
+    pub waiting: &'a mut Option<Waiting<'q>>,
+    pub deadline: Instant,
+}
+
+/// An idle pooled connection, a new one under the connection cap, or,
+/// at the cap, the first of the two to free up before the deadline.
+pub async fn acquire(pool: &Arc<H1Pool>, a: Acquire<'_, '_>) -> Result<Pooled, AcquireError> {
+    loop {
+        // Listen before looking, so a connection returned in between
+        // still wakes us.
+        let returned = pool.returned.notified();
+        tokio::pin!(returned);
+        returned.as_mut().enable();
+        if let Some(sender) = pool.take() {
+            return Ok(Pooled {
+                sender,
+                pool: Arc::clone(pool),
+                reused: true,
+            });
+        }
+        let permit = match Arc::clone(&pool.connections).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if a.waiting.is_none() {
+                    *a.waiting = Some(a.queue.enter()?);
+                }
+                tokio::select! {
+                    () = &mut returned => continue,
+                    permit = Arc::clone(&pool.connections).acquire_owned() => {
+                        permit.map_err(|_| Overflow::QueueTimeout)?
+                    }
+                    () = tokio::time::sleep_until(a.deadline) => {
+                        return Err(Overflow::QueueTimeout.into());
+                    }
+                }
+            }
+        };
+        return Ok(connect(pool, a.address, a.tls, a.connect_timeout, permit).await?);
+    }
+}
+
+async fn connect(
     pool: &Arc<H1Pool>,
     address: &str,
     tls: Option<&BackendTls>,
     connect_timeout: Duration,
+    permit: OwnedSemaphorePermit,
 ) -> Result<Pooled, DialError> {
-    if let Some(sender) = pool.take() {
-        return Ok(Pooled {
-            sender,
-            pool: Arc::clone(pool),
-            reused: true,
-        });
-    }
     let stream = dial(address, tls, connect_timeout).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| DialError::Refused(address.to_owned(), std::io::Error::other(e)))?;
     tokio::spawn(async move {
+        let _open = permit;
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream h1 connection ended");
         }

@@ -3,6 +3,7 @@
 //! separate from sending, so a failed dial (nothing sent) can be retried on
 //! another backend with the request untouched.
 
+pub mod breaker;
 mod h1;
 mod h2;
 mod h3;
@@ -19,7 +20,17 @@ use http::{Request, Response};
 
 pub use stream::DialError;
 
+use self::breaker::{Overflow, PendingQueue, RequestSlot, RequestSlots, Waiting};
 use crate::body::ProxyBody;
+
+/// Why no connection could be had for a request.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
+}
 
 /// How long an idle pooled H1 connection is kept: below the 60 s idle
 /// timeout common in backends (nginx keepalive_timeout 75 s, Node 5 s is
@@ -36,6 +47,7 @@ pub struct Upstream {
     pub protocol: BackendProtocol,
     tls: Option<BackendTls>,
     connect_timeout: Duration,
+    slots: RequestSlots,
     h1: Arc<h1::H1Pool>,
     h2: h2::H2Conn,
     h3: h3::H3Conn,
@@ -73,6 +85,7 @@ impl Upstream {
         protocol: BackendProtocol,
         tls: Option<BackendTls>,
         connect_timeout: Duration,
+        breaker: &eg_config::CircuitBreaker,
     ) -> Self {
         let h3_tls = tls.clone();
         Self {
@@ -80,7 +93,12 @@ impl Upstream {
             protocol,
             tls,
             connect_timeout,
-            h1: Arc::new(h1::H1Pool::new(H1_POOL_MAX_IDLE, H1_POOL_IDLE_TIMEOUT)),
+            slots: RequestSlots::new(breaker),
+            h1: Arc::new(h1::H1Pool::new(
+                H1_POOL_MAX_IDLE,
+                H1_POOL_IDLE_TIMEOUT,
+                breaker.max_connections,
+            )),
             h2: h2::H2Conn::default(),
             h3: h3::H3Conn::new(h3_tls.as_ref()),
         }
@@ -95,29 +113,41 @@ impl Upstream {
         self.tls.is_some()
     }
 
-    /// A connection for one request: pooled, or freshly dialed.
-    pub async fn acquire(&self) -> Result<Sender, DialError> {
-        match self.protocol {
+    /// A request slot under the circuit breaker and a connection for one
+    /// request (pooled, or freshly dialed). At a cap the request waits in
+    /// `queue` (its place kept in `waiting`) up to `connect_timeout_ms`.
+    pub async fn acquire<'q>(
+        &self,
+        queue: &'q PendingQueue,
+        waiting: &mut Option<Waiting<'q>>,
+    ) -> Result<(Sender, RequestSlot), AcquireError> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let slot = self.slots.acquire(queue, waiting, deadline).await?;
+        let sender = match self.protocol {
             BackendProtocol::H2 => self
                 .h2
                 .sender(&self.address, self.tls.as_ref(), self.connect_timeout)
                 .await
-                .map(Sender::H2),
+                .map(Sender::H2)?,
             BackendProtocol::H3 => self
                 .h3
                 .sender(&self.address, self.tls.as_ref(), self.connect_timeout)
                 .await
-                .map(Sender::H3),
+                .map(Sender::H3)?,
             // tcp on an HTTP listener means HTTP/1.1 (the original schema's meaning).
-            _ => h1::acquire(
-                &self.h1,
-                &self.address,
-                self.tls.as_ref(),
-                self.connect_timeout,
-            )
-            .await
-            .map(Sender::H1),
-        }
+            _ => {
+                let how = h1::Acquire {
+                    address: &self.address,
+                    tls: self.tls.as_ref(),
+                    connect_timeout: self.connect_timeout,
+                    queue,
+                    waiting,
+                    deadline,
+                };
+                h1::acquire(&self.h1, how).await.map(Sender::H1)?
+            }
+        };
+        Ok((sender, slot))
     }
 }
 

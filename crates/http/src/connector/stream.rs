@@ -29,6 +29,22 @@ pub enum DialError {
     Tls(String, io::Error),
 }
 
+/// Linux errno values of failures that are ours, not the backend's: out
+/// of descriptors (EMFILE, ENFILE), of ephemeral ports (EADDRNOTAVAIL), of
+/// socket buffers or memory (ENOBUFS, ENOMEM).
+const LOCAL_ERRNOS: [i32; 5] = [24, 23, 99, 105, 12];
+
+impl DialError {
+    /// The dial failed for a lack of local resources: the backend is not
+    /// to blame, and another backend would fail the same way.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Refused(_, e) => e.raw_os_error().is_some_and(|n| LOCAL_ERRNOS.contains(&n)),
+            Self::Timeout(_) | Self::Tls(..) => false,
+        }
+    }
+}
+
 pub async fn dial(
     address: &str,
     tls: Option<&BackendTls>,

@@ -18,8 +18,9 @@ use tokio::time::Instant;
 
 use super::affinity::Keys;
 use super::ConnInfo;
-use crate::body::{empty, BodyLimit, ProxyBody};
-use crate::connector::{Sender, Upstream};
+use crate::body::{empty, BodyEvents, BodyFault, BodyLimit, ProxyBody};
+use crate::connector::breaker::RequestSlot;
+use crate::connector::{AcquireError, Sender, Upstream};
 use crate::error_map::ProxyError;
 use crate::settings::PoolHandle;
 
@@ -30,12 +31,24 @@ pub struct Exchange<'a> {
     pub authority: Option<&'a str>,
     pub head_deadline: Duration,
     pub deadline: Instant,
+    /// The client's request body as the connector streams it.
+    pub body_events: &'a BodyEvents,
 }
 
 pub struct Forwarded {
     pub response: Response<ProxyBody>,
     /// The chosen backend, in flight until the response body ends.
     pub in_flight: InFlight,
+    /// The backend's circuit-breaker slot, held as long.
+    pub slot: RequestSlot,
+}
+
+/// What ended the wait for a response head.
+enum HeadWait {
+    /// `head_timeout_ms` passed after the request body ended.
+    HeadTimeout,
+    /// `total_timeout_ms` passed with the request body still streaming.
+    Deadline,
 }
 
 /// A request head kept to send again: only for requests with no body.
@@ -89,7 +102,7 @@ impl Exchange<'_> {
         let mut retries = 0u32;
         let mut stale = 0u32;
         loop {
-            let (in_flight, upstream, sender) = self.acquire(&mut tried).await?;
+            let (in_flight, upstream, sender, slot) = self.acquire(&mut tried).await?;
             let reused = sender.reused();
             let (parts, body) = match (first.take(), &replay) {
                 (Some(pair), _) => pair,
@@ -97,28 +110,38 @@ impl Exchange<'_> {
                 (None, None) => return Err(ProxyError::UpstreamFailed),
             };
             let req = self.upstream_request(&upstream, parts, body)?;
-            let head_by = (Instant::now() + self.head_deadline).min(self.deadline);
             let may_retry = |tried: &Vec<usize>| {
                 replay.is_some()
                     && retries < attempts
                     && tried.len() + 1 < self.pool.upstreams.len()
             };
-            match tokio::time::timeout_at(head_by, sender.send(req)).await {
-                Err(_) => {
-                    in_flight.report(Outcome::Failure);
+            let sent = tokio::select! {
+                sent = sender.send(req) => Ok(sent),
+                why = self.head_wait() => Err(why),
+            };
+            match sent {
+                Err(why) => {
+                    // The backend had the whole request and said nothing:
+                    // its fault. Still uploading at the deadline: nobody's
+                    // provably (a slow client, or a backend not reading).
+                    if let Some(fault) = self.body_events.client_fault() {
+                        return Err(client_error(fault));
+                    }
                     count(&pool.name, &upstream.address, "timeout");
+                    if matches!(why, HeadWait::HeadTimeout) {
+                        in_flight.report(Outcome::Failure);
+                    }
                     return Err(ProxyError::UpstreamTimeout);
                 }
                 Ok(Err(e)) => {
-                    // The client's own body tripping a limit is not the
-                    // backend's fault: answer for it, leave health alone.
+                    // The client's own body failing (an abort, a stall, a
+                    // cap) is not the backend's fault: answer for it and
+                    // leave health alone.
+                    if let Some(fault) = self.body_events.client_fault() {
+                        return Err(client_error(fault));
+                    }
                     if let Some(limit) = crate::body::limit_in(e.source_error()) {
-                        return Err(match limit {
-                            BodyLimit::TooLarge => ProxyError::TooLarge,
-                            BodyLimit::Stalled | BodyLimit::TotalTimeout => {
-                                ProxyError::ClientTimeout
-                            }
-                        });
+                        return Err(client_error(BodyFault::Limit(limit)));
                     }
                     tracing::debug!(backend = %upstream.address, error = %e, "upstream exchange failed");
                     // A pooled connection the backend closed while idle:
@@ -154,6 +177,7 @@ impl Exchange<'_> {
                         return Ok(Forwarded {
                             response,
                             in_flight,
+                            slot,
                         });
                     }
                 }
@@ -167,15 +191,30 @@ impl Exchange<'_> {
         }
     }
 
+    /// Resolves when the backend is late: `head_timeout_ms` counts from
+    /// the end of the request body (a slow upload is not the backend's
+    /// delay), and `total_timeout_ms` bounds the whole wait.
+    async fn head_wait(&self) -> HeadWait {
+        tokio::select! {
+            () = self.body_events.ended() => {}
+            () = tokio::time::sleep_until(self.deadline) => return HeadWait::Deadline,
+        }
+        let head_by = (Instant::now() + self.head_deadline).min(self.deadline);
+        tokio::time::sleep_until(head_by).await;
+        HeadWait::HeadTimeout
+    }
+
     /// Pick a backend and get a connection to it; a failed dial moves on
     /// to another backend, at most once per backend.
     async fn acquire(
         &self,
         tried: &mut Vec<usize>,
-    ) -> Result<(InFlight, Arc<Upstream>, Sender), ProxyError> {
+    ) -> Result<(InFlight, Arc<Upstream>, Sender, RequestSlot), ProxyError> {
         let pool = &self.pool.pool;
         let total = self.pool.upstreams.len();
         let mut dial_failures = 0usize;
+        // A place in the pool's queue, kept across backends once taken.
+        let mut waiting = None;
         loop {
             let ctx = PickContext {
                 client_ip: Some(self.conn.peer.ip()),
@@ -196,10 +235,24 @@ impl Exchange<'_> {
             let Some(upstream) = self.pool.upstreams.get(index) else {
                 return Err(ProxyError::NoHealthyBackend);
             };
-            match upstream.acquire().await {
-                Ok(sender) => return Ok((picked, Arc::clone(upstream), sender)),
-                Err(e) => {
-                    tracing::warn!(backend = %upstream.address, error = %e, "backend dial failed");
+            match upstream.acquire(&self.pool.queue, &mut waiting).await {
+                Ok((sender, slot)) => return Ok((picked, Arc::clone(upstream), sender, slot)),
+                Err(AcquireError::Overflow(o)) => {
+                    o.count();
+                    return Err(ProxyError::Overloaded);
+                }
+                Err(AcquireError::Dial(e)) if e.is_local() => {
+                    // Out of descriptors or ports: ours to fix, not the
+                    // backend's, and every other backend would fail alike.
+                    eg_runtime::warn_limited!(error = %e, "no local resources to dial a backend");
+                    metrics()
+                        .defence_trips_total
+                        .with_label_values(&["local_resources"])
+                        .inc();
+                    return Err(ProxyError::Overloaded);
+                }
+                Err(AcquireError::Dial(e)) => {
+                    eg_runtime::warn_limited!(backend = %upstream.address, error = %e, "backend dial failed");
                     picked.report(Outcome::Failure);
                     count(&pool.name, &upstream.address, "connect_failed");
                     tried.push(index);
@@ -243,6 +296,14 @@ impl Exchange<'_> {
             }
         }
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+fn client_error(fault: BodyFault) -> ProxyError {
+    match fault {
+        BodyFault::Aborted => ProxyError::ClientAborted,
+        BodyFault::Limit(BodyLimit::TooLarge) => ProxyError::TooLarge,
+        BodyFault::Limit(BodyLimit::Stalled | BodyLimit::TotalTimeout) => ProxyError::ClientTimeout,
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::body::{BoxError, Guarded, ProxyBody};
 use crate::error_map::ProxyError;
-use crate::settings::HttpSettings;
+use crate::settings::{HttpSettings, InflightSlot};
 
 /// What the front knows about the client connection.
 #[derive(Debug, Clone)]
@@ -58,7 +58,18 @@ where
         route: "none",
         cluster: "none",
     };
-    let mut resp = match proxy(settings, conn, req, &mut outcome).await {
+    let slot = settings.inflight.try_enter(settings.max_inflight_requests);
+    let result = match slot {
+        Some(slot) => proxy(settings, conn, req, slot, &mut outcome).await,
+        None => {
+            metrics()
+                .defence_trips_total
+                .with_label_values(&["listener_inflight_cap"])
+                .inc();
+            Err(ProxyError::Overloaded)
+        }
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             if e == ProxyError::TooLarge || matches!(e, ProxyError::BadRequest(_)) {
@@ -107,6 +118,7 @@ async fn proxy<'s, B>(
     settings: &'s HttpSettings,
     conn: &ConnInfo,
     req: Request<B>,
+    inflight: InflightSlot,
     outcome: &mut Outcome<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError>
 where
@@ -162,7 +174,7 @@ where
         client_version,
     );
     let keys = affinity::keys(&pool.pool, &parts.headers);
-    let body = Guarded::new(
+    let (body, body_events) = Guarded::from_client(
         body,
         settings.limits.max_request_body,
         settings.limits.body_timeout,
@@ -175,6 +187,7 @@ where
         authority: authority.as_deref(),
         head_deadline: settings.limits.head_timeout,
         deadline,
+        body_events: &body_events,
     };
     let forwarded = exchange.run(parts, body).await?;
     let (mut parts, body) = forwarded.response.into_parts();
@@ -192,8 +205,9 @@ where
         &mut parts.headers,
     );
     let limits = &settings.limits;
-    let in_flight = forwarded.in_flight;
-    // The in-flight guard lives as long as the response body streams.
+    // The balancer's in-flight guard, the circuit-breaker slot and the
+    // listener's in-flight slot live as long as the response body streams.
+    let held = (forwarded.in_flight, forwarded.slot, inflight);
     let body = Guarded::new(
         body,
         limits.max_response_body,
@@ -201,7 +215,7 @@ where
         deadline,
     )
     .map_frame(move |frame| {
-        let _held = &in_flight;
+        let _held = &held;
         frame
     });
     Ok(Response::from_parts(parts, body.boxed()))

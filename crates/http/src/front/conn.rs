@@ -11,16 +11,20 @@ use std::sync::Arc;
 use eg_runtime::metrics::metrics;
 use eg_runtime::CancellationToken;
 use http::header::{HeaderValue, CONNECTION};
+use http::Response;
 use http::{Method, Request, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::framing::{Verdict, MAX_HEAD_BYTES};
+use super::h2_guard::{GuardState, H2Guard};
 use super::tracked_io::{TrackedIo, VerdictHandle};
+use super::watch::{ConnExpiry, ConnWatch, Progress, StreamExec, Watched, GOAWAY_GRACE};
 use crate::core::validate::AmbiguousFraming;
 use crate::core::{self, ConnInfo};
 use crate::settings::HttpSettings;
@@ -38,8 +42,17 @@ pub(super) async fn connection(
             sni: None,
         };
         // HTTP/1 or, after the preface, HTTP/2 with prior knowledge.
+        let epoch = Instant::now();
         let (io, verdicts) = TrackedIo::new(stream, true);
-        serve(io, info, None, Some(verdicts), settings, drain).await;
+        let (io, guard) = H2Guard::new(io, epoch, settings.h2.max_header_list_size);
+        let conn = Conn {
+            info,
+            alpn_h2: None,
+            verdicts: Some(verdicts),
+            guard: Some(guard),
+            epoch,
+        };
+        serve(io, conn, settings, drain).await;
         return;
     };
     let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await
@@ -65,28 +78,60 @@ pub(super) async fn connection(
         tls: true,
         sni,
     };
+    let epoch = Instant::now();
     if h2 {
-        serve(tls, info, Some(true), None, settings, drain).await;
+        let (io, guard) = H2Guard::new(tls, epoch, settings.h2.max_header_list_size);
+        let conn = Conn {
+            info,
+            alpn_h2: Some(true),
+            verdicts: None,
+            guard: Some(guard),
+            epoch,
+        };
+        serve(io, conn, settings, drain).await;
     } else {
         let (io, verdicts) = TrackedIo::new(tls, false);
-        serve(io, info, Some(false), Some(verdicts), settings, drain).await;
+        let conn = Conn {
+            info,
+            alpn_h2: Some(false),
+            verdicts: Some(verdicts),
+            guard: None,
+            epoch,
+        };
+        serve(io, conn, settings, drain).await;
     }
 }
 
-/// `alpn_h2`: `Some` when TLS chose the protocol, `None` to detect the
-/// HTTP/2 preface on cleartext. `verdicts`: the framing tracker's, when
-/// `io` may carry HTTP/1.
-async fn serve<I>(
-    io: I,
+/// One client connection as the serve loop sees it.
+struct Conn {
     info: ConnInfo,
+    /// `Some` when TLS chose the protocol, `None` to detect the HTTP/2
+    /// preface on cleartext.
     alpn_h2: Option<bool>,
+    /// The framing tracker's verdicts, when the IO may carry HTTP/1.
     verdicts: Option<VerdictHandle>,
-    settings: Arc<HttpSettings>,
-    drain: CancellationToken,
-) where
+    /// The HTTP/2 frame guard's state, when the IO may carry HTTP/2.
+    guard: Option<Arc<GuardState>>,
+    /// When serving began: the first request is due `header_timeout_ms`
+    /// after it.
+    epoch: Instant,
+}
+
+async fn serve<I>(io: I, conn: Conn, settings: Arc<HttpSettings>, drain: CancellationToken)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let Conn {
+        info,
+        alpn_h2,
+        verdicts,
+        guard,
+        epoch,
+    } = conn;
+    let watch = ConnWatch::new(epoch);
+    let mut builder = auto::Builder::new(StreamExec {
+        watch: Arc::clone(&watch),
+    });
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -119,10 +164,19 @@ async fn serve<I>(
     let served = Arc::new(AtomicU32::new(0));
     let cap_reached = Arc::new(Notify::new());
     let max = settings.max_keepalive_requests;
+    let limits = settings.limits.clone();
     let info = Arc::new(info);
     let service = {
         let cap_reached = Arc::clone(&cap_reached);
+        let watch = Arc::clone(&watch);
+        let settings = Arc::clone(&settings);
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let progress = Progress::new(
+                settings.limits.body_timeout,
+                settings.limits.total_timeout,
+                req.version() < Version::HTTP_2,
+            );
+            let open = watch.open(&progress);
             let settings = Arc::clone(&settings);
             let info = Arc::clone(&info);
             let cap_reached = Arc::clone(&cap_reached);
@@ -154,20 +208,80 @@ async fn serve<I>(
                     }
                     cap_reached.notify_one();
                 }
-                Ok::<_, Infallible>(resp)
+                let (parts, body) = resp.into_parts();
+                Ok::<_, Infallible>(Response::from_parts(
+                    parts,
+                    Watched::new(body, progress, open),
+                ))
             }
         })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
+    // Set once the connection was told to close for idling: from then on
+    // only `hard_close` bounds it.
+    let mut idle_closed = false;
+    let mut hard_close: Option<Instant> = None;
+    let timer = tokio::time::sleep_until(epoch);
+    tokio::pin!(timer);
     loop {
+        let now = Instant::now();
+        let (header, idle) = (limits.header_timeout, limits.idle_timeout);
+        let mut at = if idle_closed {
+            now + idle
+        } else {
+            watch.next_check(now, header, idle)
+        };
+        let block_since = guard
+            .as_ref()
+            .and_then(|g| g.header_block_open_since(epoch));
+        if let Some(since) = block_since {
+            at = at.min(since + header);
+        }
+        if let Some(h) = hard_close {
+            at = at.min(h);
+        }
+        timer.as_mut().reset(at);
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
                 return;
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                if hard_close.is_some_and(|h| now >= h) {
+                    return;
+                }
+                if block_since.is_some_and(|since| now >= since + header) {
+                    trip("header_timeout");
+                    return;
+                }
+                if idle_closed {
+                    continue;
+                }
+                match watch.expired(now, header, idle) {
+                    Some(ConnExpiry::NoFirstRequest) => {
+                        trip("header_timeout");
+                        return;
+                    }
+                    Some(ConnExpiry::Idle) => {
+                        trip("idle_timeout");
+                        idle_closed = true;
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        hard_close = Some(now + GOAWAY_GRACE);
+                    }
+                    Some(ConnExpiry::Response(cut)) => {
+                        // HTTP/1: the response cannot be cut but by the
+                        // connection; dropping it frees the backend too.
+                        cut.count();
+                        return;
+                    }
+                    None => {}
+                }
             }
             () = drain.cancelled(), if !closing => {
                 closing = true;
@@ -181,4 +295,11 @@ async fn serve<I>(
             }
         }
     }
+}
+
+fn trip(defence: &str) {
+    metrics()
+        .defence_trips_total
+        .with_label_values(&[defence])
+        .inc();
 }

@@ -4,7 +4,9 @@
 
 mod conn;
 mod framing;
+mod h2_guard;
 mod tracked_io;
+mod watch;
 
 use std::sync::Arc;
 
