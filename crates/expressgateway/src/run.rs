@@ -48,7 +48,7 @@ pub fn run_file(path: &Path) -> ExitCode {
 /// Serve `config` until SIGTERM or SIGINT, then drain. `path` enables
 /// SIGHUP reload.
 pub fn run(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
-    crate::logging::init(config.observability.log_format);
+    let _log = crate::logging::init(config.observability.log_format);
     eg_tls::install_crypto_provider();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

@@ -231,7 +231,7 @@ where
         let mut at = if idle_closed {
             now + idle
         } else {
-            watch.next_check(now, header, idle)
+            watch.next_check(now, header, idle, limits.body_timeout)
         };
         let block_since = guard
             .as_ref()

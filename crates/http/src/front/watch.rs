@@ -186,18 +186,29 @@ impl ConnWatch {
             .cloned()
     }
 
-    /// The earliest moment something may expire, and what it would be.
-    pub(super) fn next_check(&self, now: Instant, header: Duration, idle: Duration) -> Instant {
-        if self.requests.load(Ordering::Relaxed) == 0 {
-            return (self.epoch + header).max(now);
-        }
-        if self.open.load(Ordering::Relaxed) == 0 {
+    /// When to look again. Exact for what is known now; at most `stall` or
+    /// `idle` away, since a request that arrives meanwhile may stall or end
+    /// and leave the connection idle from then on (nothing wakes the serve
+    /// loop when one arrives).
+    pub(super) fn next_check(
+        &self,
+        now: Instant,
+        header: Duration,
+        idle: Duration,
+        stall: Duration,
+    ) -> Instant {
+        let soonest_new = now + stall.min(idle);
+        let at = if self.requests.load(Ordering::Relaxed) == 0 {
+            self.epoch + header
+        } else if self.open.load(Ordering::Relaxed) == 0 {
             let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
-            return (self.epoch + since + idle).max(now);
-        }
-        self.current_h1()
-            .and_then(|p| p.next_check(now))
-            .unwrap_or(now + idle)
+            self.epoch + since + idle
+        } else {
+            self.current_h1()
+                .and_then(|p| p.next_check(now))
+                .unwrap_or(soonest_new)
+        };
+        at.min(soonest_new).max(now)
     }
 
     pub(super) fn expired(

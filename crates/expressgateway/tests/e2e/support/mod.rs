@@ -6,6 +6,7 @@ pub mod backends;
 pub mod gateway;
 pub mod h3;
 pub mod http;
+pub mod probe;
 pub mod quic;
 pub mod raw_h1;
 pub mod raw_h2;
