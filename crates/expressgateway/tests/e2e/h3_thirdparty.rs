@@ -19,12 +19,12 @@ use crate::support::*;
 const PYTHON: &str = "python3";
 const INSTALL: &str = "python3 -m pip install aioquic 'hypercorn[h3]' (.ci/run does this)";
 
-fn py_dir() -> PathBuf {
+pub(crate) fn py_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/py")
 }
 
 /// A `python3` command that leaves no `__pycache__` in the source tree.
-fn python() -> Command {
+pub(crate) fn python() -> Command {
     let mut cmd = Command::new(PYTHON);
     cmd.env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
@@ -34,7 +34,7 @@ fn python() -> Command {
 
 /// Fail (not skip) with the missing tool's name unless `python3` can
 /// import every one of `modules`.
-fn require_python_modules(modules: &[&str]) {
+pub(crate) fn require_python_modules(modules: &[&str]) {
     for module in modules {
         let out = python()
             .args(["-c", &format!("import {module}")])
@@ -87,7 +87,7 @@ impl Drop for Killed {
 
 /// Run `cmd` to completion within `limit`; returns (success, stdout,
 /// stderr). Killed on timeout (the test then fails with its stderr).
-fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String, String) {
+pub(crate) fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String, String) {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

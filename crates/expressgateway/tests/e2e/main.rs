@@ -6,6 +6,7 @@ mod support;
 mod balancing;
 mod config_boot;
 mod demo;
+mod edge_h2;
 mod edge_http;
 mod h3_matrix;
 mod h3_thirdparty;

@@ -42,15 +42,16 @@ pub(super) async fn connection(
             sni: None,
         };
         // HTTP/1 or, after the preface, HTTP/2 with prior knowledge.
-        let epoch = Instant::now();
+        let watch = ConnWatch::new(Instant::now());
         let (io, verdicts) = TrackedIo::new(stream, true);
-        let (io, guard) = H2Guard::new(io, epoch, settings.h2.max_header_list_size);
+        let max_list = settings.h2.max_header_list_size;
+        let (io, guard) = H2Guard::new(io, Arc::clone(&watch), max_list);
         let conn = Conn {
             info,
             alpn_h2: None,
             verdicts: Some(verdicts),
             guard: Some(guard),
-            epoch,
+            watch,
         };
         serve(io, conn, settings, drain).await;
         return;
@@ -78,15 +79,16 @@ pub(super) async fn connection(
         tls: true,
         sni,
     };
-    let epoch = Instant::now();
+    let watch = ConnWatch::new(Instant::now());
     if h2 {
-        let (io, guard) = H2Guard::new(tls, epoch, settings.h2.max_header_list_size);
+        let max_list = settings.h2.max_header_list_size;
+        let (io, guard) = H2Guard::new(tls, Arc::clone(&watch), max_list);
         let conn = Conn {
             info,
             alpn_h2: Some(true),
             verdicts: None,
             guard: Some(guard),
-            epoch,
+            watch,
         };
         serve(io, conn, settings, drain).await;
     } else {
@@ -96,7 +98,7 @@ pub(super) async fn connection(
             alpn_h2: Some(false),
             verdicts: Some(verdicts),
             guard: None,
-            epoch,
+            watch,
         };
         serve(io, conn, settings, drain).await;
     }
@@ -112,9 +114,9 @@ struct Conn {
     verdicts: Option<VerdictHandle>,
     /// The HTTP/2 frame guard's state, when the IO may carry HTTP/2.
     guard: Option<Arc<GuardState>>,
-    /// When serving began: the first request is due `header_timeout_ms`
-    /// after it.
-    epoch: Instant,
+    /// Its activity; from its epoch on, the first request is due within
+    /// `header_timeout_ms`.
+    watch: Arc<ConnWatch>,
 }
 
 async fn serve<I>(io: I, conn: Conn, settings: Arc<HttpSettings>, drain: CancellationToken)
@@ -126,9 +128,9 @@ where
         alpn_h2,
         verdicts,
         guard,
-        epoch,
+        watch,
     } = conn;
-    let watch = ConnWatch::new(epoch);
+    let epoch = watch.epoch();
     let mut builder = auto::Builder::new(StreamExec {
         watch: Arc::clone(&watch),
     });

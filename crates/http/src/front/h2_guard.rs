@@ -23,6 +23,8 @@ use eg_runtime::metrics::metrics;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::watch::ConnWatch;
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
 
@@ -40,6 +42,7 @@ const END_HEADERS: u8 = 0x4;
 
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const COMPRESSION_ERROR: u32 = 0x9;
+#[cfg(test)]
 const REFUSED_STREAM: u32 = 0x7;
 
 /// The frame size h2 accepts (hyper's default SETTINGS_MAX_FRAME_SIZE).
@@ -138,10 +141,11 @@ struct FrameHead {
 }
 
 /// What a cursor hands out: a frame header as soon as it is complete, and
-/// the first payload bytes of frames that carry an error code.
+/// the first payload bytes of frames whose start matters (error codes, a
+/// response's first header field).
 enum Seen {
     Head(FrameHead),
-    Code(FrameHead, u32),
+    Peek(FrameHead, [u8; 8]),
 }
 
 impl Cursor {
@@ -156,7 +160,7 @@ impl Cursor {
                 let n = self.payload_left.min(bytes.len());
                 let mut found = None;
                 if let Some(head) = self.current {
-                    let wants = code_offset(head.kind).map_or(0, |o| o + 4);
+                    let wants = peek_len(head.kind).min(head.len);
                     let mut used = 0;
                     while self.peeked < wants && used < n {
                         if let (Some(slot), Some(&b)) =
@@ -167,7 +171,7 @@ impl Cursor {
                         self.peeked += 1;
                         used += 1;
                         if self.peeked == wants {
-                            found = Some(Seen::Code(head, code_at(&self.peek, wants - 4)));
+                            found = Some(Seen::Peek(head, self.peek));
                         }
                     }
                     if found.is_some() {
@@ -206,12 +210,14 @@ impl Cursor {
     }
 }
 
-/// Where the error code sits in a frame's payload, for frames that have one.
-fn code_offset(kind: u8) -> Option<usize> {
+/// How many payload bytes of a frame kind to look at: the error code of
+/// RST_STREAM and GOAWAY, the first field of HEADERS.
+fn peek_len(kind: u8) -> usize {
     match kind {
-        RST_STREAM => Some(0),
-        GOAWAY => Some(4),
-        _ => None,
+        RST_STREAM => 4,
+        GOAWAY => 8,
+        HEADERS => STATUS_431_HUFFMAN.len(),
+        _ => 0,
     }
 }
 
@@ -219,6 +225,12 @@ fn code_at(peek: &[u8; 8], at: usize) -> u32 {
     let b = |i: usize| peek.get(at + i).copied().unwrap_or(0);
     u32::from_be_bytes([b(0), b(1), b(2), b(3)])
 }
+
+/// How h2's HPACK encoder writes `:status: 431` the first time on a
+/// connection: literal with incremental indexing of static name 8, value
+/// "431" Huffman-coded (RFC 7541 appendix B). h2 sends it, on its own, for
+/// a request whose header list decodes past `max_header_list_size`.
+const STATUS_431_HUFFMAN: [u8; 5] = [0x48, 0x83, 0x69, 0x90, 0xff];
 
 /// What the serve loop reads of the guard.
 #[derive(Default)]
@@ -259,8 +271,10 @@ pub(super) struct H2Guard<I> {
     continuations: usize,
     max_continuations: usize,
     last_stream: u32,
-    /// Outbound: the stream of h2's last HEADERS with nothing after it yet.
-    headers_out: Option<u32>,
+    /// Request streams the client opened (header blocks for new streams).
+    streams_opened: u64,
+    /// How many requests reached the service (h2 refuses some first).
+    watch: Arc<ConnWatch>,
     /// A defence tripped: the GOAWAY still to write, then EOF.
     goaway: Option<([u8; FRAME_HEADER + 8], usize)>,
 }
@@ -269,9 +283,10 @@ impl<I> H2Guard<I> {
     /// `max_header_list_size`: the listener's, for the CONTINUATION bound.
     pub(super) fn new(
         inner: I,
-        epoch: Instant,
+        watch: Arc<ConnWatch>,
         max_header_list_size: u32,
     ) -> (Self, Arc<GuardState>) {
+        let epoch = watch.epoch();
         let now = Instant::now();
         let state = Arc::new(GuardState::default());
         // h2's own bound on CONTINUATION frames per block; we trip at the
@@ -291,7 +306,8 @@ impl<I> H2Guard<I> {
             continuations: 0,
             max_continuations: (frames + (frames >> 2)).max(5),
             last_stream: 0,
-            headers_out: None,
+            streams_opened: 0,
+            watch,
             goaway: None,
         };
         (guard, state)
@@ -344,6 +360,9 @@ impl<I> H2Guard<I> {
     fn judge_inbound(&mut self, h: FrameHead, now: Instant) {
         match h.kind {
             HEADERS => {
+                if h.stream > self.last_stream {
+                    self.streams_opened += 1;
+                }
                 self.last_stream = self.last_stream.max(h.stream);
                 self.pings.earn();
                 self.continuations = 0;
@@ -392,20 +411,20 @@ impl<I> H2Guard<I> {
         }
         while let Some(s) = self.tx.next(&mut bytes) {
             match s {
-                Seen::Head(h) if h.kind == HEADERS => self.headers_out = Some(h.stream),
-                Seen::Head(h) if h.kind == DATA => {
-                    self.pings.earn();
-                    self.headers_out = None;
-                }
+                Seen::Head(h) if h.kind == DATA => self.pings.earn(),
                 Seen::Head(_) => {}
                 // h2's own defences, counted from what it sends.
-                Seen::Code(h, code) => {
-                    let label = match (h.kind, code) {
+                Seen::Peek(h, peek) => {
+                    let label = match (h.kind, code_at(&peek, peek_len(h.kind).saturating_sub(4))) {
                         (GOAWAY, ENHANCE_YOUR_CALM) => Some("h2_rapid_reset"),
                         (GOAWAY, COMPRESSION_ERROR) => Some("h2_hpack_error"),
-                        // A 431 head then REFUSED_STREAM: a header list
-                        // over the limit (an HPACK bomb among them).
-                        (RST_STREAM, REFUSED_STREAM) if self.headers_out == Some(h.stream) => {
+                        // A 431 that no request handed to the service
+                        // explains: h2 refused a header list over the
+                        // limit (an HPACK bomb among them).
+                        (HEADERS, _)
+                            if peek.starts_with(&STATUS_431_HUFFMAN)
+                                && self.streams_opened > self.watch.requests() =>
+                        {
                             Some("h2_header_list_too_large")
                         }
                         _ => None,
@@ -543,7 +562,7 @@ mod tests {
             while let Some(s) = c.next(&mut one) {
                 seen.push(match s {
                     Seen::Head(h) => (h.kind, None),
-                    Seen::Code(h, code) => (h.kind, Some(code)),
+                    Seen::Peek(h, peek) => (h.kind, Some(code_at(&peek, peek_len(h.kind) - 4))),
                 });
             }
         }
@@ -563,7 +582,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ping_flood_trips_and_traffic_earns_pings_back() {
         let (io, _peer) = tokio::io::duplex(64);
-        let (mut g, _) = H2Guard::new(io, Instant::now(), 65_536);
+        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536);
         g.inbound(PREFACE);
         for _ in 0..PING_BUDGET.burst {
             g.inbound(&frame(PING, 0, 0, &[0; 8]));
@@ -579,11 +598,38 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn http1_bytes_turn_the_guard_off() {
         let (io, _peer) = tokio::io::duplex(64);
-        let (mut g, _) = H2Guard::new(io, Instant::now(), 65_536);
+        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536);
         g.inbound(b"GET / HTTP/1.1\r\n\r\n");
         for _ in 0..1000 {
             g.inbound(&frame(SETTINGS, 0, 0, &[]));
         }
         assert!(!g.tripped());
+    }
+}
+
+#[cfg(test)]
+mod refused_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn h2s_own_431_is_counted_once_no_request_explains_it() {
+        let (io, _peer) = tokio::io::duplex(64);
+        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536);
+        g.inbound(PREFACE);
+        let mut head = vec![0, 0, 1, HEADERS, END_HEADERS | END_STREAM, 0, 0, 0, 1, 0x82];
+        g.inbound(&head);
+        assert_eq!(g.streams_opened, 1);
+        let before = metrics()
+            .defence_trips_total
+            .with_label_values(&["h2_header_list_too_large"])
+            .get();
+        head = vec![0, 0, 5, HEADERS, END_HEADERS | END_STREAM, 0, 0, 0, 1];
+        head.extend_from_slice(&STATUS_431_HUFFMAN);
+        g.outbound(&head);
+        let after = metrics()
+            .defence_trips_total
+            .with_label_values(&["h2_header_list_too_large"])
+            .get();
+        assert_eq!(after, before + 1);
     }
 }

@@ -162,6 +162,15 @@ impl ConnWatch {
         })
     }
 
+    pub(super) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Requests handed to the service so far.
+    pub(super) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// A request head arrived: it is open until the guard drops.
     pub(super) fn open(self: &Arc<Self>, progress: &Arc<Progress>) -> OpenRequest {
         self.requests.fetch_add(1, Ordering::Relaxed);

@@ -145,13 +145,16 @@ impl H2Raw {
                         payload: self.buf[9..9 + len].to_vec(),
                     };
                     self.buf.drain(..9 + len);
+                    // Best effort: the server may already have closed, and
+                    // the caller reads that from the next frame.
                     match f.kind {
                         H2_SETTINGS if f.flags & H2_ACK == 0 => {
-                            self.send(&h2_frame(H2_SETTINGS, H2_ACK, 0, &[])).await;
+                            let ack = h2_frame(H2_SETTINGS, H2_ACK, 0, &[]);
+                            let _ = self.s.write_all(&ack).await;
                         }
                         H2_PING if f.flags & H2_ACK == 0 => {
-                            let payload = f.payload.clone();
-                            self.send(&h2_frame(H2_PING, H2_ACK, 0, &payload)).await;
+                            let ack = h2_frame(H2_PING, H2_ACK, 0, &f.payload);
+                            let _ = self.s.write_all(&ack).await;
                         }
                         H2_GOAWAY => self.goaway_seen = true,
                         _ => {}
