@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::pool::{
-    Backend, CircuitBreaker, HashKey, HealthCheck, LbPolicy, OutlierDetection, PoolSpec, Retry, SessionAffinity,
-    SlowStart, DEFAULT_MAGLEV_TABLE_SIZE,
+    Backend, CircuitBreaker, HashKey, HealthCheck, LbPolicy, OutlierDetection, PoolSpec, Retry,
+    SessionAffinity, SlowStart, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
 /// What a listener speaks on its socket.

@@ -26,7 +26,12 @@ pub(super) fn check_pool(f: &mut Findings, p: &str, pool: &PoolSpec, used_by: Po
                 "the circuit breaker caps HTTP upstreams; L4 listeners bound relays with                  runtime.max_inflight_connections and per_ip_connection_cap",
             );
         }
-        f.range(format!("{cp}.max_connections"), cb.max_connections, 1, 1_000_000);
+        f.range(
+            format!("{cp}.max_connections"),
+            cb.max_connections,
+            1,
+            1_000_000,
+        );
         f.range(format!("{cp}.max_requests"), cb.max_requests, 1, 1_000_000);
         f.range(
             format!("{cp}.max_pending_requests"),

@@ -6,6 +6,7 @@ mod support;
 mod balancing;
 mod config_boot;
 mod demo;
+mod edge_quic;
 mod h3_matrix;
 mod h3_thirdparty;
 mod http_defences;

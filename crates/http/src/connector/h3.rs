@@ -45,6 +45,25 @@ pub fn tuned_client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, std::i
     quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
+/// Flow-control windows of an upstream H3 connection (quinn's defaults are
+/// an unlimited connection window and 1.25 MB per stream): 1 MiB per
+/// stream and 8 MiB per connection, the `[listeners.quic]` defaults, keep
+/// a LAN backend streaming at full speed while bounding what responses
+/// that clients read slowly make us buffer. The send window (our request
+/// bodies not yet acknowledged) gets the connection window's size.
+const UPSTREAM_STREAM_WINDOW: u32 = 1 << 20;
+const UPSTREAM_CONNECTION_WINDOW: u32 = 8 << 20;
+
+fn upstream_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(UPSTREAM_STREAM_WINDOW))
+        .receive_window(quinn::VarInt::from_u32(UPSTREAM_CONNECTION_WINDOW))
+        .send_window(u64::from(UPSTREAM_CONNECTION_WINDOW))
+        // HTTP/3 datagrams are not relayed: advertise none, buffer none.
+        .datagram_receive_buffer_size(None);
+    t
+}
+
 /// The live connection, tagged with a generation so a closed one's driver
 /// never clears its successor.
 type Slot = Arc<tokio::sync::Mutex<Option<(u64, H3Sender)>>>;
@@ -59,7 +78,11 @@ impl H3Conn {
     pub fn new(tls: Option<&BackendTls>) -> Self {
         let client = tls.and_then(|t| {
             QuicClientConfig::try_from(Arc::clone(&t.config))
-                .map(|c| quinn::ClientConfig::new(Arc::new(c)))
+                .map(|c| {
+                    let mut client = quinn::ClientConfig::new(Arc::new(c));
+                    client.transport_config(Arc::new(upstream_transport()));
+                    client
+                })
                 .map_err(|e| tracing::error!(error = %e, "TLS config unusable for QUIC"))
                 .ok()
         });

@@ -150,6 +150,11 @@ fn transport(
     })?;
     let streams = quinn::VarInt::from_u32(raw.max_relay_streams);
     let mut t = quinn::TransportConfig::default();
+    // Both legs get the listener's windows: the relay pairs connections
+    // one to one, so what it buffers per pair stays a function of
+    // `receive_window_bytes` each way, however many streams the backend
+    // opens or leaves unread.
+    endpoint::apply_windows(&mut t, quic, path)?;
     t.max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(streams)
         .max_concurrent_uni_streams(streams)
