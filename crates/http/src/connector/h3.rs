@@ -10,6 +10,7 @@ use bytes::Bytes;
 use eg_tls::BackendTls;
 use h3::client::SendRequest;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::stream::DialError;
@@ -152,6 +153,11 @@ fn server_name(tls: &BackendTls) -> String {
 }
 
 /// Send one request on an h3 connection; the response body streams.
+///
+/// The request body is sent by its own task, tied to the exchange: when
+/// the exchange ends first (no response, or the response body dropped,
+/// e.g. because the client went away), the upload stops and the backend
+/// sees its request stream reset (H3_REQUEST_CANCELLED), never a clean end.
 pub async fn send(
     mut sender: H3Sender,
     req: Request<ProxyBody>,
@@ -160,12 +166,25 @@ pub async fn send(
     let head = Request::from_parts(parts, ());
     let stream = sender.send_request(head).await?;
     let (mut send_half, mut recv_half) = stream.split();
+    // Held by the response body; dropped with it, or on any early return.
+    let (exchange, ended) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        if let Err(e) = h3io::send_body(body, &mut send_half).await {
-            tracing::debug!(error = %e, "h3 request body aborted");
+        tokio::select! {
+            sent = h3io::send_body(body, &mut send_half, None) => {
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "h3 request body aborted");
+                }
+            }
+            _ = ended => h3io::H3Send::abort(&mut send_half),
         }
     });
     let resp = recv_half.recv_response().await?;
     let (parts, ()) = resp.into_parts();
-    Ok(Response::from_parts(parts, h3io::recv_body(recv_half)))
+    let body = h3io::recv_body(recv_half)
+        .map_frame(move |frame| {
+            let _live = &exchange;
+            frame
+        })
+        .boxed();
+    Ok(Response::from_parts(parts, body))
 }
