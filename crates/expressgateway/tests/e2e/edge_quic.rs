@@ -193,3 +193,297 @@ async fn stalled_uploads(proto: &str) {
         t.abort();
     }
 }
+
+// ---------------------------------------------------------------------------
+// (a) The slow reader.
+
+/// Bytes `GET /big` answers: far more than every window and socket buffer
+/// between the backend and a client that stops reading.
+const BIG_BYTES: u64 = 64 << 20;
+
+/// How a `/big` answer ended, as the backend saw it.
+#[derive(Debug)]
+enum BigEnd {
+    /// A write failed: the gateway let go of the connection.
+    Cut {
+        at: Instant,
+        written: u64,
+    },
+    Completed,
+}
+
+/// An h1 backend on raw TCP: `GET /big` answers `BIG_BYTES` and reports
+/// how the write ended; any other request gets `ok\n`.
+async fn big_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<BigEnd>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = crate::support::raw_h1::find(&buf, b"\r\n\r\n") else {
+                        let mut more = [0u8; 4096];
+                        match stream.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    if path != "/big" {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                        if stream.write_all(ok).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BYTES}\r\n\r\n");
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'b'; 64 * 1024];
+                    let mut written = 0u64;
+                    while written < BIG_BYTES {
+                        if stream.write_all(&chunk).await.is_err() {
+                            let _ = tx.send(BigEnd::Cut {
+                                at: Instant::now(),
+                                written,
+                            });
+                            return;
+                        }
+                        written += chunk.len() as u64;
+                    }
+                    let _ = tx.send(BigEnd::Completed);
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// (a) A client asks for 64 MiB and stops reading (quinn then grants no
+/// credit past its initial stream window). Within `body_timeout_ms`
+/// (1.5 s) plus slack the gateway resets the stream with
+/// H3_REQUEST_CANCELLED, lets go of the backend connection (the backend's
+/// write fails) and counts `slow_reader`; a client on another connection
+/// keeps getting 200 all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_h3_reader_is_reset_at_body_timeout_and_releases_the_backend() {
+    let (backend, mut ends) = big_backend().await;
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let gw = Gateway::start_in(dir, &h3_config(&c, backend, "body_timeout_ms = 1500"));
+    let before = defence_trips(&gw, "slow_reader").await;
+    let port = gw.addr(0).port();
+    let mut slow = H3Client::new(&c.cert_pem, gw.addr(0));
+    let mut sender = slow.sender().await;
+    let started = Instant::now();
+    let req = Request::get(format!("https://localhost:{port}/big"))
+        .body(())
+        .expect("request");
+    let mut stream = sender.send_request(req).await.expect("request sent");
+    stream.finish().await.expect("request finished");
+    let resp = stream.recv_response().await.expect("response head");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // From here on the slow client reads nothing.
+    let mut legit = H3Client::new(&c.cert_pem, gw.addr(0));
+    let (mut served, mut tripped) = (0, None);
+    while started.elapsed() < Duration::from_secs(8) {
+        let r = legit.send(Method::GET, "/small", Bytes::new()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "legitimate client during the stall"
+        );
+        assert_eq!(&r.body[..], b"ok\n");
+        served += 1;
+        if defence_trips(&gw, "slow_reader").await > before {
+            tripped = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tripped = tripped.expect("slow_reader counted within 8 s");
+    eprintln!("slow reader: cut after {tripped:?}; {served} legitimate requests served meanwhile");
+    assert!(
+        tripped >= Duration::from_millis(1400) && tripped < Duration::from_secs(5),
+        "slow_reader tripped after {tripped:?}, expected body_timeout (1.5 s) + slack"
+    );
+
+    // The backend connection was let go: the backend's write failed.
+    let end = tokio::time::timeout(Duration::from_secs(5), ends.recv())
+        .await
+        .expect("the backend's write ended in time")
+        .expect("backend report");
+    match end {
+        BigEnd::Cut { at, written } => {
+            eprintln!(
+                "slow reader: backend write failed after {:?}, {} KiB written",
+                at - started,
+                written / 1024
+            );
+            assert!(at - started < Duration::from_secs(6));
+        }
+        BigEnd::Completed => panic!("the backend wrote all 64 MiB: nothing let go of it"),
+    }
+
+    // The slow client sees a reset, never a clean end.
+    let mut got = 0usize;
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.recv_data()).await {
+            Ok(Ok(Some(chunk))) => got += bytes::Buf::remaining(&chunk),
+            Ok(Ok(None)) => panic!("clean end after {got} bytes of a 64 MiB answer"),
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => panic!("stream neither reset nor finished"),
+        }
+    };
+    assert!(
+        err.contains("10c") || err.contains("REQUEST_CANCELLED"),
+        "reset code: {err}"
+    );
+    assert!((got as u64) < BIG_BYTES);
+}
+
+// ---------------------------------------------------------------------------
+// (c) Idle connections and incomplete heads.
+
+/// A quinn client endpoint and config trusting `ca_pem`, offering `alpn`,
+/// sending a PING every 200 ms (activity that must not count as use).
+pub(crate) fn pinging_client(ca_pem: &str, alpn: &str) -> (quinn::Endpoint, quinn::ClientConfig) {
+    use rustls_pki_types::pem::PemObject;
+    eg_tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("pem");
+    roots.add(der).expect("root");
+    let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_millis(200)));
+    config.transport_config(Arc::new(transport));
+    let endpoint =
+        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
+    (endpoint, config)
+}
+
+/// (c) One request, then nothing but PINGs: at `idle_timeout_ms` (1.5 s)
+/// the gateway sends GOAWAY and closes the connection (H3_NO_ERROR),
+/// long before quinn's 30 s transport idle timeout; counted `idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h3_connection_gets_goaway_and_is_closed_at_idle_timeout() {
+    let backend = crate::support::http::HttpBackend::start("idle").await;
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let gw = Gateway::start_in(dir, &h3_config(&c, backend.addr, "idle_timeout_ms = 1500"));
+    let (endpoint, config) = pinging_client(&c.cert_pem, "h3");
+    let conn = endpoint
+        .connect_with(config, gw.addr(0), "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut driver, mut sender) = ::h3::client::new(h3_quinn::Connection::new(conn.clone()))
+        .await
+        .expect("h3 client");
+    let driven = tokio::spawn(async move {
+        let e = futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        e.to_string()
+    });
+    let req = Request::get(format!("https://localhost:{}/one", gw.addr(0).port()))
+        .body(())
+        .expect("request");
+    let r = crate::support::h3::exchange(&mut sender, req, Bytes::new())
+        .await
+        .expect("first request");
+    assert_eq!(r.status, StatusCode::OK);
+    let idle_from = Instant::now();
+    // Past idle_timeout, inside the close grace: the GOAWAY has arrived,
+    // so the client refuses to open a request (no stream is opened).
+    tokio::time::sleep_until(idle_from + Duration::from_millis(1900)).await;
+    let late = Request::get(format!("https://localhost:{}/late", gw.addr(0).port()))
+        .body(())
+        .expect("request");
+    let refused = sender.send_request(late).await.err().map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("Remote is closing")),
+        "no GOAWAY seen by the client 1.9 s into idleness: {refused:?}"
+    );
+    let why = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("connection closed within 10 s");
+    let after = idle_from.elapsed();
+    let driver_saw = tokio::time::timeout(Duration::from_secs(2), driven)
+        .await
+        .map(|r| r.unwrap_or_default())
+        .unwrap_or_default();
+    eprintln!("idle: closed after {after:?}: {why:?}; h3 driver: {driver_saw}");
+    assert!(
+        after >= Duration::from_millis(1400) && after < Duration::from_secs(5),
+        "closed after {after:?}, expected idle_timeout (1.5 s) + grace"
+    );
+    match &why {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), 0x100, "H3_NO_ERROR")
+        }
+        // The client may close first once it has read the GOAWAY.
+        quinn::ConnectionError::LocallyClosed => {}
+        other => panic!("not closed by the idle GOAWAY: {other:?}"),
+    }
+    assert!(defence_trips(&gw, "idle_timeout").await >= 1.0);
+}
+
+/// (c) A request stream whose HEADERS frame never completes is reset with
+/// H3_REQUEST_INCOMPLETE at `header_timeout_ms` (1 s); counted
+/// `header_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_h3_headers_are_reset_at_header_timeout() {
+    let backend = crate::support::http::HttpBackend::start("head").await;
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let gw = Gateway::start_in(
+        dir,
+        &h3_config(&c, backend.addr, "header_timeout_ms = 1000"),
+    );
+    let conn = crate::support::quic::quic_connect(gw.addr(0), &c.cert_pem, "h3").await;
+    // Our control stream (type 0) with an empty SETTINGS frame.
+    let mut control = conn.open_uni().await.expect("control stream");
+    control
+        .write_all(&[0x00, 0x04, 0x00])
+        .await
+        .expect("settings");
+    let (mut send, mut recv) = conn.open_bi().await.expect("request stream");
+    // A HEADERS frame announcing 32 bytes, of which 5 ever arrive.
+    send.write_all(&[0x01, 0x20, 1, 2, 3, 4, 5])
+        .await
+        .expect("partial headers");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(8), recv.read(&mut buf))
+        .await
+        .expect("stream answered within 8 s");
+    let after = started.elapsed();
+    eprintln!("header timeout: {read:?} after {after:?}");
+    assert!(
+        matches!(read, Err(quinn::ReadError::Reset(code)) if code.into_inner() == 0x10d),
+        "expected RESET_STREAM H3_REQUEST_INCOMPLETE, got {read:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(4),
+        "reset after {after:?}, expected header_timeout (1 s) + slack"
+    );
+    assert!(defence_trips(&gw, "header_timeout").await >= 1.0);
+    drop(control);
+}
