@@ -487,3 +487,53 @@ async fn incomplete_h3_headers_are_reset_at_header_timeout() {
     assert!(defence_trips(&gw, "header_timeout").await >= 1.0);
     drop(control);
 }
+
+/// (a) with a third-party client: aioquic (`py/h3_stalled_reader.py`)
+/// asks for 64 MiB and never raises its stream window. The gateway resets
+/// the stream with H3_REQUEST_CANCELLED (0x10c) within `body_timeout_ms`
+/// (1.5 s) plus slack, lets go of the backend, and counts `slow_reader`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_reader_that_never_grants_credit_is_reset_at_body_timeout() {
+    let (backend, mut ends) = big_backend().await;
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let gw = Gateway::start_in(dir, &h3_config(&c, backend, "body_timeout_ms = 1500"));
+    let before = defence_trips(&gw, "slow_reader").await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/py/h3_stalled_reader.py");
+    let mut cmd = std::process::Command::new("python3");
+    // -B: no __pycache__ in the source tree.
+    cmd.arg("-B")
+        .arg(script)
+        .arg("--ca")
+        .arg(&c.cert_path)
+        .args(["--port", &gw.addr(0).port().to_string(), "--timeout", "10"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("python3 not runnable ({e}); install python3 and aioquic"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "aioquic stalled reader failed (needs `python3 -m pip install aioquic`, as .ci/run does):\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {stderr}"));
+    eprintln!("aioquic stalled reader: {report}");
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(report["ended"], "reset", "{report}");
+    assert_eq!(report["reset_code"], 0x10c, "{report}");
+    let after = report["ended_after"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        (1.4..5.0).contains(&after),
+        "reset after {after} s, expected body_timeout (1.5 s) + slack"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), ends.recv())
+        .await
+        .expect("the backend's write ended in time");
+    assert!(
+        matches!(end, Some(BigEnd::Cut { .. })),
+        "backend not released: {end:?}"
+    );
+    assert!(defence_trips(&gw, "slow_reader").await > before);
+}
