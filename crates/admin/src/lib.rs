@@ -8,18 +8,20 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use eg_balancer::Pool;
+use eg_runtime::metrics::metrics;
 use eg_runtime::CancellationToken;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// What the admin endpoints read; the gateway updates it.
 pub struct AdminState {
@@ -50,7 +52,26 @@ impl AdminState {
     }
 }
 
+/// A request head must arrive within this long, else the connection is
+/// closed: probes and scrapers send theirs at once, and a slow or silent
+/// peer must not keep one of the few admin connections (Prometheus'
+/// default scrape timeout is 10 s; 5 s of head is far beyond any real one).
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Admin connections open at once; more are closed as they arrive. The
+/// admin listener serves a scraper, probes and an operator or two: 64 is
+/// far above that, and bounds what a local misbehaving client can hold.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Serve the admin endpoints on `listener` until `shutdown`: HTTP/1.1
+/// only (nothing to detect, so nothing to wait for before the head), at
+/// most `ADMIN_MAX_CONNECTIONS` connections, each head within
+/// `ADMIN_HEADER_TIMEOUT`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -59,15 +80,23 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
                 Err(_) => continue,
             },
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics()
+                .defence_trips_total
+                .with_label_values(&["admin_connection_cap"])
+                .inc();
+            drop(stream);
+            continue;
+        };
         let state = Arc::clone(&state);
+        let http = http.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(route(&state, peer, &req)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            drop(slot);
         });
     }
 }

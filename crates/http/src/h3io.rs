@@ -5,17 +5,20 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use eg_runtime::metrics::metrics;
 use h3::quic::{RecvStream, SendStream};
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
+use tokio::time::Instant;
 
 use crate::body::{BoxError, ProxyBody};
 
 /// H3 error code for an aborted stream (RFC 9114 §8.1 H3_REQUEST_CANCELLED).
-const H3_REQUEST_CANCELLED: u64 = 0x010c;
+pub const H3_REQUEST_CANCELLED: u64 = 0x010c;
 
 /// The receiving half of a request or response stream, polled directly.
 pub trait H3Recv: Send + Unpin + 'static {
@@ -171,29 +174,93 @@ impl<R: H3Recv> hyper::body::Body for H3Body<R> {
     }
 }
 
+/// Deadlines for writes towards a peer that must grant stream credit: a
+/// peer that stops reading holds each write until it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Each write completes within this long (`body_timeout_ms`).
+    pub progress: Duration,
+    /// And every write by this instant (`total_timeout_ms` from the
+    /// request's start).
+    pub deadline: Instant,
+}
+
+/// A write did not complete within its `Pace`: the peer gave no credit.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer granted no stream credit within body_timeout_ms (or total_timeout_ms)")]
+pub struct SlowReader;
+
+impl Pace {
+    /// Run one write within this pace. Past it: `SlowReader`, counted as
+    /// the `slow_reader` defence; the caller must abort the stream.
+    pub async fn write<F>(&self, write: F) -> Result<(), BoxError>
+    where
+        F: std::future::Future<Output = Result<(), BoxError>>,
+    {
+        let by = (Instant::now() + self.progress).min(self.deadline);
+        match tokio::time::timeout_at(by, write).await {
+            Ok(done) => done,
+            Err(_) => {
+                metrics()
+                    .defence_trips_total
+                    .with_label_values(&["slow_reader"])
+                    .inc();
+                Err(SlowReader.into())
+            }
+        }
+    }
+}
+
 /// Send `body` on `send`, then finish; a body error aborts the stream.
-pub async fn send_body<S: H3Send>(mut body: ProxyBody, send: &mut S) -> Result<(), BoxError> {
+/// With `pace`, every write (data, trailers, finish) has a deadline; past
+/// it the stream is aborted (H3_REQUEST_CANCELLED) and `body` is dropped,
+/// which releases whatever produces it (a backend connection, the
+/// balancer's in-flight slot).
+pub async fn send_body<S: H3Send>(
+    mut body: ProxyBody,
+    send: &mut S,
+    pace: Option<Pace>,
+) -> Result<(), BoxError> {
+    let sent = send_frames(&mut body, send, pace).await;
+    if sent.is_err() {
+        send.abort();
+    }
+    sent
+}
+
+async fn send_frames<S: H3Send>(
+    body: &mut ProxyBody,
+    send: &mut S,
+    pace: Option<Pace>,
+) -> Result<(), BoxError> {
     loop {
         match body.frame().await {
-            None => return send.finish().await,
-            Some(Err(e)) => {
-                send.abort();
-                return Err(e);
-            }
+            None => return paced(pace, send.finish()).await,
+            Some(Err(e)) => return Err(e),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(bytes) => {
                     if !bytes.is_empty() {
-                        send.data(bytes).await?;
+                        paced(pace, send.data(bytes)).await?;
                     }
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        send.trailers(trailers).await?;
+                        paced(pace, send.trailers(trailers)).await?;
                         // h3 0.0.8 still needs the explicit finish.
-                        return send.finish().await;
+                        return paced(pace, send.finish()).await;
                     }
                 }
             },
         }
+    }
+}
+
+async fn paced<F>(pace: Option<Pace>, write: F) -> Result<(), BoxError>
+where
+    F: std::future::Future<Output = Result<(), BoxError>>,
+{
+    match pace {
+        Some(p) => p.write(write).await,
+        None => write.await,
     }
 }

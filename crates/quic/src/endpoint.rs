@@ -73,6 +73,10 @@ pub fn server_config(
         })?;
     transport.max_idle_timeout(Some(idle));
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_STREAMS));
+    apply_windows(&mut transport, quic, path)?;
+    // HTTP/3 here carries no datagrams (no RFC 9297 support): do not
+    // advertise them, so quinn buffers none (its default keeps 1.25 MB).
+    transport.datagram_receive_buffer_size(None);
     server.transport_config(Arc::new(transport));
     Ok(server)
 }
@@ -80,6 +84,34 @@ pub fn server_config(
 /// Concurrent request streams per client connection, as HTTP/2's default
 /// `max_concurrent_streams` (256): bounds per-connection work the same way.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// The flow-control windows of `[listeners.quic]` on a connection we
+/// accept: `receive_window_bytes` bounds what one client connection makes
+/// us buffer (quinn's default is unlimited), `stream_receive_window_bytes`
+/// what one stream does. The send window, the bytes quinn keeps from our
+/// writes until acknowledged, gets the receive window's value: the same
+/// bandwidth-delay target each way, and memory per connection stays a
+/// function of one key (quinn's default is 10 MB).
+pub fn apply_windows(
+    transport: &mut quinn::TransportConfig,
+    quic: &ListenerQuic,
+    path: &str,
+) -> Result<(), QuicError> {
+    let varint = |value: u64, key: &str| {
+        quinn::VarInt::from_u64(value).map_err(|e| QuicError::Invalid {
+            path: format!("{path}.quic.{key}"),
+            reason: e.to_string(),
+        })
+    };
+    transport
+        .receive_window(varint(quic.receive_window_bytes, "receive_window_bytes")?)
+        .stream_receive_window(varint(
+            quic.stream_receive_window_bytes,
+            "stream_receive_window_bytes",
+        )?)
+        .send_window(quic.receive_window_bytes);
+    Ok(())
+}
 
 /// The Retry token key: read from `retry_secret_path` (created 0600 with a
 /// random secret when absent; refused when others can read it), or a

@@ -1,6 +1,9 @@
 //! The HTTP/3 front: each request stream of each QUIC connection becomes
 //! an `http::Request` for the same proxy core H1 and H2 use. Connections
-//! are recycled (GOAWAY) after `max_requests_per_h3_connection`.
+//! are recycled (GOAWAY) after `max_requests_per_h3_connection`, and closed
+//! (GOAWAY) after `idle_timeout_ms` without a request stream. A request's
+//! HEADERS must arrive within `header_timeout_ms`; each response write
+//! within `body_timeout_ms`, all of them within `total_timeout_ms`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +15,29 @@ use eg_http::core::{self, ConnInfo};
 use eg_http::{h3io, HttpSettings};
 use eg_runtime::metrics::metrics;
 use eg_runtime::{CancellationToken, TaskTracker};
+use h3::quic::SendStream as _;
+use h3_quinn::BidiStream;
 use http::{Request, Response, Version};
+use tokio::time::Instant;
 
 use crate::endpoint::{Gate, Pass};
 
 /// RFC 9114 §8.1: the request was not processed; safe to retry.
 const H3_REQUEST_REJECTED: u64 = 0x010b;
+/// RFC 9114 §8.1: the stream ended (here: stalled) before a complete
+/// request; used when HEADERS do not arrive within `header_timeout_ms`.
+const H3_REQUEST_INCOMPLETE: u64 = 0x010d;
+/// RFC 9114 §8.1: no error, the code of a graceful close.
+const H3_NO_ERROR: u32 = 0x100;
+
+/// After the idle GOAWAY, how long the client has to close the connection
+/// itself before we do: one generous round trip for the GOAWAY to arrive
+/// (closing at once could discard it with the connection), bounded so an
+/// idle client cannot keep the connection.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
+type Stream = h3::server::RequestStream<BidiStream<Bytes>, Bytes>;
 
 /// What an H3 listener needs beyond its HTTP settings.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +124,7 @@ async fn serve_connection(
         tls: true,
         sni: sni_of(&conn),
     });
+    let quic = conn.clone();
     let mut h3 = match h3::server::builder()
         .max_field_section_size(u64::from(settings.h2.max_header_list_size))
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
@@ -120,12 +141,34 @@ async fn serve_connection(
     // In-flight requests of this connection: the connection is kept until
     // they finish, so a GOAWAY never cuts a request it promised to serve.
     let mut requests = tokio::task::JoinSet::new();
+    // Since when no request stream has been open (None while one is).
+    // Only request streams count: PINGs and control-stream frames do not
+    // keep a connection from being idle.
+    let mut idle_since = Some(Instant::now());
     loop {
         // Reap finished requests so the set stays as small as the
         // connection's concurrent streams.
         while requests.try_join_next().is_some() {}
+        if requests.is_empty() {
+            idle_since.get_or_insert_with(Instant::now);
+        } else {
+            idle_since = None;
+        }
+        let idle_at = idle_since.map(|t| t + settings.limits.idle_timeout);
         let next = tokio::select! {
             next = h3.accept() => next,
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+            () = sleep_until_some(idle_at), if idle_at.is_some() => {
+                count("idle_timeout");
+                if !closing {
+                    // GOAWAY names the next stream: a request racing it was
+                    // not processed and may be sent again elsewhere.
+                    let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, h3.shutdown(1)).await;
+                }
+                let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, quic.closed()).await;
+                quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
+                break;
+            }
             () = shutdown.cancelled(), if !closing => {
                 closing = true;
                 let _ = h3.shutdown(1).await;
@@ -136,8 +179,9 @@ async fn serve_connection(
             Ok(Some(resolver)) if closing => {
                 // Past our GOAWAY: refuse as unprocessed, so the client can
                 // safely send it again on a new connection.
+                let within = settings.limits.header_timeout;
                 requests.spawn(async move {
-                    if let Ok((_, mut stream)) = resolver.resolve_request().await {
+                    if let Some((_, mut stream)) = read_head(resolver, within).await {
                         let code = h3::error::Code::from(H3_REQUEST_REJECTED);
                         stream.stop_sending(code);
                         stream.stop_stream(code);
@@ -148,13 +192,13 @@ async fn serve_connection(
                 served = served.saturating_add(1);
                 let (settings, info) = (Arc::clone(&settings), Arc::clone(&info));
                 requests.spawn(async move {
-                    match resolver.resolve_request().await {
-                        Ok((req, stream)) => {
-                            if let Err(e) = request(req, stream, &settings, &info).await {
-                                tracing::debug!(error = %e, "HTTP/3 request ended with an error");
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "HTTP/3 request head refused"),
+                    let started = Instant::now();
+                    let within = settings.limits.header_timeout;
+                    let Some((req, stream)) = read_head(resolver, within).await else {
+                        return;
+                    };
+                    if let Err(e) = request(req, stream, &settings, &info, started).await {
+                        tracing::debug!(error = %e, "HTTP/3 request ended with an error");
                     }
                 });
                 if served >= limits.max_requests_per_connection && !closing {
@@ -177,17 +221,62 @@ async fn serve_connection(
     drop(h3);
 }
 
-async fn request<S>(
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn count(defence: &str) {
+    metrics()
+        .defence_trips_total
+        .with_label_values(&[defence])
+        .inc();
+}
+
+/// Read a request's HEADERS within `within`. On expiry the stream is reset
+/// (H3_REQUEST_INCOMPLETE; dropping it stops the receiving side) and the
+/// `header_timeout` defence counted. Other failures were answered by h3.
+async fn read_head(mut resolver: Resolver, within: Duration) -> Option<(Request<()>, Stream)> {
+    let by = Instant::now() + within;
+    let first = std::future::poll_fn(|cx| resolver.frame_stream.poll_next(cx));
+    let frame = match tokio::time::timeout_at(by, first).await {
+        Ok(frame) => frame,
+        Err(_) => {
+            count("header_timeout");
+            resolver.frame_stream.reset(H3_REQUEST_INCOMPLETE);
+            return None;
+        }
+    };
+    let resolved = match resolver.accept_with_frame(frame) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "HTTP/3 request head refused");
+            return None;
+        }
+    };
+    // Only a 431 answer is written here; bounded all the same.
+    match tokio::time::timeout_at(by, resolved.resolve()).await {
+        Ok(Ok(pair)) => Some(pair),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "HTTP/3 request head refused");
+            None
+        }
+        Err(_) => {
+            count("header_timeout");
+            None
+        }
+    }
+}
+
+async fn request(
     req: Request<()>,
-    stream: h3::server::RequestStream<S, Bytes>,
+    stream: Stream,
     settings: &HttpSettings,
     info: &ConnInfo,
-) -> Result<(), eg_http::body::BoxError>
-where
-    S: h3::quic::BidiStream<Bytes> + Send + 'static,
-    S::SendStream: Send + 'static,
-    S::RecvStream: Send + 'static,
-{
+    started: Instant,
+) -> Result<(), eg_http::body::BoxError> {
     let (mut send, recv) = stream.split();
     let body = h3io::recv_body(recv);
     let (mut parts, ()) = req.into_parts();
@@ -196,6 +285,20 @@ where
     let (mut parts, body) = resp.into_parts();
     // Connection-level headers do not exist in HTTP/3.
     parts.headers.remove(http::header::CONNECTION);
-    send.send_response(Response::from_parts(parts, ())).await?;
-    h3io::send_body(body, &mut send).await
+    // A client that stops granting credit holds each write: bound them, so
+    // it cannot hold the response, its backend connection and the
+    // balancer's in-flight slot for ever.
+    let pace = h3io::Pace {
+        progress: settings.limits.body_timeout,
+        deadline: started + settings.limits.total_timeout,
+    };
+    let head = Response::from_parts(parts, ());
+    let sent = pace
+        .write(async { Ok(send.send_response(head).await?) })
+        .await;
+    if let Err(e) = sent {
+        send.stop_stream(h3::error::Code::from(h3io::H3_REQUEST_CANCELLED));
+        return Err(e);
+    }
+    h3io::send_body(body, &mut send, Some(pace)).await
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use eg_tls::BackendTls;
 use h3::client::SendRequest;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::stream::DialError;
@@ -45,6 +46,25 @@ pub fn tuned_client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, std::i
     quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
+/// Flow-control windows of an upstream H3 connection (quinn's defaults are
+/// an unlimited connection window and 1.25 MB per stream): 1 MiB per
+/// stream and 8 MiB per connection, the `[listeners.quic]` defaults, keep
+/// a LAN backend streaming at full speed while bounding what responses
+/// that clients read slowly make us buffer. The send window (our request
+/// bodies not yet acknowledged) gets the connection window's size.
+const UPSTREAM_STREAM_WINDOW: u32 = 1 << 20;
+const UPSTREAM_CONNECTION_WINDOW: u32 = 8 << 20;
+
+fn upstream_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(UPSTREAM_STREAM_WINDOW))
+        .receive_window(quinn::VarInt::from_u32(UPSTREAM_CONNECTION_WINDOW))
+        .send_window(u64::from(UPSTREAM_CONNECTION_WINDOW))
+        // HTTP/3 datagrams are not relayed: advertise none, buffer none.
+        .datagram_receive_buffer_size(None);
+    t
+}
+
 /// The live connection, tagged with a generation so a closed one's driver
 /// never clears its successor.
 type Slot = Arc<tokio::sync::Mutex<Option<(u64, H3Sender)>>>;
@@ -59,7 +79,11 @@ impl H3Conn {
     pub fn new(tls: Option<&BackendTls>) -> Self {
         let client = tls.and_then(|t| {
             QuicClientConfig::try_from(Arc::clone(&t.config))
-                .map(|c| quinn::ClientConfig::new(Arc::new(c)))
+                .map(|c| {
+                    let mut client = quinn::ClientConfig::new(Arc::new(c));
+                    client.transport_config(Arc::new(upstream_transport()));
+                    client
+                })
                 .map_err(|e| tracing::error!(error = %e, "TLS config unusable for QUIC"))
                 .ok()
         });
@@ -129,6 +153,11 @@ fn server_name(tls: &BackendTls) -> String {
 }
 
 /// Send one request on an h3 connection; the response body streams.
+///
+/// The request body is sent by its own task, tied to the exchange: when
+/// the exchange ends first (no response, or the response body dropped,
+/// e.g. because the client went away), the upload stops and the backend
+/// sees its request stream reset (H3_REQUEST_CANCELLED), never a clean end.
 pub async fn send(
     mut sender: H3Sender,
     req: Request<ProxyBody>,
@@ -137,12 +166,25 @@ pub async fn send(
     let head = Request::from_parts(parts, ());
     let stream = sender.send_request(head).await?;
     let (mut send_half, mut recv_half) = stream.split();
+    // Held by the response body; dropped with it, or on any early return.
+    let (exchange, ended) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        if let Err(e) = h3io::send_body(body, &mut send_half).await {
-            tracing::debug!(error = %e, "h3 request body aborted");
+        tokio::select! {
+            sent = h3io::send_body(body, &mut send_half, None) => {
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "h3 request body aborted");
+                }
+            }
+            _ = ended => h3io::H3Send::abort(&mut send_half),
         }
     });
     let resp = recv_half.recv_response().await?;
     let (parts, ()) = resp.into_parts();
-    Ok(Response::from_parts(parts, h3io::recv_body(recv_half)))
+    let body = h3io::recv_body(recv_half)
+        .map_frame(move |frame| {
+            let _live = &exchange;
+            frame
+        })
+        .boxed();
+    Ok(Response::from_parts(parts, body))
 }

@@ -119,6 +119,7 @@ async fn connection(
     let bounds = pipe::Bounds {
         dgram_queue_cap: settings.dgram_queue_cap,
         max_relay_streams: settings.max_relay_streams,
+        write_stall: settings.write_stall,
     };
     // The snapshot is not needed while relaying; the pool guard is.
     drop(settings);

@@ -42,11 +42,20 @@ pub(crate) const SHUTTING_DOWN: VarInt = VarInt::from_u32(0x100);
 /// connection open.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// Application error code for a stream the relay cut because its
+/// receiver gave no credit for `Bounds::write_stall`, sent both ways
+/// (RESET_STREAM to the receiver, STOP_SENDING to the sender):
+/// `H3_REQUEST_CANCELLED` (RFC 9114 §8.1), for the default ALPN.
+pub(crate) const STREAM_STALLED: VarInt = VarInt::from_u32(0x10c);
+
 /// Relay bounds of one connection pair.
 #[derive(Clone, Copy)]
 pub(crate) struct Bounds {
     pub(crate) dgram_queue_cap: usize,
     pub(crate) max_relay_streams: u32,
+    /// How long one write towards a peer may wait for stream credit (and
+    /// a finished stream for its last bytes to be acknowledged).
+    pub(crate) write_stall: Duration,
 }
 
 /// The stream copies running towards each leg, so a close can wait for
@@ -74,14 +83,15 @@ pub(crate) async fn relay(
         backend: TaskTracker::new(),
     };
     let (to_c, to_b) = (&towards.client, &towards.backend);
+    let stall = bounds.write_stall;
     datagrams(client.clone(), backend.clone(), bounds.dgram_queue_cap);
     datagrams(backend.clone(), client.clone(), bounds.dgram_queue_cap);
     let work = async {
         tokio::join!(
-            mirror_bi(&client, &backend, &from_client, to_b, to_c),
-            mirror_bi(&backend, &client, &from_backend, to_c, to_b),
-            mirror_uni(&client, &backend, &from_client, to_b),
-            mirror_uni(&backend, &client, &from_backend, to_c),
+            mirror_bi(&client, &backend, &from_client, to_b, to_c, stall),
+            mirror_bi(&backend, &client, &from_backend, to_c, to_b, stall),
+            mirror_uni(&client, &backend, &from_client, to_b, stall),
+            mirror_uni(&backend, &client, &from_backend, to_c, stall),
         );
     };
     tokio::select! {
@@ -145,6 +155,7 @@ async fn mirror_bi(
     cap: &Arc<Semaphore>,
     towards_to: &TaskTracker,
     towards_from: &TaskTracker,
+    stall: Duration,
 ) {
     loop {
         let Ok((mut send_a, mut recv_a)) = from.accept_bi().await else {
@@ -163,8 +174,8 @@ async fn mirror_bi(
         };
         // The slot is free once both directions are done.
         let slot = Arc::new(permit);
-        towards_to.spawn(pump(recv_a, send_b, Arc::clone(&slot)));
-        towards_from.spawn(pump(recv_b, send_a, slot));
+        towards_to.spawn(pump(recv_a, send_b, Arc::clone(&slot), stall));
+        towards_from.spawn(pump(recv_b, send_a, slot, stall));
     }
 }
 
@@ -174,6 +185,7 @@ async fn mirror_uni(
     to: &Connection,
     cap: &Arc<Semaphore>,
     towards_to: &TaskTracker,
+    stall: Duration,
 ) {
     loop {
         let Ok(mut recv_a) = from.accept_uni().await else {
@@ -187,7 +199,7 @@ async fn mirror_uni(
         let Ok(send_b) = to.open_uni().await else {
             return;
         };
-        towards_to.spawn(pump(recv_a, send_b, Arc::new(permit)));
+        towards_to.spawn(pump(recv_a, send_b, Arc::new(permit), stall));
     }
 }
 
@@ -216,8 +228,16 @@ impl From<Result<Option<quinn::Chunk>, ReadError>> for Step {
 /// connection is lost mid-stream the other side is reset (`PEER_LOST`),
 /// never finished, so a truncated stream cannot pass for a complete one.
 /// Holds `_slot` (a `max_relay_streams` permit) until the peer has
-/// acknowledged everything.
-async fn pump(mut from: RecvStream, mut to: SendStream, _slot: Arc<OwnedSemaphorePermit>) {
+/// acknowledged everything. A receiver that gives no credit for `stall`
+/// (one write, or the acknowledgement of a finished stream) has the
+/// stream cut both ways with `STREAM_STALLED`, counted as `relay_stall`:
+/// otherwise it would hold the slot, the relay's buffers and the sender.
+async fn pump(
+    mut from: RecvStream,
+    mut to: SendStream,
+    _slot: Arc<OwnedSemaphorePermit>,
+    stall: Duration,
+) {
     // What was read ahead of the write in progress (at most one chunk):
     // when a FIN arrived with the last data, the relay sends both
     // together, as the sender did. A receiver that sees the FIN with the
@@ -256,22 +276,32 @@ async fn pump(mut from: RecvStream, mut to: SendStream, _slot: Arc<OwnedSemaphor
                     .read_chunk(CHUNK_BYTES, true)
                     .now_or_never()
                     .map(Step::from);
-                match to.write_chunk(bytes).await {
-                    Ok(()) => {}
-                    Err(WriteError::Stopped(code)) => {
+                match tokio::time::timeout(stall, to.write_chunk(bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(WriteError::Stopped(code))) => {
                         let _ = from.stop(code);
                         return;
                     }
-                    Err(_) => {
+                    Ok(Err(_)) => {
                         let _ = from.stop(PEER_LOST);
+                        return;
+                    }
+                    Err(_) => {
+                        count("relay_stall");
+                        let _ = to.reset(STREAM_STALLED);
+                        let _ = from.stop(STREAM_STALLED);
                         return;
                     }
                 }
             }
             Step::Fin => {
                 let _ = to.finish();
-                // Until acknowledged (or the connection ends).
-                let _ = to.stopped().await;
+                // Until acknowledged (or the connection ends): bytes the
+                // receiver gives no credit for are never acknowledged.
+                if tokio::time::timeout(stall, to.stopped()).await.is_err() {
+                    count("relay_stall");
+                    let _ = to.reset(STREAM_STALLED);
+                }
                 return;
             }
             Step::Reset(code) => {

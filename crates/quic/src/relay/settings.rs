@@ -61,6 +61,11 @@ pub struct RelaySettings {
     pub dgram_queue_cap: usize,
     /// Streams relayed at once per connection and per side that opened them.
     pub max_relay_streams: u32,
+    /// How long a relayed stream write may wait for credit: the listener's
+    /// `max_idle_timeout_ms`. A stream that moves nothing for as long as a
+    /// whole connection may stay silent is stalled, while a receiver that
+    /// pauses briefly (an application applying back-pressure) is not.
+    pub write_stall: Duration,
 }
 
 impl eg_runtime::Labelled for RelaySettings {
@@ -99,6 +104,7 @@ impl RelaySettings {
             handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
             dgram_queue_cap: usize::try_from(raw.dgram_queue_cap).unwrap_or(usize::MAX),
             max_relay_streams: raw.max_relay_streams,
+            write_stall: Duration::from_millis(quic.max_idle_timeout_ms),
         })
     }
 }
@@ -150,6 +156,11 @@ fn transport(
     })?;
     let streams = quinn::VarInt::from_u32(raw.max_relay_streams);
     let mut t = quinn::TransportConfig::default();
+    // Both legs get the listener's windows: the relay pairs connections
+    // one to one, so what it buffers per pair stays a function of
+    // `receive_window_bytes` each way, however many streams the backend
+    // opens or leaves unread.
+    endpoint::apply_windows(&mut t, quic, path)?;
     t.max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(streams)
         .max_concurrent_uni_streams(streams)

@@ -138,6 +138,11 @@ impl Gateway {
         None
     }
 
+    /// The gateway's process id (to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
