@@ -19,6 +19,9 @@ pub struct Metrics {
     pub backend_requests_total: IntCounterVec,
     pub retries_total: IntCounterVec,
     pub quic_retries_sent_total: IntCounterVec,
+    /// Tasks alive in the async runtime, read at each scrape: the soak's
+    /// leak signal for work that never ends.
+    pub runtime_tasks_alive: prometheus::IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -89,6 +92,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener"],
     )?;
     registry.register(Box::new(quic_retries_sent_total.clone()))?;
+    let runtime_tasks_alive = prometheus::IntGauge::new(
+        "runtime_tasks_alive",
+        "Tasks alive in the async runtime (connections, streams, probes)",
+    )?;
+    registry.register(Box::new(runtime_tasks_alive.clone()))?;
     registry.register(Box::new(connections_active.clone()))?;
     registry.register(Box::new(connections_total.clone()))?;
     registry.register(Box::new(defence_trips_total.clone()))?;
@@ -106,6 +114,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         backend_requests_total,
         retries_total,
         quic_retries_sent_total,
+        runtime_tasks_alive,
     })
 }
 
@@ -118,6 +127,10 @@ pub fn metrics() -> &'static Metrics {
 
 /// Prometheus text exposition of every registered metric.
 pub fn render() -> String {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let alive = i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX);
+        metrics().runtime_tasks_alive.set(alive);
+    }
     let families = metrics().registry.gather();
     prometheus::TextEncoder::new()
         .encode_to_string(&families)
