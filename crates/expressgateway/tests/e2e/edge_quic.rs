@@ -359,17 +359,8 @@ async fn slow_h3_reader_is_reset_at_body_timeout_and_releases_the_backend() {
 /// A quinn client endpoint and config trusting `ca_pem`, offering `alpn`,
 /// sending a PING every 200 ms (activity that must not count as use).
 pub(crate) fn pinging_client(ca_pem: &str, alpn: &str) -> (quinn::Endpoint, quinn::ClientConfig) {
-    use rustls_pki_types::pem::PemObject;
-    eg_tls::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    let der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("pem");
-    roots.add(der).expect("root");
-    let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut config =
+        quinn::ClientConfig::new(crate::support::quic::quic_client_crypto(ca_pem, alpn));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_millis(200)));
     config.transport_config(Arc::new(transport));

@@ -170,9 +170,11 @@ async fn echo_bi(
     }
 }
 
-/// A QUIC client connection to `addr` ("localhost"), trusting exactly
-/// `cert_pem` and offering `alpn`.
-pub async fn quic_connect(addr: SocketAddr, cert_pem: &str, alpn: &str) -> quinn::Connection {
+/// QUIC client TLS (1.3) trusting exactly `cert_pem`, offering `alpn`.
+pub fn quic_client_crypto(
+    cert_pem: &str,
+    alpn: &str,
+) -> Arc<quinn::crypto::rustls::QuicClientConfig> {
     eg_tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
@@ -181,10 +183,16 @@ pub async fn quic_connect(addr: SocketAddr, cert_pem: &str, alpn: &str) -> quinn
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls"))
+}
+
+/// A QUIC client connection to `addr` ("localhost"), trusting exactly
+/// `cert_pem` and offering `alpn`.
+pub async fn quic_connect(addr: SocketAddr, cert_pem: &str, alpn: &str) -> quinn::Connection {
+    let crypto = quic_client_crypto(cert_pem, alpn);
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint.set_default_client_config(quinn::ClientConfig::new(crypto));
     let connecting = endpoint.connect(addr, "localhost").expect("connect");
     tokio::time::timeout(QUIC_WAIT, connecting)
         .await
