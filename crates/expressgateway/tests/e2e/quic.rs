@@ -100,7 +100,7 @@ async fn connections_recycle_after_the_request_cap_without_losing_requests() {
     let mut cl = H3Client::new(&c.cert_pem, gw.addr(0));
     for i in 0..100 {
         let r = cl.send(Method::GET, &format!("/r/{i}"), Bytes::new()).await;
-        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", gw.stderr());
         assert_eq!(r.body, Bytes::from(format!("backend b /r/{i}\n")));
     }
     assert!(

@@ -55,7 +55,10 @@ impl Gateway {
     pub fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Self {
         let mut child = Command::new(binary())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("EG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
