@@ -36,6 +36,8 @@ pub struct Runtime {
     pub handshake_timeout_ms: u64,
     pub max_inflight_connections: u32,
     pub per_ip_connection_cap: u32,
+    /// Requests per HTTP/1.1 connection, then `Connection: close`; 0 means
+    /// unlimited. HTTP/2 and HTTP/3 have their own caps.
     pub max_keepalive_requests: u32,
     pub max_requests_per_h3_connection: u32,
     pub header_underscore_policy: UnderscorePolicy,

@@ -318,6 +318,9 @@ pub struct H2Security {
     pub keep_alive_timeout_ms: u64,
     pub initial_stream_window_size: u32,
     pub initial_connection_window_size: u32,
+    /// Streams per HTTP/2 connection, then a graceful GOAWAY (nginx's
+    /// `keepalive_requests` default for HTTP/2 is 1000); 0 means unlimited.
+    pub max_requests_per_connection: u32,
 }
 
 impl Default for H2Security {
@@ -336,6 +339,7 @@ impl Default for H2Security {
             // with 1 ms RTT needs ~1.25 MB in flight per stream.
             initial_stream_window_size: 1 << 20,
             initial_connection_window_size: 4 << 20,
+            max_requests_per_connection: 1000,
         }
     }
 }

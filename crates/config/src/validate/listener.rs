@@ -349,6 +349,12 @@ fn check_http_limits(f: &mut Findings, p: &str, l: &Listener) {
         65_535,
         (1 << 31) - 1,
     );
+    f.range(
+        format!("{hp}.max_requests_per_connection"),
+        s.max_requests_per_connection,
+        0,
+        10_000_000,
+    );
     let w = &l.websocket;
     let wp = format!("{p}.websocket");
     f.range(

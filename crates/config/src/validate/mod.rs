@@ -206,8 +206,8 @@ impl Config {
         f.range(
             "runtime.max_keepalive_requests".into(),
             r.max_keepalive_requests,
-            1,
-            1_000_000,
+            0,
+            10_000_000,
         );
         f.range(
             "runtime.max_requests_per_h3_connection".into(),

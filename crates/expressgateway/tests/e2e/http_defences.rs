@@ -561,7 +561,11 @@ async fn keepalive_cap_closes_h1_connection_after_third_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_cap_sends_h2_goaway_after_third_stream() {
-    let (gw, backend) = start("[runtime]\nmax_keepalive_requests = 3", "").await;
+    let (gw, backend) = start(
+        "",
+        "[listeners.h2_security]\nmax_requests_per_connection = 3",
+    )
+    .await;
     let mut h2 = H2Raw::connect(gw.addr(0)).await;
     for (i, stream) in [1u32, 3, 5].into_iter().enumerate() {
         assert!(
@@ -594,7 +598,11 @@ async fn keepalive_cap_sends_h2_goaway_after_third_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_cap_h2c_client_reconnects_after_goaway() {
-    let (gw, backend) = start("[runtime]\nmax_keepalive_requests = 3", "").await;
+    let (gw, backend) = start(
+        "",
+        "[listeners.h2_security]\nmax_requests_per_connection = 3",
+    )
+    .await;
     let c = client(ClientProto::H2c);
     let mut failures = Vec::new();
     for i in 1..=10 {
@@ -631,4 +639,39 @@ async fn keepalive_cap_h2c_client_reconnects_after_goaway() {
         failures.join("\n")
     );
     assert_eq!(backend.hits(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_cap_zero_means_unlimited_on_http1() {
+    let (gw, backend) = start("[runtime]\nmax_keepalive_requests = 0", "").await;
+    let mut conn = RawConn::tcp(gw.addr(0)).await;
+    for i in 0..150 {
+        conn.send(format!("GET /k{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let resp = conn
+            .response()
+            .await
+            .expect("response on the same connection");
+        assert_eq!(resp.status, 200, "request {i}");
+        assert!(
+            resp.header("connection")
+                .is_none_or(|v| !v.contains("close")),
+            "request {i} closed the connection under an unlimited cap"
+        );
+    }
+    assert_eq!(backend.hits(), 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_are_capped_by_their_own_key_not_the_http1_one() {
+    // The HTTP/1.1 default (100) must not GOAWAY HTTP/2 clients.
+    let (gw, backend) = start("", "").await;
+    let mut h2 = H2Raw::connect(gw.addr(0)).await;
+    for i in 0..300u32 {
+        let answer = h2.get(1 + 2 * i, "/s", &[]).await;
+        assert_eq!(answer, H2Answer::Response(Some(200)), "stream {}", i + 1);
+        assert!(!h2.goaway_seen, "GOAWAY after {} streams", i + 1);
+    }
+    assert_eq!(backend.hits(), 300);
 }

@@ -165,7 +165,11 @@ where
 
     let served = Arc::new(AtomicU32::new(0));
     let cap_reached = Arc::new(Notify::new());
-    let max = settings.max_keepalive_requests;
+    // Each protocol its own cap (0 = unlimited): HTTP/1.1's keep-alive
+    // requests, HTTP/2's streams per connection.
+    let unlimited = |cap: u32| if cap == 0 { u32::MAX } else { cap };
+    let max_h1 = unlimited(settings.max_keepalive_requests);
+    let max_h2 = unlimited(settings.h2.max_requests_per_connection);
     let limits = settings.limits.clone();
     let info = Arc::new(info);
     let service = {
@@ -203,6 +207,11 @@ where
                         verdicts.tunnel();
                     }
                 }
+                let max = if version < Version::HTTP_2 {
+                    max_h1
+                } else {
+                    max_h2
+                };
                 if n >= max {
                     if version < Version::HTTP_2 {
                         resp.headers_mut()
