@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eg_balancer::{InFlight, Outcome, PickContext};
+use eg_balancer::{InFlight, Outcome, PickContext, RetryPermit};
 use eg_config::BackendProtocol;
 use eg_runtime::metrics::metrics;
 use http::header::{HeaderValue, HOST};
@@ -82,7 +82,28 @@ fn idempotent(m: &Method) -> bool {
 }
 
 impl Exchange<'_> {
+    /// Send the request, retrying as the pool allows. When a retried
+    /// answer (say a 503) cannot be bettered (no other backend, the budget
+    /// spent, the retry failed), the client gets that backend's own answer,
+    /// never a synthetic error.
     pub async fn run<B>(&self, parts: Parts, body: B) -> Result<Forwarded, ProxyError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
+        let mut answered = None;
+        match self.attempts(parts, body, &mut answered).await {
+            Err(e) => answered.map(|(forwarded, _permit)| forwarded).ok_or(e),
+            done => done,
+        }
+    }
+
+    async fn attempts<B>(
+        &self,
+        parts: Parts,
+        body: B,
+        answered: &mut Option<(Forwarded, RetryPermit)>,
+    ) -> Result<Forwarded, ProxyError>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<crate::body::BoxError>,
@@ -173,13 +194,26 @@ impl Exchange<'_> {
                     } else {
                         None
                     };
-                    if permit.is_none() {
-                        return Ok(Forwarded {
-                            response,
-                            in_flight,
-                            slot,
-                        });
-                    }
+                    let index = in_flight.backend().index;
+                    let forwarded = Forwarded {
+                        response,
+                        in_flight,
+                        slot,
+                    };
+                    let Some(permit) = permit else {
+                        return Ok(forwarded);
+                    };
+                    // Kept for the client should the retry not do better;
+                    // the permit (held with it) counts the retry in flight
+                    // against the budget until the exchange ends.
+                    *answered = Some((forwarded, permit));
+                    tried.push(index);
+                    retries += 1;
+                    metrics()
+                        .retries_total
+                        .with_label_values(&[&pool.name])
+                        .inc();
+                    continue;
                 }
             }
             tried.push(in_flight.backend().index);

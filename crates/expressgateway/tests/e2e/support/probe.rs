@@ -39,8 +39,9 @@ impl Drop for ProbeBackend {
 }
 
 /// Paths the probe serves: `/big/<bytes>` a body of that size, `/hold/<ms>`
-/// a small answer after a delay, `/sink` reads the head and never the body
-/// (nor answers); anything else a small answer at once.
+/// a small answer after a delay, `/status/<code>` that status with the body
+/// `probe says <code>` and header `x-probe: yes`, `/sink` reads the head and
+/// never the body (nor answers); anything else a small answer at once.
 impl ProbeBackend {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -94,6 +95,15 @@ async fn serve(mut s: TcpStream, seen: &ProbeSeen) -> std::io::Result<()> {
             // Never read the body, never answer: the gateway's problem.
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Ok(());
+        }
+        if let Some(code) = path.strip_prefix("/status/") {
+            let body = format!("probe says {code}");
+            let head = format!(
+                "HTTP/1.1 {code} Probe\r\nx-probe: yes\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await?;
+            continue;
         }
         if let Some(ms) = path.strip_prefix("/hold/") {
             let ms = ms.parse().unwrap_or(0);

@@ -1,0 +1,84 @@
+//! Forwarding when backends fail: the retry budget really bounds the extra
+//! load a brownout causes, and a backend's own error answer reaches the
+//! client when no retry can do better.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use crate::support::probe::ProbeBackend;
+use crate::support::raw_h1::*;
+use crate::support::*;
+
+fn config(backends: &[SocketAddr], pool: &str) -> String {
+    let backends: String = backends
+        .iter()
+        .map(|b| format!("[[listeners.backends]]\naddress = \"{b}\"\n"))
+        .collect();
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [listeners.outlier_detection]\nconsecutive_failures = 1000\n{pool}\n{backends}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_bounds_extra_load_of_a_brownout() {
+    let (a, b) = (ProbeBackend::start().await, ProbeBackend::start().await);
+    let gw = Gateway::start(&config(
+        &[a.addr, b.addr],
+        "[listeners.retry]\nattempts = 2\non_status = [503]\nbudget_percent = 20\nmin_retries_per_second = 3",
+    ));
+    let addr = gw.addr(0);
+    let mut tasks = Vec::new();
+    // 400 requests, 20 at a time: the budget allows 20 % of those in flight.
+    for _ in 0..20 {
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..20 {
+                let r = exchange(addr, b"GET /status/503 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+                seen.push(
+                    r.map(|r| (r.status, r.text()))
+                        .unwrap_or((0, String::new())),
+                );
+            }
+            seen
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.expect("join"));
+    }
+    assert_eq!(answers.len(), 400);
+    for (status, body) in &answers {
+        assert_eq!(
+            (*status, body.as_str()),
+            (503, "probe says 503"),
+            "the backend's own answer"
+        );
+    }
+    let hits = a.seen.requests.load(Ordering::SeqCst) + b.seen.requests.load(Ordering::SeqCst);
+    // 400 first attempts + at most ~20 % retries (+ the per-second floor).
+    eprintln!("budget test: {hits} backend requests");
+    assert!(
+        hits <= 520,
+        "{hits} backend requests for 400 client requests"
+    );
+    assert!(hits > 400, "no request was retried at all ({hits})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_503_reaches_the_client_when_the_retry_finds_no_backend() {
+    let a = ProbeBackend::start().await;
+    let gw = Gateway::start(&config(&[a.addr, closed_port()], ""));
+    for _ in 0..10 {
+        let r = exchange(gw.addr(0), b"GET /status/503 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("answer");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(
+            r.text(),
+            "probe says 503",
+            "a synthetic answer replaced the backend's"
+        );
+        assert_eq!(r.header("x-probe"), Some("yes"));
+    }
+}
