@@ -366,3 +366,49 @@ fn peak_ewma_prefers_the_faster_backend() {
         .count();
     assert!(fast > 900, "fast backend picked {fast} / 1000");
 }
+
+#[test]
+fn hash_policies_keep_non_divisible_weights_proportional() {
+    // 2:3:5 has no common divisor with the smallest weight: integer
+    // division once made it 1:1:2 (shares 25/25/50, off by 5 points).
+    let weights = [2, 3, 5];
+    for policy in ["maglev", "ring_hash"] {
+        let p = pool_with(policy, &weights, "");
+        assert_shares(&shares(&p, 60_000, true), &weights, 0.03, policy);
+    }
+}
+
+#[test]
+fn ring_walk_ends_when_every_backend_is_excluded() {
+    let p = pool_with("ring_hash", &[1, 1, 1], "");
+    let exclude = [0, 1, 2];
+    let ctx = PickContext {
+        client_ip: None,
+        hash: Some(7),
+        affinity: None,
+        exclude: &exclude,
+    };
+    assert!(p.pick(&ctx).is_none());
+}
+
+#[test]
+fn a_5xx_neither_fails_nor_forgives_without_eject_on_5xx() {
+    let p = pool_with(
+        "round_robin",
+        &[1, 1],
+        "[clusters.outlier_detection]\nconsecutive_failures = 2\n",
+    );
+    let outlier = p.outlier.as_ref().expect("outlier");
+    let b = &p.backends()[0];
+    let now = Instant::now();
+    outlier.record(b, Outcome::Failure, now);
+    for _ in 0..10 {
+        outlier.record(b, Outcome::ServerError, now);
+    }
+    // The 5xx answers did not reset the failure streak: one more failure ejects.
+    outlier.record(b, Outcome::Failure, now);
+    assert!(
+        b.ejected_for(now).is_some(),
+        "5xx answers forgave a failing backend"
+    );
+}

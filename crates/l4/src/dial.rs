@@ -67,7 +67,7 @@ async fn upgrade(
     {
         Ok(Ok(s)) => Ok(Upstream::Tls(Box::new(s))),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "backend TLS handshake failed");
+            eg_runtime::warn_limited!(error = %e, "backend TLS handshake failed");
             Err("tls_error")
         }
         Err(_) => Err("tls_timeout"),

@@ -61,7 +61,7 @@ where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let Some((_in_flight, upstream)) = dial(settings, peer.ip()).await else {
-        tracing::warn!(listener = %settings.label, %peer, "no backend reachable; closing client");
+        eg_runtime::warn_limited!(listener = %settings.label, %peer, "no backend reachable; closing client");
         return Ok(());
     };
     let (up, down) = match upstream {

@@ -45,7 +45,7 @@ pub async fn accept_loop<S, F, Fut>(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                crate::warn_limited!(error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 continue;
             }

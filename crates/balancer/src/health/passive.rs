@@ -27,7 +27,10 @@ impl Outlier {
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
-            Outcome::ServerError => self.config.eject_on_5xx,
+            Outcome::ServerError if self.config.eject_on_5xx => true,
+            // Not counted as a failure, and no proof of health either: a
+            // backend answering 5xx must not have its back-off forgiven.
+            Outcome::ServerError => return,
         };
         if !failed {
             backend.consecutive_failures.store(0, Ordering::Relaxed);
@@ -48,7 +51,7 @@ impl Outlier {
             return;
         }
         if !self.may_eject(now) {
-            tracing::warn!(backend = %backend.address, "would eject, but the pool's ejection cap is reached");
+            eg_runtime::warn_limited!(backend = %backend.address, "would eject, but the pool's ejection cap is reached");
             return;
         }
         let n = backend.ejections.fetch_add(1, Ordering::Relaxed);
