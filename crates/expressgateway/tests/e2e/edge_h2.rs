@@ -296,3 +296,48 @@ async fn python_h2_slow_reader_is_reset_at_body_timeout() {
     assert!(defence_trips(&gw, "slow_reader").await >= 1);
     assert_h2_serves(&gw).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_preface_over_tls_gets_goaway_protocol_error_and_a_clean_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // h2spec 3.5/2: ALPN chose h2, then the client sends garbage.
+    let dir = scratch();
+    let c = crate::support::tls::cert(dir.path(), "srv");
+    let probe = ProbeBackend::start().await;
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             protocol = \"h1s\"\n[listeners.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+             [[listeners.backends]]\naddress = \"{}\"\n",
+            c.cert_path.display(),
+            c.key_path.display(),
+            probe.addr
+        ),
+    );
+    let connector =
+        crate::support::tls::client_offering(&c.cert_pem, &[&rustls::version::TLS13], &[b"h2"]);
+    let mut tls = crate::support::tls::connect(&connector, gw.addr(0))
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(b"INVALID CONNECTION PREFACE\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut got)).await;
+    let end = end.expect("connection neither closed nor answered in 5 s");
+    assert!(
+        end.is_ok(),
+        "not a clean close (TLS close_notify): {end:?}, read {got:?}"
+    );
+    // Frames before the close: SETTINGS perhaps, then our GOAWAY.
+    let goaway = got
+        .windows(4)
+        .position(|w| w[3] == H2_GOAWAY && w[0] == 0 && w[1] == 0 && w[2] == 8);
+    let code = goaway
+        .and_then(|i| got.get(i + 13..i + 17))
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    assert_eq!(code, Some(0x1), "GOAWAY PROTOCOL_ERROR expected in {got:?}");
+    assert!(defence_trips(&gw, "h2_bad_preface").await >= 1);
+}

@@ -169,7 +169,10 @@ async fn silent_and_partial_preface_connections_close_at_header_timeout() {
             "connection that sent {shown:?} closed too early ({at:?})"
         );
     }
-    assert!(defence_trips(&gw, "header_timeout").await >= 2);
+    assert!(
+        defence_trips(&gw, "header_timeout").await >= 3,
+        "each closed connection counted"
+    );
     assert_eq!(
         probe.seen.requests.load(Ordering::SeqCst),
         1,
@@ -392,4 +395,26 @@ async fn slow_upload_longer_than_head_timeout_is_not_a_backend_timeout() {
     let resp = c.response().await.expect("response");
     assert_eq!(resp.status, 200, "slow upload answered {}", resp.text());
     assert_eq!(resp.text(), "zzzzzzzzzzzz");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_upload_gets_408_at_body_timeout_and_is_counted() {
+    // A backend that has not answered yet (an echo would already be
+    // streaming a 200, cut short, never a clean end).
+    let probe = ProbeBackend::start().await;
+    let gw = Gateway::start(&config("body_timeout_ms = 1000", &[probe.addr], ""));
+    let mut c = RawConn::tcp(gw.addr(0)).await;
+    c.send(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .expect("head");
+    let started = Instant::now();
+    let resp = c.response().await.expect("an answer to the stalled upload");
+    let at = started.elapsed();
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    assert!(
+        at >= Duration::from_millis(800) && at < Duration::from_millis(3500),
+        "{at:?}"
+    );
+    assert!(defence_trips(&gw, "slow_upload").await >= 1);
+    assert_serves(&gw, "after the slow upload").await;
 }

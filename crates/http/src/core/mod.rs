@@ -72,10 +72,10 @@ where
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
-            if e == ProxyError::TooLarge || matches!(e, ProxyError::BadRequest(_)) {
+            if let Some(label) = defence_label(&e) {
                 metrics()
                     .defence_trips_total
-                    .with_label_values(&[defence_label(&e)])
+                    .with_label_values(&[label])
                     .inc();
             }
             e.into_response()
@@ -107,10 +107,15 @@ where
     resp
 }
 
-fn defence_label(e: &ProxyError) -> &'static str {
+/// The defence behind an error answer, if one tripped (the listener cap
+/// and the circuit breaker count themselves where they trip).
+fn defence_label(e: &ProxyError) -> Option<&'static str> {
     match e {
-        ProxyError::TooLarge => "request_body_cap",
-        _ => "malformed_request",
+        ProxyError::TooLarge => Some("request_body_cap"),
+        ProxyError::BadRequest(_) => Some("malformed_request"),
+        // A request body stalled past body_timeout_ms (slow POST).
+        ProxyError::ClientTimeout => Some("slow_upload"),
+        _ => None,
     }
 }
 

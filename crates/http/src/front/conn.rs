@@ -45,7 +45,7 @@ pub(super) async fn connection(
         let watch = ConnWatch::new(Instant::now());
         let (io, verdicts) = TrackedIo::new(stream, true);
         let max_list = settings.h2.max_header_list_size;
-        let (io, guard) = H2Guard::new(io, Arc::clone(&watch), max_list);
+        let (io, guard) = H2Guard::new(io, Arc::clone(&watch), max_list, false);
         let conn = Conn {
             info,
             alpn_h2: None,
@@ -82,7 +82,7 @@ pub(super) async fn connection(
     let watch = ConnWatch::new(Instant::now());
     if h2 {
         let max_list = settings.h2.max_header_list_size;
-        let (io, guard) = H2Guard::new(tls, Arc::clone(&watch), max_list);
+        let (io, guard) = H2Guard::new(tls, Arc::clone(&watch), max_list, true);
         let conn = Conn {
             info,
             alpn_h2: Some(true),
@@ -257,6 +257,14 @@ where
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
+                    // hyper's own head timer (every H1 request after the
+                    // first) is the same defence as ours: count it alike.
+                    let hyper_timeout = e
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(hyper::Error::is_timeout);
+                    if hyper_timeout {
+                        trip("header_timeout");
+                    }
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
                 return;

@@ -40,6 +40,7 @@ const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
+const PROTOCOL_ERROR: u32 = 0x1;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const COMPRESSION_ERROR: u32 = 0x9;
 #[cfg(test)]
@@ -277,14 +278,21 @@ pub(super) struct H2Guard<I> {
     watch: Arc<ConnWatch>,
     /// A defence tripped: the GOAWAY still to write, then EOF.
     goaway: Option<([u8; FRAME_HEADER + 8], usize)>,
+    /// The GOAWAY is out and our side shut (FIN, or TLS close_notify).
+    closed: bool,
+    /// TLS chose h2 by ALPN: anything but the preface is a protocol error
+    /// (on cleartext it means HTTP/1).
+    h2_only: bool,
 }
 
 impl<I> H2Guard<I> {
-    /// `max_header_list_size`: the listener's, for the CONTINUATION bound.
+    /// `max_header_list_size`: the listener's, for the CONTINUATION bound;
+    /// `h2_only`: the connection can only be HTTP/2 (ALPN).
     pub(super) fn new(
         inner: I,
         watch: Arc<ConnWatch>,
         max_header_list_size: u32,
+        h2_only: bool,
     ) -> (Self, Arc<GuardState>) {
         let epoch = watch.epoch();
         let now = Instant::now();
@@ -309,11 +317,17 @@ impl<I> H2Guard<I> {
             streams_opened: 0,
             watch,
             goaway: None,
+            closed: false,
+            h2_only,
         };
         (guard, state)
     }
 
     fn trip(&mut self, defence: &'static str) {
+        self.trip_with(defence, ENHANCE_YOUR_CALM);
+    }
+
+    fn trip_with(&mut self, defence: &'static str, code: u32) {
         if self.goaway.is_some() {
             return;
         }
@@ -326,7 +340,7 @@ impl<I> H2Guard<I> {
         frame[2] = 8;
         frame[3] = GOAWAY;
         frame[9..13].copy_from_slice(&self.last_stream.to_be_bytes());
-        frame[13..17].copy_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+        frame[13..17].copy_from_slice(&code.to_be_bytes());
         self.goaway = Some((frame, 0));
     }
 
@@ -336,7 +350,14 @@ impl<I> H2Guard<I> {
             let n = (PREFACE.len() - seen).min(bytes.len());
             let (head, rest) = bytes.split_at(n);
             if PREFACE.get(seen..seen + n) != Some(head) {
-                self.mode = Mode::Off;
+                if self.h2_only {
+                    // RFC 9113 §3.4: an invalid preface is a connection
+                    // error (PROTOCOL_ERROR); say so before closing.
+                    self.mode = Mode::Active;
+                    self.trip_with("h2_bad_preface", PROTOCOL_ERROR);
+                } else {
+                    self.mode = Mode::Off;
+                }
                 return;
             }
             self.mode = if seen + n == PREFACE.len() {
@@ -443,10 +464,15 @@ impl<I> H2Guard<I> {
 
 impl<I: AsyncWrite + Unpin> H2Guard<I> {
     /// Write what is left of the GOAWAY; `Ready(Ok)` once it is out.
+    /// Write what is left of the GOAWAY, then shut our side, so the
+    /// client reads a clean end (TLS close_notify or FIN), not a reset.
     fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some((frame, written)) = self.goaway.as_mut() else {
             return Poll::Ready(Ok(()));
         };
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
         while *written < frame.len() {
             let rest = frame.get(*written..).unwrap_or_default();
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
@@ -455,7 +481,10 @@ impl<I: AsyncWrite + Unpin> H2Guard<I> {
             }
             *written += n;
         }
-        Pin::new(&mut self.inner).poll_flush(cx)
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+        self.closed = true;
+        Poll::Ready(Ok(()))
     }
 
     fn tripped(&self) -> bool {
@@ -554,7 +583,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for H2Guard<I> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.tripped() && this.tx.at_boundary() {
-            ready!(this.poll_goaway(cx))?;
+            // Writes the GOAWAY and shuts our side once.
+            return this.poll_goaway(cx);
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
@@ -615,7 +645,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ping_flood_trips_and_traffic_earns_pings_back() {
         let (io, _peer) = tokio::io::duplex(64);
-        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536);
+        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536, false);
         g.inbound(PREFACE);
         for _ in 0..PING_BUDGET.burst {
             g.inbound(&frame(PING, 0, 0, &[0; 8]));
@@ -631,7 +661,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn http1_bytes_turn_the_guard_off() {
         let (io, _peer) = tokio::io::duplex(64);
-        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536);
+        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536, false);
         g.inbound(b"GET / HTTP/1.1\r\n\r\n");
         for _ in 0..1000 {
             g.inbound(&frame(SETTINGS, 0, 0, &[]));
@@ -647,7 +677,7 @@ mod refused_tests {
     #[tokio::test(start_paused = true)]
     async fn h2s_own_431_is_counted_once_no_request_explains_it() {
         let (io, _peer) = tokio::io::duplex(64);
-        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536);
+        let (mut g, _) = H2Guard::new(io, ConnWatch::new(Instant::now()), 65_536, false);
         g.inbound(PREFACE);
         let mut head = vec![0, 0, 1, HEADERS, END_HEADERS | END_STREAM, 0, 0, 0, 1, 0x82];
         g.inbound(&head);

@@ -20,13 +20,23 @@ pub fn client(
     cert_pem: &str,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> TlsConnector {
+    client_offering(cert_pem, versions, &[])
+}
+
+/// As `client`, offering `alpn` protocols.
+pub fn client_offering(
+    cert_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> TlsConnector {
     eg_tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
     roots.add(der).expect("root");
-    let config = rustls::ClientConfig::builder_with_protocol_versions(versions)
+    let mut config = rustls::ClientConfig::builder_with_protocol_versions(versions)
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }
 
