@@ -32,9 +32,12 @@
 # Verdict: baseline = median of the first SMOOTH samples at or after
 # WARMUP_SECONDS, final = median of the last SMOOTH samples (attacks make
 # single samples noisy); fail if final RSS > baseline + MAX_RSS_GROWTH_MB,
-# final fds > baseline + MAX_FD_GROWTH, or the gateway is gone. After the
-# load stops, one more sample once the connections have drained (shown, for
-# reference: fds, tasks and connections should fall back near idle).
+# final fds > baseline + MAX_FD_GROWTH, or the gateway is gone. Traffic and
+# attacks run 20 s past the last sample, so the last samples see the whole
+# mix. Then, once the client connections have drained and one more SIGHUP
+# has dropped the old pools (with their idle upstream connections), a last
+# sample is compared with the idle gateway before the load: more than
+# MAX_FD_GROWTH extra fds fails too (leaked sockets show up plainly there).
 #
 # Knobs: SOAK_MINUTES (30), QUICK=1 (2 minutes, REPORT_SECONDS 10,
 # WARMUP_SECONDS 30), REPORT_SECONDS (30), WARMUP_SECONDS (120),
@@ -215,6 +218,9 @@ max_keepalive_requests = 1000000
 max_requests_per_h3_connection = 1000000
 per_ip_connection_cap = 4096
 handshake_timeout_ms = $HANDSHAKE_MS
+# Stop quickly at the end (SIGTERM drains for this long).
+drain_timeout_ms = 1000
+readiness_settle_ms = 0
 
 [observability]
 metrics_bind = "127.0.0.1:$GW_ADMIN"
@@ -306,11 +312,34 @@ fds() { ls "/proc/$GATEWAY_PID/fd" 2>/dev/null | wc -l; }
 # errs TOOL -> "requests/errors" summed over the runs of TOOL finished so far
 errs() { awk '{r += $1; e += $2} END {printf "%d/%d", r, e}' "$WORK/stats/$1" 2>/dev/null || echo 0/0; }
 
+LAST_TICKS=0; LAST_AT=0
+sample() {
+  local now=$1 tag=$2 rss fd ticks cpu
+  scrape
+  rss=$(rss_kb); fd=$(fds); ticks=$(cpu_ticks)
+  cpu=$(awk -v d=$((ticks - LAST_TICKS)) -v t=$((now - LAST_AT)) -v hz="$HZ" 'BEGIN{ if (t > 0) printf "%.0f%%", d / hz / t * 100; else print "-" }')
+  LAST_TICKS=$ticks; LAST_AT=$now
+  local tasks conns codes trips rok rall
+  tasks=$(metric expressgateway_runtime_tasks_alive)
+  conns=$(metric expressgateway_connections_active)
+  codes=$(metric_by expressgateway_http_requests_total code_class)
+  trips=$(metric expressgateway_defence_trips_total)
+  rok=$(awk 'index($0, "expressgateway_config_reloads_total{") == 1 && /result="ok"/ {n += $NF} END {printf "%d", n}' "$WORK/metrics.txt")
+  rall=$(metric expressgateway_config_reloads_total)
+  printf "t=%5ss%s cpu=%4s rss=%6.1fMB fds=%5s tasks=%5s conns=%4s req[%s] trips=%s reloads=%s/%s wrk=%s h2=%s h2c=%s h3=%s\n" \
+    "$((now - START))" "$tag" "$cpu" "$(awk -v k="$rss" 'BEGIN{print k / 1024}')" "$fd" "$tasks" "$conns" "${codes:-none}" "$trips" \
+    "$rok" "$((rall - rok))" "$(errs wrk)" "$(errs h2)" "$(errs h2c)" "$(errs h3)"
+  LAST_RSS=$rss; LAST_FD=$fd; LAST_TASKS=$tasks; LAST_CONNS=$conns
+}
+
 # ---------------------------------------------------------------- load ---
 mkdir -p "$WORK/stats" "$WORK/attacks"
 : >"$WORK/stats/wrk"; : >"$WORK/stats/h2"; : >"$WORK/stats/h2c"; : >"$WORK/stats/h3"
-START=$(date +%s); END=$((START + DURATION))
-left() { echo $((END - $(date +%s))); }
+# Traffic and attacks go on TAIL seconds past END, so that the last samples
+# (taken up to END) see the full mix and not loops winding down.
+TAIL=20
+START=$(date +%s); END=$((START + DURATION)); LOAD_END=$((END + TAIL))
+left() { echo $((LOAD_END - $(date +%s))); }
 cat > "$WORK/pace.lua" <<'LUA'
 -- 10 ms between requests on each connection: a steady, moderate load.
 function delay() return 10 end
@@ -376,9 +405,14 @@ attack_loop() {
 slowloris() {
   rm -f "$WORK/slowloris.csv"
   timeout -k 2 20 slowhttptest -H -c 30 -r 30 -i 2 -l 10 -x 8 -p 3 -g -o "$WORK/slowloris" \
-    -u "http://127.0.0.1:$GW_H1/" >/dev/null 2>&1 || true
-  awk -F, 'NR > 1 {if ($4 > c) c = $4; closed = $2; s = $1}
-    END {printf "{\"mode\": \"slowloris\", \"max_connected\": %d, \"closed\": %d, \"seconds\": %d}\n", c, closed, s}' \
+    -u "http://127.0.0.1:$GW_H1/" >"$WORK/slowloris.out" 2>&1 || true
+  # It samples once a second and stops early, with "No open connections
+  # left", when the gateway has closed them all: then all were closed.
+  local all=0
+  grep -q 'No open connections left' "$WORK/slowloris.out" && all=1
+  awk -F, -v all="$all" 'NR > 1 {if ($4 > c) c = $4; closed = $2; s = $1}
+    END {if (all) closed = c
+      printf "{\"mode\": \"slowloris\", \"max_connected\": %d, \"closed\": %d, \"open\": %d, \"ended_s\": %d}\n", c, closed, c - closed, s}' \
     "$WORK/slowloris.csv" 2>/dev/null || echo '{"mode": "slowloris", "error": "no slowhttptest report"}'
 }
 h2_floods() {
@@ -428,25 +462,6 @@ echo "         (w = warm-up, i = idle before the load, d = drained after it)"
 echo "$START_LINE"
 S_T=(); S_RSS=(); S_FD=(); S_TASKS=()
 DIED=0; HUPS=0; NEXT_HUP=$((START + HUP_EVERY)); NEXT_REPORT=$((START + REPORT)); FLIP=0
-LAST_TICKS=0; LAST_AT=0
-sample() {
-  local now=$1 tag=$2 rss fd ticks cpu
-  scrape
-  rss=$(rss_kb); fd=$(fds); ticks=$(cpu_ticks)
-  cpu=$(awk -v d=$((ticks - LAST_TICKS)) -v t=$((now - LAST_AT)) -v hz="$HZ" 'BEGIN{ if (t > 0) printf "%.0f%%", d / hz / t * 100; else print "-" }')
-  LAST_TICKS=$ticks; LAST_AT=$now
-  local tasks conns codes trips rok rall
-  tasks=$(metric expressgateway_runtime_tasks_alive)
-  conns=$(metric expressgateway_connections_active)
-  codes=$(metric_by expressgateway_http_requests_total code_class)
-  trips=$(metric expressgateway_defence_trips_total)
-  rok=$(awk 'index($0, "expressgateway_config_reloads_total{") == 1 && /result="ok"/ {n += $NF} END {printf "%d", n}' "$WORK/metrics.txt")
-  rall=$(metric expressgateway_config_reloads_total)
-  printf "t=%5ss%s cpu=%4s rss=%6.1fMB fds=%5s tasks=%5s conns=%4s req[%s] trips=%s reloads=%s/%s wrk=%s h2=%s h2c=%s h3=%s\n" \
-    "$((now - START))" "$tag" "$cpu" "$(awk -v k="$rss" 'BEGIN{print k / 1024}')" "$fd" "$tasks" "$conns" "${codes:-none}" "$trips" \
-    "$rok" "$((rall - rok))" "$(errs wrk)" "$(errs h2)" "$(errs h2c)" "$(errs h3)"
-  LAST_RSS=$rss; LAST_FD=$fd; LAST_TASKS=$tasks; LAST_CONNS=$conns
-}
 while :; do
   now=$(date +%s)
   if ! kill -0 "$GATEWAY_PID" 2>/dev/null; then DIED=1; break; fi
@@ -471,7 +486,7 @@ done
 
 # ------------------------------------------------------------- wind-down --
 # Every loop is bounded by END; give the last runs their slack, then stop.
-for _ in $(seq 40); do
+for _ in $(seq $(( (TAIL + 20) * 2 ))); do
   alive=0
   for p in "${LOOP_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
   [ "$alive" = 0 ] && break
@@ -484,7 +499,16 @@ if [ "$DIED" = 0 ] && kill -0 "$GATEWAY_PID" 2>/dev/null; then
     scrape; [ "$(metric expressgateway_connections_active)" = 0 ] && break
     sleep 0.5
   done
-  echo "after the load stopped and the connections drained:"
+  # One more reload: the running snapshot's pools (and their idle upstream
+  # keep-alive connections, kept up to 50 s) are dropped once no client
+  # connection holds them, so the drained gateway should fall back to about
+  # its idle fds and tasks before the load.
+  cp "$WORK/gateway-a.toml" "$WORK/gateway.toml.new" && mv -f "$WORK/gateway.toml.new" "$WORK/gateway.toml"
+  kill -HUP "$GATEWAY_PID" 2>/dev/null || true; HUPS=$((HUPS + 1))
+  for _ in $(seq 10); do
+    sleep 0.5; [ "$(fds)" -le $((START_FD + 2)) ] && break
+  done
+  echo "after the load stopped, the connections drained and one more SIGHUP:"
   sample "$(date +%s)" "d"
   IDLE_LINE="rss $(awk -v k="$LAST_RSS" 'BEGIN{printf "%.1f", k / 1024}') MB, fds $LAST_FD, tasks $LAST_TASKS, connections $LAST_CONNS"
   IDLE_LINE+=" (idle before the load: rss $(awk -v k="$START_RSS" 'BEGIN{printf "%.1f", k / 1024}') MB, fds $START_FD, tasks $START_TASKS)"
@@ -532,6 +556,10 @@ for t in wrk h2 h2c h3; do
 done
 echo "  defence_trips_total:"
 metric_by expressgateway_defence_trips_total defence | tr ' ' '\n' | sed '/^$/d; s/^/    /'; echo
+TRIPS=" $(metric_by expressgateway_defence_trips_total defence) "
+for d in header_timeout handshake_timeout slow_reader h2_ping_flood h2_settings_flood h2_rapid_reset; do
+  case $TRIPS in *" $d="*) ;; *) echo "    warning: the attacks never tripped $d" ;; esac
+done
 echo "  attack runs (JSON per run in the attack logs; closed = connections the gateway closed within the hold):"
 python3 - "$WORK/attacks" <<'PY'
 import collections, json, os, sys
@@ -567,6 +595,8 @@ for name in sorted(f for f in os.listdir(d) if not f.endswith(".err")):
         extra = ", ".join(f"{k} x{v}" for k, v in other.most_common(4))
         print(f"    {key:28} runs={runs} {parts}" + (f" [{extra}]" if extra else "")
               + (f" stderr_lines={nerr}" if nerr else ""))
+        if agg["open"]:
+            print(f"      warning: {agg['open']} attack connections were still open at the end of their hold")
 PY
 if [ "$DIED" = 1 ] || ! kill -0 "$GATEWAY_PID" 2>/dev/null; then
   gateway_died
