@@ -63,8 +63,22 @@ impl InFlight {
             Outcome::Failure => FAILURE_LATENCY_PENALTY,
         };
         self.backend.observe_latency(latency, now);
+        self.settle(outcome);
+    }
+
+    /// A response head arrived whose body is still to come: its latency
+    /// counts now; whether the exchange succeeded is told by `settle` once
+    /// the body has ended (a backend may still fail mid-body).
+    pub fn head_arrived(&self) {
+        let now = Instant::now();
+        self.backend
+            .observe_latency(now.saturating_duration_since(self.started), now);
+    }
+
+    /// Feed outlier detection alone (the latency was observed earlier).
+    pub fn settle(&self, outcome: Outcome) {
         if let Some(outlier) = &self.outlier {
-            outlier.record(&self.backend, outcome, now);
+            outlier.record(&self.backend, outcome, Instant::now());
         }
     }
 }

@@ -82,3 +82,31 @@ async fn backend_503_reaches_the_client_when_the_retry_finds_no_backend() {
         assert_eq!(r.header("x-probe"), Some("yes"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_failing_mid_body_is_ejected() {
+    let (bad, good) = (ProbeBackend::start().await, ProbeBackend::start().await);
+    bad.seen.cut_bodies.store(true, Ordering::SeqCst);
+    let gw = Gateway::start(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [listeners.outlier_detection]\nconsecutive_failures = 3\n\
+         [[listeners.backends]]\naddress = \"{}\"\n[[listeners.backends]]\naddress = \"{}\"\n",
+        bad.addr, good.addr
+    ));
+    let mut cut = 0;
+    for _ in 0..30 {
+        match exchange(gw.addr(0), b"GET /big/200000 HTTP/1.1\r\nHost: x\r\n\r\n").await {
+            Ok(r) if r.status == 200 && r.body.len() == 200_000 => {}
+            _ => cut += 1,
+        }
+    }
+    let to_bad = bad.seen.requests.load(Ordering::SeqCst);
+    assert!(
+        to_bad <= 4,
+        "the mid-body failing backend kept getting traffic: {to_bad} of 30"
+    );
+    assert_eq!(
+        cut, to_bad,
+        "every cut response came from the failing backend"
+    );
+}

@@ -41,6 +41,9 @@ pub struct Forwarded {
     pub in_flight: InFlight,
     /// The backend's circuit-breaker slot, held as long.
     pub slot: RequestSlot,
+    /// Passive health already has the outcome (a 5xx or a bodiless
+    /// answer); otherwise the body's end tells it.
+    pub outcome_told: bool,
 }
 
 /// What ended the wait for a response head.
@@ -182,11 +185,17 @@ impl Exchange<'_> {
                 }
                 Ok(Ok(response)) => {
                     let status = response.status().as_u16();
-                    in_flight.report(if status >= 500 {
-                        Outcome::ServerError
+                    let outcome_told =
+                        status >= 500 || hyper::body::Body::is_end_stream(response.body());
+                    if status >= 500 {
+                        in_flight.report(Outcome::ServerError);
+                    } else if outcome_told {
+                        in_flight.report(Outcome::Success);
                     } else {
-                        Outcome::Success
-                    });
+                        // Success is told when the body ends cleanly: a
+                        // backend may still fail mid-body (BackendBody).
+                        in_flight.head_arrived();
+                    }
                     count(&pool.name, &upstream.address, "response");
                     let retryable = retry.config.on_status.contains(&status);
                     let permit = if retryable && may_retry(&tried) {
@@ -199,6 +208,7 @@ impl Exchange<'_> {
                         response,
                         in_flight,
                         slot,
+                        outcome_told,
                     };
                     let Some(permit) = permit else {
                         return Ok(forwarded);

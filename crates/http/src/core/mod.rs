@@ -3,6 +3,7 @@
 //! through the balancer and sends through that backend's connector.
 
 mod affinity;
+mod backend_body;
 mod forward;
 pub mod headers;
 pub mod route;
@@ -19,6 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::time::Instant;
 
+use self::backend_body::BackendBody;
 use crate::body::{BoxError, Guarded, ProxyBody};
 use crate::error_map::ProxyError;
 use crate::settings::{HttpSettings, InflightSlot};
@@ -212,16 +214,18 @@ where
     let limits = &settings.limits;
     // The balancer's in-flight guard, the circuit-breaker slot and the
     // listener's in-flight slot live as long as the response body streams.
-    let held = (forwarded.in_flight, forwarded.slot, inflight);
     let body = Guarded::new(
         body,
         limits.max_response_body,
         limits.body_timeout,
         deadline,
-    )
-    .map_frame(move |frame| {
-        let _held = &held;
-        frame
-    });
+    );
+    let settled = forwarded.outcome_told;
+    let body = BackendBody::new(
+        body,
+        forwarded.in_flight,
+        settled,
+        (forwarded.slot, inflight),
+    );
     Ok(Response::from_parts(parts, body.boxed()))
 }

@@ -24,6 +24,9 @@ pub struct ProbeSeen {
     pub requests: AtomicUsize,
     /// When a response write failed because the peer let go.
     pub cut_at: Mutex<Vec<Instant>>,
+    /// Send every body only half-way, then close: a backend failing
+    /// after its head.
+    pub cut_bodies: std::sync::atomic::AtomicBool,
 }
 
 pub struct ProbeBackend {
@@ -117,6 +120,11 @@ async fn serve(mut s: TcpStream, seen: &ProbeSeen) -> std::io::Result<()> {
         s.write_all(head.as_bytes()).await?;
         let chunk = vec![b'x'; 64 * 1024];
         let mut left = size;
+        if seen.cut_bodies.load(Ordering::SeqCst) {
+            let half = vec![b'x'; size / 2];
+            s.write_all(&half).await?;
+            return Ok(());
+        }
         while left > 0 {
             let n = left.min(chunk.len());
             if let Err(e) = s.write_all(&chunk[..n]).await {
