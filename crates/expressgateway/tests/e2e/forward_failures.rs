@@ -110,3 +110,31 @@ async fn backend_failing_mid_body_is_ejected() {
         "every cut response came from the failing backend"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_closing_idle_connections_never_costs_a_502() {
+    use crate::support::http::{client, send, text, ClientProto};
+    let probe = ProbeBackend::start().await;
+    probe.seen.idle_close_ms.store(1000, Ordering::SeqCst);
+    let gw = Gateway::start(&config(&[probe.addr], ""));
+    for proto in [ClientProto::H1, ClientProto::H2c] {
+        let c = client(proto);
+        for round in 0..3 {
+            for method in ["GET", "POST"] {
+                let req = ::http::Request::builder()
+                    .method(method)
+                    .uri(format!("http://{}/r{round}", gw.addr(0)))
+                    .body(text(if method == "POST" { "payload" } else { "" }))
+                    .expect("request");
+                let r = send(&c, req).await;
+                assert_eq!(r.status, 200, "{proto:?} {method} round {round}");
+            }
+            // Past the backend's silent 1 s idle close.
+            tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+        }
+    }
+    assert!(
+        probe.seen.accepted.load(Ordering::SeqCst) >= 6,
+        "the backend did close idle connections"
+    );
+}

@@ -52,8 +52,9 @@ impl H1Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let mut busy = Vec::new();
         let mut found = None;
-        while let Some((mut sender, since)) = idle.pop() {
-            if sender.is_closed() || since.elapsed() > self.idle_timeout {
+        let now = Instant::now();
+        while let Some((mut sender, expires)) = idle.pop() {
+            if sender.is_closed() || now >= expires {
                 continue;
             }
             match sender.ready().now_or_never() {
@@ -62,20 +63,23 @@ impl H1Pool {
                     break;
                 }
                 Some(Err(_)) => {}
-                None => busy.push((sender, since)),
+                None => busy.push((sender, expires)),
             }
         }
         idle.extend(busy);
         found
     }
 
-    fn put(&self, sender: H1Sender) {
+    /// Pool `sender` for at most `keep_for` (the backend's own idle limit,
+    /// when it said one) and never longer than the pool's idle timeout.
+    fn put(&self, sender: H1Sender, keep_for: Option<Duration>) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
-            idle.push((sender, Instant::now()));
+            let keep = keep_for.map_or(self.idle_timeout, |k| k.min(self.idle_timeout));
+            idle.push((sender, Instant::now() + keep));
             drop(idle);
             self.returned.notify_one();
         }
@@ -168,18 +172,23 @@ impl Pooled {
     pub async fn send(
         mut self,
         req: Request<ProxyBody>,
-    ) -> Result<Response<ProxyBody>, hyper::Error> {
-        let resp = self.sender.send_request(req).await?;
+    ) -> Result<Response<ProxyBody>, super::SendError> {
+        let resp = self
+            .sender
+            .try_send_request(req)
+            .await
+            .map_err(super::SendError::from_try)?;
         let keep = !resp
             .headers()
             .get(http::header::CONNECTION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let keep_for = backend_keep_alive(resp.headers());
         let (parts, body) = resp.into_parts();
-        let slot = keep.then_some((self.pool, self.sender));
+        let slot = keep.then_some((self.pool, self.sender, keep_for));
         if body.is_end_stream() {
-            if let Some((pool, sender)) = slot {
-                pool.put(sender);
+            if let Some((pool, sender, keep_for)) = slot {
+                pool.put(sender, keep_for);
             }
             return Ok(Response::from_parts(
                 parts,
@@ -194,13 +203,31 @@ impl Pooled {
     }
 }
 
+/// Margin under a backend's announced keep-alive: a connection it will
+/// close at N s is not reused after N - 1 s, so a request never races the
+/// backend's close.
+const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
+
+/// `Keep-Alive: timeout=N` of a backend response, less the margin.
+fn backend_keep_alive(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("keep-alive")?.to_str().ok()?;
+    let secs: u64 = v.split(',').find_map(|part| {
+        let (k, val) = part.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| val.trim().parse().ok())
+            .flatten()
+    })?;
+    Some(Duration::from_secs(secs).saturating_sub(KEEP_ALIVE_MARGIN))
+}
+
 pin_project_lite::pin_project! {
     /// Returns the connection to the pool once the response body has been
     /// read to its clean end; an error or early drop discards it.
     struct Recycle {
         #[pin]
         inner: Incoming,
-        slot: Option<(Arc<H1Pool>, H1Sender)>,
+        slot: Option<(Arc<H1Pool>, H1Sender, Option<Duration>)>,
     }
 }
 
@@ -218,14 +245,14 @@ impl Body for Recycle {
         // complete (hyper's HTTP/2 server does): recycle at that point too.
         let ended = matches!(&polled, Poll::Ready(Some(Ok(_)))) && this.inner.is_end_stream();
         if ended {
-            if let Some((pool, sender)) = this.slot.take() {
-                pool.put(sender);
+            if let Some((pool, sender, keep_for)) = this.slot.take() {
+                pool.put(sender, keep_for);
             }
         }
         match &polled {
             Poll::Ready(None) => {
-                if let Some((pool, sender)) = this.slot.take() {
-                    pool.put(sender);
+                if let Some((pool, sender, keep_for)) = this.slot.take() {
+                    pool.put(sender, keep_for);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
@@ -242,5 +269,23 @@ impl Body for Recycle {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_timeout_is_read_with_a_margin() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(backend_keep_alive(&h), None);
+        h.insert(
+            "keep-alive",
+            http::HeaderValue::from_static("max=100, timeout=5"),
+        );
+        assert_eq!(backend_keep_alive(&h), Some(Duration::from_secs(4)));
+        h.insert("keep-alive", http::HeaderValue::from_static("timeout=junk"));
+        assert_eq!(backend_keep_alive(&h), None);
     }
 }

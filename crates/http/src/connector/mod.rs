@@ -32,10 +32,13 @@ pub enum AcquireError {
     Overflow(#[from] Overflow),
 }
 
-/// How long an idle pooled H1 connection is kept: below the 60 s idle
-/// timeout common in backends (nginx keepalive_timeout 75 s, Node 5 s is
-/// the outlier) so we rarely reuse a connection the backend is closing.
-pub const H1_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// How long an idle pooled H1 connection is kept: below the shortest idle
+/// timeout common in backends (Node's 5 s; nginx 75 s, Apache 5 s) so we
+/// rarely reuse a connection the backend is closing; a backend that says
+/// `Keep-Alive: timeout=N` is taken at its word (less a margin). A reused
+/// connection found closed costs nothing but a fresh dial: the request is
+/// resent when no byte of it went out.
+pub const H1_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Idle H1 connections kept per backend: enough for a burst of 2 cores'
 /// worth of concurrent requests to reuse, small enough to bound fds.
@@ -67,14 +70,25 @@ pub enum SendError {
     Hyper(#[from] hyper::Error),
     #[error("backend h3 exchange failed: {0}")]
     H3(crate::body::BoxError),
+    /// The connection closed before any byte of the request went out
+    /// (hyper hands the request back): safe to send again, any method.
+    #[error("backend connection closed before the request was sent: {1}")]
+    Unsent(Box<Request<ProxyBody>>, hyper::Error),
 }
 
 impl SendError {
     /// The underlying hyper error, whose source chain may name a body limit.
     pub fn source_error(&self) -> &(dyn std::error::Error + 'static) {
         match self {
-            Self::Hyper(e) => e,
+            Self::Hyper(e) | Self::Unsent(_, e) => e,
             Self::H3(e) => e.as_ref(),
+        }
+    }
+
+    fn from_try(mut e: hyper::client::conn::TrySendError<Request<ProxyBody>>) -> Self {
+        match e.take_message() {
+            Some(req) => Self::Unsent(Box::new(req), e.into_error()),
+            None => Self::Hyper(e.into_error()),
         }
     }
 }
@@ -168,7 +182,10 @@ impl Sender {
             Self::H1(pooled) => Ok(pooled.send(req).await?),
             Self::H2(mut sender) => {
                 sender.ready().await?;
-                let resp = sender.send_request(req).await?;
+                let resp = sender
+                    .try_send_request(req)
+                    .await
+                    .map_err(SendError::from_try)?;
                 Ok(resp.map(crate::body::boxed_incoming))
             }
             Self::H3(sender) => h3::send(sender, req).await.map_err(SendError::H3),

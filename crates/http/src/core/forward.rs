@@ -20,7 +20,7 @@ use super::affinity::Keys;
 use super::ConnInfo;
 use crate::body::{empty, BodyEvents, BodyFault, BodyLimit, ProxyBody};
 use crate::connector::breaker::RequestSlot;
-use crate::connector::{AcquireError, Sender, Upstream};
+use crate::connector::{AcquireError, SendError, Sender, Upstream};
 use crate::error_map::ProxyError;
 use crate::settings::PoolHandle;
 
@@ -156,6 +156,16 @@ impl Exchange<'_> {
                         in_flight.report(Outcome::Failure);
                     }
                     return Err(ProxyError::UpstreamTimeout);
+                }
+                Ok(Err(SendError::Unsent(req, e))) if stale < MAX_STALE_RETRIES => {
+                    // Nothing reached the backend (a pooled connection it
+                    // had closed): send again on a fresh connection, any
+                    // method, without blame.
+                    tracing::debug!(backend = %upstream.address, error = %e, "request not sent; resending");
+                    stale += 1;
+                    first = Some(req.into_parts());
+                    // The same backend may take it: it did nothing wrong.
+                    continue;
                 }
                 Ok(Err(e)) => {
                     // The client's own body failing (an abort, a stall, a

@@ -27,6 +27,9 @@ pub struct ProbeSeen {
     /// Send every body only half-way, then close: a backend failing
     /// after its head.
     pub cut_bodies: std::sync::atomic::AtomicBool,
+    /// Close a keep-alive connection idle this long (0: never), without
+    /// announcing it (no `Keep-Alive: timeout`), as Node and others do.
+    pub idle_close_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct ProbeBackend {
@@ -84,7 +87,15 @@ async fn serve(mut s: TcpStream, seen: &ProbeSeen) -> std::io::Result<()> {
                 break i + 4;
             }
             let mut tmp = [0u8; 4096];
-            let n = s.read(&mut tmp).await?;
+            let idle = seen.idle_close_ms.load(Ordering::SeqCst);
+            let n = if idle > 0 && buf.is_empty() {
+                match tokio::time::timeout(Duration::from_millis(idle), s.read(&mut tmp)).await {
+                    Ok(n) => n?,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                s.read(&mut tmp).await?
+            };
             if n == 0 {
                 return Ok(());
             }
@@ -94,6 +105,27 @@ async fn serve(mut s: TcpStream, seen: &ProbeSeen) -> std::io::Result<()> {
         buf.drain(..end);
         seen.requests.fetch_add(1, Ordering::SeqCst);
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let declared: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if path != "/sink" {
+            // Read (and drop) a declared request body.
+            while buf.len() < declared {
+                let mut tmp = [0u8; 16384];
+                let n = s.read(&mut tmp).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            buf.drain(..declared);
+        }
         if path == "/sink" {
             // Never read the body, never answer: the gateway's problem.
             tokio::time::sleep(Duration::from_secs(3600)).await;
