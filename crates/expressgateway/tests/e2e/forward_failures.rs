@@ -138,3 +138,38 @@ async fn backend_closing_idle_connections_never_costs_a_502() {
         "the backend did close idle connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_h2_backend_costs_one_connect_timeout_not_a_convoy() {
+    use crate::support::http::HttpBackend;
+    let good = HttpBackend::start("good").await;
+    let (hole, _fillers) = blackhole_backend();
+    let gw = Gateway::start(&format!(
+        "[runtime]\nconnect_timeout_ms = 1000\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{hole}\"\nprotocol = \"h2\"\n\
+         [[listeners.backends]]\naddress = \"{}\"\nprotocol = \"h2\"\n",
+        good.addr
+    ));
+    let addr = gw.addr(0);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            tokio::spawn(async move {
+                let raw = format!("GET /c{i} HTTP/1.1\r\nHost: x\r\n\r\n");
+                exchange(addr, raw.as_bytes())
+                    .await
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 200);
+    }
+    let took = started.elapsed();
+    // One shared dial times out after 1 s; every waiter then moves on.
+    assert!(
+        took < std::time::Duration::from_millis(3000),
+        "20 requests took {took:?}"
+    );
+}
