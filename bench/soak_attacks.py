@@ -212,47 +212,24 @@ def idle_keepalive(args):
 # ------------------------------------------------------------- HTTP/2 ---
 
 
-def h2_connect(port):
-    import h2.config
-    import h2.connection
+def _test_clients():
+    """The e2e suite's hostile HTTP/2 client helpers (one copy of them)."""
+    import os
+    import sys
 
-    sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-    conn = h2.connection.H2Connection(
-        config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-    )
-    conn.initiate_connection()
-    sock.sendall(conn.data_to_send())
-    return sock, conn
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "crates", "expressgateway", "tests", "e2e", "py"))
+    import h2_attacks
+
+    return h2_attacks
+
+
+def h2_connect(port):
+    return _test_clients().connect(port)
 
 
 def h2_pump(sock, conn, deadline, on_event):
-    import h2.exceptions
-
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError as e:
-            return {"closed": f"error: {e}"}
-        if not data:
-            return {"closed": "eof"}
-        try:
-            events = conn.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
-            return {"closed": f"protocol error: {e}"}
-        for ev in events:
-            got = on_event(ev)
-            if got is not None:
-                return got
-        out = conn.data_to_send()
-        if out:
-            try:
-                sock.sendall(out)
-            except OSError:
-                pass
-    return {"closed": "timeout"}
+    return _test_clients().pump(sock, conn, deadline, on_event)
 
 
 def h2_flood(args, kind):

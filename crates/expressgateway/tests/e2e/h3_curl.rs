@@ -43,15 +43,7 @@ async fn curl_cell(up: &str) {
             (b.addr.to_string(), Some(b), None)
         }
     };
-    let tls = if up == "h3" { "tls = true\n" } else { "" };
-    let config = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n[listeners.quic]\n\
-         cert_path = \"{}\"\nkey_path = \"{}\"\n[[listeners.backends]]\naddress = \"{addr}\"\n\
-         protocol = \"{up}\"\ntls_ca_path = \"{}\"\n{tls}",
-        c.cert_path.display(),
-        c.key_path.display(),
-        c.cert_path.display(),
-    );
+    let config = crate::h3_matrix::quic_listener(&c, &addr, up, "");
     let gw = Gateway::start_in(dir, &config);
     let mut requests = vec!["GET:/hello".to_owned(), format!("POST:/echo:{}", 20 << 20)];
     requests.extend((0..50).map(|i| format!("GET:/c/{i}")));

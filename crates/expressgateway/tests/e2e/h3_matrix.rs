@@ -10,7 +10,12 @@ use crate::support::http::{bytes_body, client, get, send, ClientProto, HttpBacke
 use crate::support::tls::cert;
 use crate::support::*;
 
-fn quic_listener(c: &eg_tls::SelfSigned, backend: &str, proto: &str, extra: &str) -> String {
+pub(crate) fn quic_listener(
+    c: &eg_tls::SelfSigned,
+    backend: &str,
+    proto: &str,
+    extra: &str,
+) -> String {
     format!(
         "{extra}\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n[listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
          [[listeners.backends]]\naddress = \"{backend}\"\nprotocol = \"{proto}\"\ntls_ca_path = \"{}\"\n{}",
