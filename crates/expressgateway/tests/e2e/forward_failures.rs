@@ -173,3 +173,82 @@ async fn blackholed_h2_backend_costs_one_connect_timeout_not_a_convoy() {
         "20 requests took {took:?}"
     );
 }
+
+/// An h2c backend that sends a graceful GOAWAY after every 50 streams of a
+/// connection (as a backend recycling connections does).
+async fn goaway_every_50_backend() -> SocketAddr {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let served = Arc::new(AtomicUsize::new(0));
+                let recycle = Arc::new(tokio::sync::Notify::new());
+                let (s, r) = (Arc::clone(&served), Arc::clone(&recycle));
+                let service = hyper::service::service_fn(move |_req| {
+                    if s.fetch_add(1, Ordering::SeqCst) + 1 == 50 {
+                        r.notify_one();
+                    }
+                    async {
+                        Ok::<_, std::convert::Infallible>(::http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let conn =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    () = recycle.notified() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_backend_goaway_every_50_streams_costs_no_request() {
+    let backend = goaway_every_50_backend().await;
+    let gw = Gateway::start(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{backend}\"\nprotocol = \"h2\"\n"
+    ));
+    let addr = gw.addr(0);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for i in 0..60 {
+                    let r = exchange(
+                        addr,
+                        format!("GET /g{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+                    )
+                    .await;
+                    match r {
+                        Ok(r) if r.status == 200 => {}
+                        other => failed.push(verdict(&other)),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in tasks {
+        failed.extend(t.await.expect("join"));
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 600 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}

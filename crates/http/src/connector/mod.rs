@@ -85,6 +85,24 @@ impl SendError {
         }
     }
 
+    /// The backend said it did not process the request: REFUSED_STREAM, or
+    /// a graceful GOAWAY that leaves this stream out (RFC 9113 §8.7). Safe
+    /// to send again elsewhere, and no mark against the backend.
+    pub fn unprocessed(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self.source_error());
+        while let Some(e) = cur {
+            if let Some(h2) = e.downcast_ref::<::h2::Error>() {
+                let refused = h2.reason() == Some(::h2::Reason::REFUSED_STREAM);
+                let graceful_goaway = h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(::h2::Reason::NO_ERROR);
+                return refused || graceful_goaway;
+            }
+            cur = e.source();
+        }
+        false
+    }
+
     fn from_try(mut e: hyper::client::conn::TrySendError<Request<ProxyBody>>) -> Self {
         match e.take_message() {
             Some(req) => Self::Unsent(Box::new(req), e.into_error()),

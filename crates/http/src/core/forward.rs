@@ -178,9 +178,11 @@ impl Exchange<'_> {
                         return Err(client_error(BodyFault::Limit(limit)));
                     }
                     tracing::debug!(backend = %upstream.address, error = %e, "upstream exchange failed");
-                    // A pooled connection the backend closed while idle:
-                    // try a fresh one, without blaming the backend.
-                    if reused && replay.is_some() && stale < MAX_STALE_RETRIES {
+                    // A pooled connection the backend closed while idle, or
+                    // an H2 stream the backend refused or left out of its
+                    // GOAWAY: try a fresh one, without blaming the backend.
+                    if (reused || e.unprocessed()) && replay.is_some() && stale < MAX_STALE_RETRIES
+                    {
                         stale += 1;
                         continue;
                     }
