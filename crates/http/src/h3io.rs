@@ -24,8 +24,6 @@ pub const H3_REQUEST_CANCELLED: u64 = 0x010c;
 pub trait H3Recv: Send + Unpin + 'static {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>>;
     fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<HeaderMap>, BoxError>>;
-    /// Ask the peer to stop sending (STOP_SENDING with `code`).
-    fn stop_sending(&mut self, code: u64);
 }
 
 /// The sending half.
@@ -65,9 +63,6 @@ macro_rules! recv_impl {
             ) -> Poll<Result<Option<HeaderMap>, BoxError>> {
                 self.poll_recv_trailers(cx).map_err(Into::into)
             }
-            fn stop_sending(&mut self, code: u64) {
-                <$ty>::stop_sending(self, h3::error::Code::from(code));
-            }
         }
     };
 }
@@ -104,24 +99,18 @@ send_impl!(h3::client::RequestStream<S, Bytes>);
 /// per-frame work on the other leg by ~50x without waiting for more.
 const COALESCE_BYTES: usize = 64 * 1024;
 
-/// RFC 9114 §4.1: a server that answered before reading the whole request
-/// asks the client to stop sending with H3_NO_ERROR (quinn's own drop would
-/// send STOP_SENDING 0, which clients report as a reset).
-pub const H3_NO_ERROR: u64 = 0x0100;
-
 /// A request or response body read straight from an H3 stream; a stream
 /// error is a body error (never a clean end). Data (or the end) already
 /// received is taken at once, so a request whose FIN came with its HEADERS
-/// is bodiless from the start (`is_end_stream`), as on H1 and H2. Dropped
-/// before its end, the stream gets STOP_SENDING with `stop_code`.
-pub fn recv_body<R: H3Recv>(recv: R, stop_code: u64) -> ProxyBody {
+/// is bodiless from the start (`is_end_stream`), as on H1 and H2: no
+/// connector then leaves it unread, which would make quinn send
+/// STOP_SENDING(0) on drop, seen by curl as a reset of a complete exchange.
+pub fn recv_body<R: H3Recv>(recv: R) -> ProxyBody {
     let mut body = H3Body {
         recv: std::sync::Mutex::new(recv),
         ready: None,
         data_done: false,
         done: false,
-        stop_code,
-        read_pending: false,
     };
     body.peek();
     body.boxed()
@@ -134,11 +123,6 @@ struct H3Body<R: H3Recv> {
     ready: Option<Result<Frame<Bytes>, BoxError>>,
     data_done: bool,
     done: bool,
-    stop_code: u64,
-    /// The last read returned Pending: h3-quinn then holds the stream in
-    /// its read future, and stopping it would panic there (it unwraps), so
-    /// the drop leaves the stop to quinn.
-    read_pending: bool,
 }
 
 impl<R: H3Recv> H3Body<R> {
@@ -156,20 +140,11 @@ impl<R: H3Recv> H3Body<R> {
                     Poll::Ready(Ok(None)) => self.done = true,
                     Poll::Ready(Ok(Some(t))) => self.ready = Some(Ok(Frame::trailers(t))),
                     Poll::Ready(Err(e)) => self.ready = Some(Err(e)),
-                    Poll::Pending => self.read_pending = true,
+                    Poll::Pending => {}
                 }
             }
             Poll::Ready(Err(e)) => self.ready = Some(Err(e)),
-            Poll::Pending => self.read_pending = true,
-        }
-    }
-}
-
-impl<R: H3Recv> Drop for H3Body<R> {
-    fn drop(&mut self) {
-        if !self.done && !self.read_pending {
-            let recv = self.recv.get_mut().unwrap_or_else(|p| p.into_inner());
-            recv.stop_sending(self.stop_code);
+            Poll::Pending => {}
         }
     }
 }
@@ -195,13 +170,10 @@ impl<R: H3Recv> hyper::body::Body for H3Body<R> {
             return Poll::Ready(None);
         }
         let mut recv = this.recv.lock().unwrap_or_else(|p| p.into_inner());
-        this.read_pending = false;
         if !this.data_done {
             let mut out = BytesMut::new();
             loop {
-                let polled = recv.poll_data(cx);
-                this.read_pending = polled.is_pending();
-                match polled {
+                match recv.poll_data(cx) {
                     Poll::Ready(Ok(Some(bytes))) => {
                         out.extend_from_slice(&bytes);
                         if out.len() >= COALESCE_BYTES {
@@ -225,10 +197,7 @@ impl<R: H3Recv> hyper::body::Body for H3Body<R> {
             }
         }
         match recv.poll_trailers(cx) {
-            Poll::Pending => {
-                this.read_pending = true;
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
                 this.done = true;
                 match result {

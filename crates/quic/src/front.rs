@@ -278,7 +278,7 @@ async fn request(
     started: Instant,
 ) -> Result<(), eg_http::body::BoxError> {
     let (mut send, recv) = stream.split();
-    let body = h3io::recv_body(recv, h3io::H3_NO_ERROR);
+    let body = h3io::recv_body(recv);
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
     let resp = core::handle(settings, info, Request::from_parts(parts, body)).await;

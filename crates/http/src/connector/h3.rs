@@ -180,7 +180,7 @@ pub async fn send(
     });
     let resp = recv_half.recv_response().await?;
     let (parts, ()) = resp.into_parts();
-    let body = h3io::recv_body(recv_half, h3io::H3_REQUEST_CANCELLED)
+    let body = h3io::recv_body(recv_half)
         .map_frame(move |frame| {
             let _live = &exchange;
             frame

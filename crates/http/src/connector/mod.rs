@@ -199,7 +199,11 @@ impl Sender {
         match self {
             Self::H1(pooled) => Ok(pooled.send(req).await?),
             Self::H2(mut sender) => {
-                sender.ready().await?;
+                // Closed before this request went out (a GOAWAY, say):
+                // hand it back to be sent elsewhere.
+                if let Err(e) = sender.ready().await {
+                    return Err(SendError::Unsent(Box::new(req), e));
+                }
                 let resp = sender
                     .try_send_request(req)
                     .await

@@ -11,13 +11,18 @@ use bytes::Bytes;
 use eg_balancer::{InFlight, Outcome};
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::body::{limit_in, BodyLimit, BoxError};
+use std::sync::Arc;
+
+use crate::body::{limit_in, BodyEvents, BodyLimit, BoxError};
 
 pin_project_lite::pin_project! {
     pub(super) struct BackendBody<B, G> {
         #[pin]
         inner: B,
         in_flight: InFlight,
+        // The client's request body: its fault (an abort cutting an echo,
+        // say) is never the backend's.
+        request: Arc<BodyEvents>,
         // The outcome is told (a 5xx, or a bodiless answer, was told at the head).
         reported: bool,
         _guards: G,
@@ -26,10 +31,17 @@ pin_project_lite::pin_project! {
 
 impl<B, G> BackendBody<B, G> {
     /// `settled`: the outcome was already reported at the head.
-    pub(super) fn new(inner: B, in_flight: InFlight, settled: bool, guards: G) -> Self {
+    pub(super) fn new(
+        inner: B,
+        in_flight: InFlight,
+        request: Arc<BodyEvents>,
+        settled: bool,
+        guards: G,
+    ) -> Self {
         Self {
             inner,
             in_flight,
+            request,
             reported: settled,
             _guards: guards,
         }
@@ -62,7 +74,11 @@ where
             return polled;
         }
         let outcome = match &polled {
-            Poll::Ready(Some(Err(e))) if backend_failed(e) => Some(Outcome::Failure),
+            Poll::Ready(Some(Err(e)))
+                if backend_failed(e) && this.request.client_fault().is_none() =>
+            {
+                Some(Outcome::Failure)
+            }
             // Our own cap or deadline: nobody's verdict on the backend.
             Poll::Ready(Some(Err(_))) => None,
             Poll::Ready(None) => Some(Outcome::Success),

@@ -224,6 +224,7 @@ where
     let body = BackendBody::new(
         body,
         forwarded.in_flight,
+        body_events,
         settled,
         (forwarded.slot, inflight),
     );
