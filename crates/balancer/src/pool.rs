@@ -117,7 +117,35 @@ impl Pool {
     pub async fn dial_first<T, F, Fut>(
         &self,
         client_ip: Option<std::net::IpAddr>,
+        dial: F,
+    ) -> Option<(InFlight, T)>
+    where
+        F: FnMut(Arc<BackendState>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, &'static str>>,
+    {
+        self.dial_first_with(client_ip, dial, true).await
+    }
+
+    /// As `dial_first`, but a connect is not yet a success: the caller
+    /// `settle`s the outcome when the connection ends, so a backend that
+    /// fails after the dial (resets every relay) is ejected too.
+    pub async fn dial_first_deferred<T, F, Fut>(
+        &self,
+        client_ip: Option<std::net::IpAddr>,
+        dial: F,
+    ) -> Option<(InFlight, T)>
+    where
+        F: FnMut(Arc<BackendState>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, &'static str>>,
+    {
+        self.dial_first_with(client_ip, dial, false).await
+    }
+
+    async fn dial_first_with<T, F, Fut>(
+        &self,
+        client_ip: Option<std::net::IpAddr>,
         mut dial: F,
+        settle_on_connect: bool,
     ) -> Option<(InFlight, T)>
     where
         F: FnMut(Arc<BackendState>) -> Fut,
@@ -134,7 +162,11 @@ impl Pool {
             let backend = Arc::clone(picked.backend());
             match dial(Arc::clone(&backend)).await {
                 Ok(value) => {
-                    picked.report(crate::Outcome::Success);
+                    if settle_on_connect {
+                        picked.report(crate::Outcome::Success);
+                    } else {
+                        picked.head_arrived();
+                    }
                     return Some((picked, value));
                 }
                 Err(_) => {

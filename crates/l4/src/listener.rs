@@ -10,6 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 use crate::dial::{dial, Upstream};
+use eg_balancer::Outcome;
+
 use crate::relay::relay;
 use crate::L4Settings;
 
@@ -60,14 +62,22 @@ async fn forward<C>(client: C, peer: SocketAddr, settings: &L4Settings) -> std::
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Some((_in_flight, upstream)) = dial(settings, peer.ip()).await else {
+    let Some((in_flight, upstream)) = dial(settings, peer.ip()).await else {
         eg_runtime::warn_limited!(listener = %settings.label, %peer, "no backend reachable; closing client");
         return Ok(());
     };
-    let (up, down) = match upstream {
-        Upstream::Plain(b) => relay(client, b, settings.idle_timeout).await?,
-        Upstream::Tls(b) => relay(client, *b, settings.idle_timeout).await?,
+    let relayed = match upstream {
+        Upstream::Plain(b) => relay(client, b, settings.idle_timeout).await,
+        Upstream::Tls(b) => relay(client, *b, settings.idle_timeout).await,
     };
+    // The dial was not yet a success: how the relay ended says (a client's
+    // reset or an idle timeout is nobody's fault but the client's).
+    in_flight.settle(if relayed.backend_failed {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    });
+    let (up, down) = relayed.result?;
     tracing::debug!(%peer, up, down, "relay finished");
     Ok(())
 }

@@ -16,9 +16,34 @@ use tokio::time::Instant;
 /// at 128 KiB per relayed connection.
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
+/// How a relay ended.
+pub(crate) struct Relayed {
+    pub(crate) result: io::Result<(u64, u64)>,
+    /// The backend's socket failed (a reset, say): its fault, not the
+    /// client's, for passive health.
+    pub(crate) backend_failed: bool,
+}
+
 /// Relay until both sides have closed, either side errors, or nothing has
-/// moved for `idle`. Returns bytes (client->backend, backend->client).
-pub(crate) async fn relay<C, B>(client: C, backend: B, idle: Duration) -> io::Result<(u64, u64)>
+/// moved for `idle`. Bytes are (client->backend, backend->client).
+pub(crate) async fn relay<C, B>(client: C, backend: B, idle: Duration) -> Relayed
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backend = Blamed {
+        inner: backend,
+        failed: Arc::clone(&failed),
+    };
+    let result = relay_inner(client, backend, idle).await;
+    Relayed {
+        result,
+        backend_failed: failed.load(Ordering::Relaxed),
+    }
+}
+
+async fn relay_inner<C, B>(client: C, backend: B, idle: Duration) -> io::Result<(u64, u64)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -102,5 +127,52 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The backend stream, noting whether any of its operations failed.
+struct Blamed<S> {
+    inner: S,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S> Blamed<S> {
+    fn note<T>(&self, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if matches!(res, Poll::Ready(Err(_))) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        res
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Blamed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.note(res)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Blamed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.note(res)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(res)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.note(res)
     }
 }

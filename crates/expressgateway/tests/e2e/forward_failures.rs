@@ -252,3 +252,57 @@ async fn h2_backend_goaway_every_50_streams_costs_no_request() {
         &failed[..failed.len().min(5)]
     );
 }
+
+/// A TCP backend that accepts, then resets every connection at once.
+async fn resetting_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_zero_linger();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            drop(s);
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_backend_resetting_after_the_dial_is_ejected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (bad, resets) = resetting_backend().await;
+    let good = echo_server().await;
+    let gw = Gateway::start(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\n\
+         [listeners.outlier_detection]\nconsecutive_failures = 3\n\
+         [[listeners.backends]]\naddress = \"{bad}\"\n[[listeners.backends]]\naddress = \"{good}\"\n"
+    ));
+    let mut echoed = 0;
+    for _ in 0..30 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr(0))
+            .await
+            .expect("connect");
+        let _ = s.write_all(b"ping").await;
+        let mut buf = [0u8; 4];
+        let got =
+            tokio::time::timeout(std::time::Duration::from_secs(2), s.read_exact(&mut buf)).await;
+        if matches!(got, Ok(Ok(_))) && &buf == b"ping" {
+            echoed += 1;
+        }
+    }
+    let reset = resets.load(Ordering::SeqCst);
+    assert!(
+        reset <= 4,
+        "the resetting backend kept getting connections: {reset} of 30"
+    );
+    assert_eq!(
+        echoed + reset,
+        30,
+        "every other connection was relayed to the good backend"
+    );
+}
