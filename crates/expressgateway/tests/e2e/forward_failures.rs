@@ -306,3 +306,46 @@ async fn l4_backend_resetting_after_the_dial_is_ejected() {
         "every other connection was relayed to the good backend"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_h3_backend_costs_one_connect_timeout_not_a_convoy() {
+    use crate::support::h3::H3Backend;
+    let dir = scratch();
+    let c = crate::support::tls::cert(dir.path(), "srv");
+    let good = H3Backend::start("good", &c).await;
+    // A UDP port that answers nothing: a QUIC dial there only times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let hole = silent.local_addr().expect("addr");
+    let ca = c.cert_path.display();
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[runtime]\nconnect_timeout_ms = 1000\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{hole}\"\nprotocol = \"h3\"\ntls = true\ntls_ca_path = \"{ca}\"\n\
+             [[listeners.backends]]\naddress = \"{}\"\nprotocol = \"h3\"\ntls = true\ntls_ca_path = \"{ca}\"\n",
+            good.addr
+        ),
+    );
+    let addr = gw.addr(0);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            tokio::spawn(async move {
+                let raw = format!("GET /c{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                exchange(addr, raw.as_bytes())
+                    .await
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(3500),
+        "20 requests took {took:?}"
+    );
+    drop(silent);
+}

@@ -1,18 +1,14 @@
-//! HTTP/2 upstream: one multiplexed connection per backend, opened again
-//! when it dies. The ready connection is read without a lock; when there
-//! is none, exactly one dial runs and every request waiting for the
-//! backend shares its result, so a blackholed backend costs each of them
-//! one connect timeout, not one each in turn.
+//! HTTP/2 upstream: one multiplexed connection per backend (shared, see
+//! `shared_dial`), opened again when it dies.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use eg_tls::BackendTls;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::watch;
 
+use super::shared_dial::SharedDial;
 use super::stream::{dial, DialError};
 use crate::body::ProxyBody;
 
@@ -28,57 +24,9 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type H2Sender = SendRequest<ProxyBody>;
 
-/// A dial's outcome as every waiter sees it (`DialError` is not `Clone`).
-#[derive(Clone)]
-enum Dialed {
-    Ready(H2Sender),
-    Failed {
-        timeout: bool,
-        os_error: Option<i32>,
-        message: String,
-    },
-}
-
-impl Dialed {
-    fn from_error(e: &DialError) -> Self {
-        let (timeout, os_error) = match e {
-            DialError::Timeout(_) => (true, None),
-            DialError::Refused(_, io) | DialError::Tls(_, io) => (false, io.raw_os_error()),
-        };
-        Self::Failed {
-            timeout,
-            os_error,
-            message: e.to_string(),
-        }
-    }
-
-    fn into_result(self, address: &str) -> Result<H2Sender, DialError> {
-        match self {
-            Self::Ready(s) => Ok(s),
-            Self::Failed { timeout: true, .. } => Err(DialError::Timeout(address.to_owned())),
-            Self::Failed {
-                os_error, message, ..
-            } => {
-                let io = match os_error {
-                    Some(code) => std::io::Error::from_raw_os_error(code),
-                    None => std::io::Error::other(message),
-                };
-                Err(DialError::Refused(address.to_owned(), io))
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct Shared {
-    ready: ArcSwapOption<H2Sender>,
-    /// The dial in progress, if any: waiters subscribe to its outcome.
-    dialing: Mutex<Option<watch::Receiver<Option<Dialed>>>>,
-}
-
 #[derive(Default, Clone)]
 pub struct H2Conn {
-    shared: Arc<Shared>,
+    shared: Arc<SharedDial<H2Sender>>,
 }
 
 impl H2Conn {
@@ -88,58 +36,15 @@ impl H2Conn {
         tls: Option<&BackendTls>,
         connect_timeout: Duration,
     ) -> Result<H2Sender, DialError> {
-        if let Some(sender) = self.shared.ready.load_full() {
-            if !sender.is_closed() {
-                return Ok((*sender).clone());
-            }
+        if let Some(sender) = self.shared.current(|s| !s.is_closed()) {
+            return Ok(sender);
         }
-        let mut outcome = self.join_or_dial(address, tls, connect_timeout);
-        let waited = outcome.wait_for(Option::is_some).await;
-        match waited.as_deref().ok().cloned().flatten() {
-            Some(dialed) => dialed.into_result(address),
-            None => Err(DialError::Refused(
-                address.to_owned(),
-                std::io::Error::other("the shared dial ended without an outcome"),
-            )),
-        }
-    }
-
-    /// Subscribe to the dial in progress, or start one.
-    fn join_or_dial(
-        &self,
-        address: &str,
-        tls: Option<&BackendTls>,
-        connect_timeout: Duration,
-    ) -> watch::Receiver<Option<Dialed>> {
-        let mut dialing = self
-            .shared
-            .dialing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(rx) = dialing.as_ref() {
-            return rx.clone();
-        }
-        let (tx, rx) = watch::channel(None);
-        *dialing = Some(rx.clone());
-        let shared = Arc::clone(&self.shared);
-        let (address, tls) = (address.to_owned(), tls.cloned());
-        // Its own task: the dial completes for the waiters even if the
-        // request that started it goes away.
-        tokio::spawn(async move {
-            let dialed = match connect(&address, tls.as_ref(), connect_timeout).await {
-                Ok(sender) => {
-                    shared.ready.store(Some(Arc::new(sender.clone())));
-                    Dialed::Ready(sender)
-                }
-                Err(e) => Dialed::from_error(&e),
-            };
-            *shared
-                .dialing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = None;
-            let _ = tx.send(Some(dialed));
-        });
-        rx
+        let (owned, tls) = (address.to_owned(), tls.cloned());
+        self.shared
+            .get_or_dial(address, move || async move {
+                connect(&owned, tls.as_ref(), connect_timeout).await
+            })
+            .await
     }
 }
 

@@ -13,6 +13,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use quinn::crypto::rustls::QuicClientConfig;
 
+use super::shared_dial::SharedDial;
 use super::stream::DialError;
 use crate::body::{BoxError, ProxyBody};
 use crate::h3io;
@@ -67,11 +68,11 @@ fn upstream_transport() -> quinn::TransportConfig {
 
 /// The live connection, tagged with a generation so a closed one's driver
 /// never clears its successor.
-type Slot = Arc<tokio::sync::Mutex<Option<(u64, H3Sender)>>>;
+type Tagged = (u64, H3Sender);
 
 pub struct H3Conn {
-    current: Slot,
-    generation: std::sync::atomic::AtomicU64,
+    shared: Arc<SharedDial<Tagged>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
     client: Option<quinn::ClientConfig>,
 }
 
@@ -88,60 +89,85 @@ impl H3Conn {
                 .ok()
         });
         Self {
-            current: Arc::new(tokio::sync::Mutex::new(None)),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            shared: Arc::default(),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             client,
         }
     }
 
+    /// The backend's connection: the live one, or the one shared dial
+    /// every waiting request joins (see `shared_dial`).
     pub async fn sender(
         &self,
         address: &str,
         tls: Option<&BackendTls>,
         connect_timeout: Duration,
     ) -> Result<H3Sender, DialError> {
-        let mut current = self.current.lock().await;
-        if let Some((_, sender)) = current.as_ref() {
-            return Ok(sender.clone());
+        if let Some((_, sender)) = self.shared.current(|_| true) {
+            return Ok(sender);
         }
-        let fail = |e: BoxError| DialError::Refused(address.to_owned(), std::io::Error::other(e));
-        let (Some(client), Some(tls)) = (self.client.clone(), tls) else {
-            return Err(fail("h3 backends need TLS settings".into()));
-        };
-        let addr = tokio::net::lookup_host(address)
-            .await
-            .map_err(|e| DialError::Refused(address.to_owned(), e))?
-            .next()
-            .ok_or_else(|| fail("address resolved to nothing".into()))?;
-        let endpoint = client_endpoint(addr.is_ipv6())
-            .map_err(|e| DialError::Refused(address.to_owned(), e))?;
-        let name = server_name(tls);
-        let connecting = endpoint
-            .connect_with(client, addr, &name)
-            .map_err(|e| fail(e.into()))?;
-        let conn = match tokio::time::timeout(connect_timeout, connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(fail(e.into())),
-            Err(_) => return Err(DialError::Timeout(address.to_owned())),
-        };
-        let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(conn))
-            .await
-            .map_err(|e| fail(e.into()))?;
+        let (owned, tls) = (address.to_owned(), tls.cloned());
+        let client = self.client.clone();
+        let shared = Arc::clone(&self.shared);
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let slot = Arc::clone(&self.current);
-        tokio::spawn(async move {
-            let err = futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await;
-            tracing::debug!(error = %err, "upstream h3 connection closed");
-            let mut current = slot.lock().await;
-            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-                *current = None;
-            }
-        });
-        *current = Some((generation, sender.clone()));
+        let (_, sender) = self
+            .shared
+            .get_or_dial(address, move || async move {
+                let sender = connect(&owned, client, tls.as_ref(), connect_timeout, move || {
+                    // The driver saw the connection close: forget it,
+                    // unless a newer one already took its place.
+                    shared.clear_if(|(g, _)| *g == generation);
+                })
+                .await?;
+                Ok((generation, sender))
+            })
+            .await?;
         Ok(sender)
     }
+}
+
+/// Dial one QUIC connection and start its driver, which calls `closed`
+/// when the connection ends.
+async fn connect(
+    address: &str,
+    client: Option<quinn::ClientConfig>,
+    tls: Option<&BackendTls>,
+    connect_timeout: Duration,
+    closed: impl FnOnce() + Send + 'static,
+) -> Result<H3Sender, DialError> {
+    let fail = |e: BoxError| DialError::Refused(address.to_owned(), std::io::Error::other(e));
+    let (Some(client), Some(tls)) = (client, tls) else {
+        return Err(fail("h3 backends need TLS settings".into()));
+    };
+    let addr = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| DialError::Refused(address.to_owned(), e))?
+        .next()
+        .ok_or_else(|| fail("address resolved to nothing".into()))?;
+    let endpoint =
+        client_endpoint(addr.is_ipv6()).map_err(|e| DialError::Refused(address.to_owned(), e))?;
+    let name = server_name(tls);
+    let connecting = endpoint
+        .connect_with(client, addr, &name)
+        .map_err(|e| fail(e.into()))?;
+    let conn = match tokio::time::timeout(connect_timeout, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(fail(e.into())),
+        Err(_) => return Err(DialError::Timeout(address.to_owned())),
+    };
+    let setup = h3::client::new(h3_quinn::Connection::new(conn));
+    let (mut driver, sender) = tokio::time::timeout(connect_timeout, setup)
+        .await
+        .map_err(|_| DialError::Timeout(address.to_owned()))?
+        .map_err(|e| fail(e.into()))?;
+    tokio::spawn(async move {
+        let err = futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        tracing::debug!(error = %err, "upstream h3 connection closed");
+        closed();
+    });
+    Ok(sender)
 }
 
 fn server_name(tls: &BackendTls) -> String {

@@ -7,6 +7,7 @@ pub mod breaker;
 mod h1;
 mod h2;
 mod h3;
+mod shared_dial;
 
 pub use self::h3::tuned_client_endpoint;
 pub(crate) mod stream;

@@ -158,13 +158,24 @@ impl Exchange<'_> {
                     return Err(ProxyError::UpstreamTimeout);
                 }
                 Ok(Err(SendError::Unsent(req, e))) if stale < MAX_STALE_RETRIES => {
-                    // Nothing reached the backend (a pooled connection it
-                    // had closed): send again on a fresh connection, any
-                    // method, without blame.
+                    // Nothing reached the backend: safe to send again, any
+                    // method. On a pooled H1 connection (closed while idle)
+                    // or a shared H2 one (closing after a GOAWAY) the
+                    // backend did nothing wrong; a fresh H1 connection it
+                    // dropped at once is its failure, and another backend
+                    // gets the request.
                     tracing::debug!(backend = %upstream.address, error = %e, "request not sent; resending");
                     stale += 1;
                     first = Some(req.into_parts());
-                    // The same backend may take it: it did nothing wrong.
+                    let fresh_h1 = !reused && !matches!(upstream.protocol, BackendProtocol::H2);
+                    if fresh_h1 {
+                        in_flight.report(Outcome::Failure);
+                        count(&pool.name, &upstream.address, "error");
+                        tried.push(in_flight.backend().index);
+                        if tried.len() >= self.pool.upstreams.len() {
+                            return Err(ProxyError::UpstreamFailed);
+                        }
+                    }
                     continue;
                 }
                 Ok(Err(e)) => {
