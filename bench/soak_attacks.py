@@ -224,81 +224,21 @@ def _test_clients():
     return h2_attacks
 
 
-def h2_connect(port):
-    return _test_clients().connect(port)
+def _as_test_args(args):
+    """The soak's arguments as the test script names them (`hold` is its `timeout`)."""
+    import types
 
-
-def h2_pump(sock, conn, deadline, on_event):
-    return _test_clients().pump(sock, conn, deadline, on_event)
+    return types.SimpleNamespace(
+        port=args.port, path=args.path, count=args.count, timeout=args.hold
+    )
 
 
 def h2_flood(args, kind):
-    import h2.events
-    import h2.settings
-
-    sock, conn = h2_connect(args.port)
-    start = time.monotonic()
-    acks = {"n": 0}
-    sent = 0
-    get = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", "/")]
-    for i in range(args.count):
-        if kind == "ping":
-            conn.ping(i.to_bytes(8, "big"))
-        elif kind == "settings":
-            conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100 + i % 7})
-        else:
-            sid = conn.get_next_available_stream_id()
-            conn.send_headers(sid, get, end_stream=True)
-            conn.reset_stream(sid, error_code=8)  # CANCEL
-        sent += 1
-    try:
-        sock.sendall(conn.data_to_send())
-    except OSError as e:
-        sock.close()
-        return {"closed": f"error while flooding: {e}", "sent": sent, "acks": 0}
-
-    def on_event(ev):
-        if isinstance(ev, (h2.events.PingAckReceived, h2.events.SettingsAcknowledged)):
-            acks["n"] += 1
-        elif isinstance(ev, h2.events.ConnectionTerminated):
-            return {"goaway": int(ev.error_code), "after": round(time.monotonic() - start, 3)}
-        return None
-
-    report = h2_pump(sock, conn, start + args.hold, on_event)
-    sock.close()
-    report["acks"] = acks["n"]
-    report["sent"] = sent
-    return report
+    return _test_clients().flood(_as_test_args(args), kind)
 
 
 def h2_slow_reader(args):
-    import h2.events
-
-    sock, conn = h2_connect(args.port)
-    conn.send_headers(
-        1,
-        [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", args.path)],
-        end_stream=True,
-    )
-    sock.sendall(conn.data_to_send())
-    start = time.monotonic()
-    got = {"bytes": 0}
-
-    def on_event(ev):
-        # Data is never acknowledged: no WINDOW_UPDATE ever goes out.
-        if isinstance(ev, h2.events.DataReceived):
-            got["bytes"] += len(ev.data)
-        elif isinstance(ev, h2.events.StreamReset):
-            return {"reset_after": round(time.monotonic() - start, 3), "error_code": int(ev.error_code)}
-        elif isinstance(ev, h2.events.StreamEnded):
-            return {"ended_after": round(time.monotonic() - start, 3)}
-        return None
-
-    report = h2_pump(sock, conn, start + args.hold, on_event)
-    sock.close()
-    report["bytes"] = got["bytes"]
-    return report
-
+    return _test_clients().slow_reader(_as_test_args(args))
 
 MODES = {
     "silent": silent,

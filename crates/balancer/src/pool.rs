@@ -112,40 +112,13 @@ impl Pool {
 
     /// Connection-level failover shared by the raw datapaths: pick a
     /// backend, `dial` it, and on failure move to another (each at most
-    /// once). Every attempt feeds passive health; `dial`'s error is the
-    /// outcome label it counted.
+    /// once). Every failed attempt feeds passive health; `dial`'s error is
+    /// the outcome label it counted. A connect settles as `settle` says.
     pub async fn dial_first<T, F, Fut>(
         &self,
         client_ip: Option<std::net::IpAddr>,
-        dial: F,
-    ) -> Option<(InFlight, T)>
-    where
-        F: FnMut(Arc<BackendState>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, &'static str>>,
-    {
-        self.dial_first_with(client_ip, dial, true).await
-    }
-
-    /// As `dial_first`, but a connect is not yet a success: the caller
-    /// `settle`s the outcome when the connection ends, so a backend that
-    /// fails after the dial (resets every relay) is ejected too.
-    pub async fn dial_first_deferred<T, F, Fut>(
-        &self,
-        client_ip: Option<std::net::IpAddr>,
-        dial: F,
-    ) -> Option<(InFlight, T)>
-    where
-        F: FnMut(Arc<BackendState>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, &'static str>>,
-    {
-        self.dial_first_with(client_ip, dial, false).await
-    }
-
-    async fn dial_first_with<T, F, Fut>(
-        &self,
-        client_ip: Option<std::net::IpAddr>,
+        settle: Settle,
         mut dial: F,
-        settle_on_connect: bool,
     ) -> Option<(InFlight, T)>
     where
         F: FnMut(Arc<BackendState>) -> Fut,
@@ -162,10 +135,9 @@ impl Pool {
             let backend = Arc::clone(picked.backend());
             match dial(Arc::clone(&backend)).await {
                 Ok(value) => {
-                    if settle_on_connect {
-                        picked.report(crate::Outcome::Success);
-                    } else {
-                        picked.head_arrived();
+                    match settle {
+                        Settle::OnConnect => picked.report(crate::Outcome::Success),
+                        Settle::ByCaller => picked.head_arrived(),
                     }
                     return Some((picked, value));
                 }
@@ -182,6 +154,16 @@ impl Pool {
     fn guard(&self, b: &Arc<BackendState>, now: Instant) -> InFlight {
         InFlight::new(Arc::clone(b), self.outlier.clone(), now)
     }
+}
+
+/// When a raw datapath's successful connect counts as a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// At once.
+    OnConnect,
+    /// When the connection ends: the caller `settle`s its outcome, so a
+    /// backend that fails after the dial (resets every relay) is ejected.
+    ByCaller,
 }
 
 /// Share a backend gets at the very start of slow start: enough to learn

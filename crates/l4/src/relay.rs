@@ -3,7 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,36 +26,20 @@ pub(crate) struct Relayed {
 
 /// Relay until both sides have closed, either side errors, or nothing has
 /// moved for `idle`. Bytes are (client->backend, backend->client).
-pub(crate) async fn relay<C, B>(client: C, backend: B, idle: Duration) -> Relayed
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let backend = Blamed {
-        inner: backend,
-        failed: Arc::clone(&failed),
-    };
-    let result = relay_inner(client, backend, idle).await;
-    Relayed {
-        result,
-        backend_failed: failed.load(Ordering::Relaxed),
-    }
-}
-
-async fn relay_inner<C, B>(client: C, backend: B, idle: Duration) -> io::Result<(u64, u64)>
+pub(crate) async fn relay<C, B>(mut client: C, backend: B, idle: Duration) -> Relayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let start = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let mut client = Tracked {
-        inner: client,
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut backend = Tracked {
+        inner: backend,
         start,
         last: Arc::clone(&last),
+        failed: Arc::clone(&failed),
     };
-    let mut backend = backend;
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut backend,
@@ -63,33 +47,46 @@ where
         RELAY_BUFFER_BYTES,
     );
     tokio::pin!(copy);
-    loop {
+    let result = loop {
         let since = Duration::from_millis(last.load(Ordering::Relaxed));
         let deadline = start + since + idle;
         tokio::select! {
-            done = &mut copy => return done,
+            done = &mut copy => break done,
             () = tokio::time::sleep_until(deadline) => {
                 let now_idle = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
                 if now_idle >= idle {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "relay idle timeout"));
+                    break Err(io::Error::new(io::ErrorKind::TimedOut, "relay idle timeout"));
                 }
             }
         }
+    };
+    Relayed {
+        result,
+        backend_failed: failed.load(Ordering::Relaxed),
     }
 }
 
-/// The client stream, stamping the time of every byte read or written.
-/// One side suffices: every relayed byte crosses the client socket.
+/// The backend stream, stamping the time of every byte read or written
+/// (every relayed byte crosses it, so one side suffices for the idle
+/// timeout) and noting whether any of its operations failed.
 struct Tracked<S> {
     inner: S,
     start: Instant,
     last: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
 }
 
 impl<S> Tracked<S> {
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn note<T>(&self, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if matches!(res, Poll::Ready(Err(_))) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        res
     }
 }
 
@@ -104,7 +101,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         if buf.filled().len() > before {
             self.touch();
         }
-        res
+        self.note(res)
     }
 }
 
@@ -118,51 +115,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             self.touch();
         }
-        res
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The backend stream, noting whether any of its operations failed.
-struct Blamed<S> {
-    inner: S,
-    failed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<S> Blamed<S> {
-    fn note<T>(&self, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if matches!(res, Poll::Ready(Err(_))) {
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        res
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Blamed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.note(res)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Blamed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, data);
         self.note(res)
     }
 

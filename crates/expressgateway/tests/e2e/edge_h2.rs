@@ -265,6 +265,7 @@ async fn python_h2_floods_get_goaway_enhance_your_calm() {
     for (mode, label) in [
         ("ping-flood", "h2_ping_flood"),
         ("settings-flood", "h2_settings_flood"),
+        ("rapid-reset", "h2_rapid_reset"),
     ] {
         let r = h2_attack(mode, port, &["--count", "10000"]).await;
         assert_eq!(

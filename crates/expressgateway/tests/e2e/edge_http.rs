@@ -227,7 +227,7 @@ async fn idle_h1_and_h2_connections_close_at_idle_timeout() {
 
 /// Send `n` GETs of `path` at once, each on its own connection; the
 /// statuses.
-async fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Vec<u16> {
+pub(crate) async fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Vec<u16> {
     let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
     let tasks: Vec<_> = (0..n)
         .map(|_| {

@@ -152,20 +152,8 @@ async fn blackholed_h2_backend_costs_one_connect_timeout_not_a_convoy() {
     ));
     let addr = gw.addr(0);
     let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            tokio::spawn(async move {
-                let raw = format!("GET /c{i} HTTP/1.1\r\nHost: x\r\n\r\n");
-                exchange(addr, raw.as_bytes())
-                    .await
-                    .map(|r| r.status)
-                    .unwrap_or(0)
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.expect("join"), 200);
-    }
+    let statuses = crate::edge_http::concurrent_gets(addr, "/c", 20).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let took = started.elapsed();
     // One shared dial times out after 1 s; every waiter then moves on.
     assert!(
@@ -328,20 +316,8 @@ async fn silent_h3_backend_costs_one_connect_timeout_not_a_convoy() {
     );
     let addr = gw.addr(0);
     let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            tokio::spawn(async move {
-                let raw = format!("GET /c{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-                exchange(addr, raw.as_bytes())
-                    .await
-                    .map(|r| r.status)
-                    .unwrap_or(0)
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.expect("join"), 200);
-    }
+    let statuses = crate::edge_http::concurrent_gets(addr, "/c", 20).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let took = started.elapsed();
     assert!(
         took < std::time::Duration::from_millis(3500),

@@ -7,8 +7,6 @@
 use std::time::Duration;
 
 use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded};
-use crate::support::h3::H3Backend;
-use crate::support::http::HttpBackend;
 use crate::support::tls::cert;
 use crate::support::*;
 
@@ -33,16 +31,7 @@ async fn curl_h3(ca: &std::path::Path, port: u16, requests: &[String]) -> serde_
 async fn curl_cell(up: &str) {
     let dir = scratch();
     let c = cert(dir.path(), "srv");
-    let (addr, _h1, _h3) = match up {
-        "h3" => {
-            let b = H3Backend::start("q", &c).await;
-            (b.addr.to_string(), None, Some(b))
-        }
-        _ => {
-            let b = HttpBackend::start("q").await;
-            (b.addr.to_string(), Some(b), None)
-        }
-    };
+    let (addr, _h1, _h3) = crate::h3_matrix::backend_for(up, &c).await;
     let config = crate::h3_matrix::quic_listener(&c, &addr, up, "");
     let gw = Gateway::start_in(dir, &config);
     let mut requests = vec!["GET:/hello".to_owned(), format!("POST:/echo:{}", 20 << 20)];

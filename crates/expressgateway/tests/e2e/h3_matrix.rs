@@ -26,19 +26,28 @@ pub(crate) fn quic_listener(
     )
 }
 
-async fn h3_front_cell(up: &str) {
-    let dir = scratch();
-    let c = cert(dir.path(), "srv");
-    let (backend_addr, _h, _q) = match up {
+/// A backend named "q" speaking `up` (h3 over QUIC with `c`, else hyper's
+/// h1 + h2c): its address, and the backend to keep alive.
+pub(crate) async fn backend_for(
+    up: &str,
+    c: &eg_tls::SelfSigned,
+) -> (String, Option<HttpBackend>, Option<H3Backend>) {
+    match up {
         "h3" => {
-            let b = H3Backend::start("q", &c).await;
+            let b = H3Backend::start("q", c).await;
             (b.addr.to_string(), None, Some(b))
         }
         _ => {
             let b = HttpBackend::start("q").await;
             (b.addr.to_string(), Some(b), None)
         }
-    };
+    }
+}
+
+async fn h3_front_cell(up: &str) {
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let (backend_addr, _h, _q) = backend_for(up, &c).await;
     let gw = Gateway::start_in(dir, &quic_listener(&c, &backend_addr, up, ""));
     let mut cl = H3Client::new(&c.cert_pem, gw.addr(0));
 

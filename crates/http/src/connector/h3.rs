@@ -141,8 +141,10 @@ async fn connect(
     let (Some(client), Some(tls)) = (client, tls) else {
         return Err(fail("h3 backends need TLS settings".into()));
     };
-    let addr = tokio::net::lookup_host(address)
+    // Name resolution is part of the dial: bounded like the rest of it.
+    let addr = tokio::time::timeout(connect_timeout, tokio::net::lookup_host(address))
         .await
+        .map_err(|_| DialError::Timeout(address.to_owned()))?
         .map_err(|e| DialError::Refused(address.to_owned(), e))?
         .next()
         .ok_or_else(|| fail("address resolved to nothing".into()))?;

@@ -185,9 +185,6 @@ impl Exchange<'_> {
                     if let Some(fault) = self.body_events.client_fault() {
                         return Err(client_error(fault));
                     }
-                    if let Some(limit) = crate::body::limit_in(e.source_error()) {
-                        return Err(client_error(BodyFault::Limit(limit)));
-                    }
                     tracing::debug!(backend = %upstream.address, error = %e, "upstream exchange failed");
                     // A pooled connection the backend closed while idle, or
                     // an H2 stream the backend refused or left out of its

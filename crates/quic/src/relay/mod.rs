@@ -146,7 +146,9 @@ async fn dial(
     alpn: Option<&[u8]>,
 ) -> Option<(InFlight, quinn::Connection)> {
     let pool = &settings.pool;
-    pool.dial_first(Some(peer.ip()), |backend| async move {
+    // Mode B settles at connect: its relay does not yet tell a backend's
+    // failure from a client's.
+    pool.dial_first(Some(peer.ip()), eg_balancer::Settle::OnConnect, |backend| async move {
         let attempt = tokio::time::timeout(
             settings.connect_timeout,
             connect(settings, upstream, backend.index, &backend.address, alpn),

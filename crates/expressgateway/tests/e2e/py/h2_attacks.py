@@ -3,7 +3,7 @@ stack independent of the gateway's: a slow reader that never opens its
 flow-control windows, and SETTINGS / PING floods. Prints one JSON report.
 
 usage: h2_attacks.py MODE --port N [--path P] [--count N] [--timeout S]
-  MODE: slow-reader | ping-flood | settings-flood
+  MODE: slow-reader | ping-flood | settings-flood | rapid-reset
 """
 
 import argparse
@@ -80,6 +80,7 @@ def slow_reader(args):
         return None
 
     report = pump(sock, conn, start + args.timeout, on_event)
+    sock.close()
     report["bytes"] = got["bytes"]
     return report
 
@@ -89,15 +90,22 @@ def flood(args, kind):
     start = time.monotonic()
     acks = {"n": 0}
     sent = 0
+    get = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", "/")]
     for i in range(args.count):
         if kind == "ping":
             conn.ping(i.to_bytes(8, "big"))
-        else:
+        elif kind == "settings":
             conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100 + i % 7})
+        else:
+            # Rapid reset: open a request stream and cancel it at once.
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, get, end_stream=True)
+            conn.reset_stream(sid, error_code=8)
         sent += 1
     try:
         sock.sendall(conn.data_to_send())
     except OSError as e:
+        sock.close()
         return {"closed": f"error while flooding: {e}", "sent": sent, "acks": 0}
 
     def on_event(ev):
@@ -111,6 +119,7 @@ def flood(args, kind):
         return None
 
     report = pump(sock, conn, start + args.timeout, on_event)
+    sock.close()
     report["acks"] = acks["n"]
     report["sent"] = sent
     return report
@@ -118,7 +127,7 @@ def flood(args, kind):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["slow-reader", "ping-flood", "settings-flood"])
+    p.add_argument("mode", choices=["slow-reader", "ping-flood", "settings-flood", "rapid-reset"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/")
     p.add_argument("--count", type=int, default=10000)
@@ -128,8 +137,10 @@ def main():
         report = slow_reader(args)
     elif args.mode == "ping-flood":
         report = flood(args, "ping")
-    else:
+    elif args.mode == "settings-flood":
         report = flood(args, "settings")
+    else:
+        report = flood(args, "reset")
     print(json.dumps(report))
 
 
