@@ -28,13 +28,18 @@ async fn curl_h3(ca: &std::path::Path, port: u16, requests: &[String]) -> serde_
     report
 }
 
+/// The echoed upload: 8x the 1 MiB stream window on every leg, so flow
+/// control is exercised both ways, yet small enough for four userspace
+/// QUIC legs on a loaded 2-core CI box.
+const ECHO_BYTES: usize = 8 << 20;
+
 async fn curl_cell(up: &str) {
     let dir = scratch();
     let c = cert(dir.path(), "srv");
     let (addr, _h1, _h3) = crate::h3_matrix::backend_for(up, &c).await;
     let config = crate::h3_matrix::quic_listener(&c, &addr, up, "");
     let gw = Gateway::start_in(dir, &config);
-    let mut requests = vec!["GET:/hello".to_owned(), format!("POST:/echo:{}", 20 << 20)];
+    let mut requests = vec!["GET:/hello".to_owned(), format!("POST:/echo:{ECHO_BYTES}")];
     requests.extend((0..50).map(|i| format!("GET:/c/{i}")));
     let report = curl_h3(&c.cert_path, gw.addr(0).port(), &requests).await;
     let responses = report["responses"].as_array().expect("responses");
@@ -48,7 +53,11 @@ async fn curl_cell(up: &str) {
             "{up}: not HTTP/3: {r}"
         );
         if r["method"] == "POST" {
-            assert_eq!(r["body_len"].as_u64(), Some(20 << 20), "{up}: echo length");
+            assert_eq!(
+                r["body_len"].as_u64(),
+                Some(ECHO_BYTES as u64),
+                "{up}: echo length"
+            );
             assert_eq!(r["body_sha256"], r["sent_sha256"], "{up}: echo checksum");
         } else {
             assert_eq!(

@@ -43,7 +43,7 @@ async def one(session, base, spec):
             base + path,
             data=body,
             http_version=CurlHttpVersion.V3ONLY,
-            timeout=20,
+            timeout=50,
         )
         content = r.content
         out.update(
