@@ -40,6 +40,7 @@ impl PoolHandle {
     ) -> Result<Self, SettingsError> {
         let pool = Arc::new(Pool::new(spec, BackendProtocol::H1));
         let breaker = spec.circuit_breaker.clone().unwrap_or_default();
+        let pooling = spec.connection_pool.clone().unwrap_or_default();
         let mut upstreams = Vec::with_capacity(spec.backends.len());
         for (j, b) in spec.backends.iter().enumerate() {
             let tls = eg_tls::backend_tls(b, BackendProtocol::H1).map_err(|source| {
@@ -55,6 +56,7 @@ impl PoolHandle {
                 tls,
                 connect_timeout,
                 &breaker,
+                &pooling,
             )));
         }
         Ok(Self {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::pool::{
-    Backend, CircuitBreaker, HashKey, HealthCheck, LbPolicy, OutlierDetection, PoolSpec, Retry,
-    SessionAffinity, SlowStart, DEFAULT_MAGLEV_TABLE_SIZE,
+    Backend, CircuitBreaker, ConnectionPool, HashKey, HealthCheck, LbPolicy, OutlierDetection,
+    PoolSpec, Retry, SessionAffinity, SlowStart, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
 /// What a listener speaks on its socket.
@@ -77,6 +77,8 @@ pub struct Listener {
     pub grpc: Grpc,
     /// Caps on the default pool's upstream connections and requests.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// How the default pool keeps its upstream connections.
+    pub connection_pool: Option<ConnectionPool>,
 }
 
 fn default_maglev_table_size() -> u64 {
@@ -105,6 +107,7 @@ impl Listener {
             retry: self.retry.clone(),
             session_affinity: self.session_affinity.clone(),
             circuit_breaker: self.circuit_breaker.clone(),
+            connection_pool: self.connection_pool.clone(),
         }
     }
 }

@@ -274,6 +274,33 @@ impl Default for CircuitBreaker {
     }
 }
 
+/// `[clusters.connection_pool]` / `[listeners.connection_pool]`: how an
+/// HTTP pool keeps its upstream connections.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionPool {
+    /// How long an idle HTTP/1.1 connection stays pooled. Below the
+    /// shortest keep-alive common in backends (Node's 5 s, Apache's 5 s) so
+    /// we rarely reuse one the backend is closing; a backend that sends
+    /// `Keep-Alive: timeout=N` shortens it.
+    pub idle_timeout_ms: u64,
+    /// Idle HTTP/1.1 connections kept per backend.
+    pub max_idle_per_backend: u32,
+    /// HTTP/2 connections per backend: another is opened when every one
+    /// carries the backend's SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_h2_connections_per_backend: u32,
+}
+
+impl Default for ConnectionPool {
+    fn default() -> Self {
+        Self {
+            idle_timeout_ms: 4_000,
+            max_idle_per_backend: 256,
+            max_h2_connections_per_backend: 4,
+        }
+    }
+}
+
 /// `[[clusters]]`: a named pool that routes and QUIC modes refer to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +319,7 @@ pub struct Cluster {
     pub retry: Option<Retry>,
     pub session_affinity: Option<SessionAffinity>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    pub connection_pool: Option<ConnectionPool>,
 }
 
 fn default_maglev_table_size() -> u64 {
@@ -312,6 +340,7 @@ impl Cluster {
             retry: self.retry.clone(),
             session_affinity: self.session_affinity.clone(),
             circuit_breaker: self.circuit_breaker.clone(),
+            connection_pool: self.connection_pool.clone(),
         }
     }
 }
@@ -330,4 +359,5 @@ pub struct PoolSpec {
     pub retry: Option<Retry>,
     pub session_affinity: Option<SessionAffinity>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    pub connection_pool: Option<ConnectionPool>,
 }

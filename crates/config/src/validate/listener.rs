@@ -157,7 +157,16 @@ pub(super) fn check_listener(
                 f.fail(
                     format!("{p}.circuit_breaker"),
                     "(present)",
-                    "the circuit breaker caps HTTP upstreams; the raw QUIC relay is bounded by                      max_relay_streams and max_connections_per_ip",
+                    "the circuit breaker caps HTTP upstreams; the raw QUIC relay is bounded by \
+                     max_relay_streams and max_connections_per_ip",
+                );
+            }
+            if l.connection_pool.is_some() {
+                f.fail(
+                    format!("{p}.connection_pool"),
+                    "(present)",
+                    "the connection pool keeps HTTP upstream connections; the raw QUIC relay \
+                     opens one upstream connection per client connection",
                 );
             }
             if rp.alpn.is_empty() || rp.alpn.iter().any(|a| a.is_empty() || a.len() > 255) {

@@ -23,7 +23,8 @@ pub(super) fn check_pool(f: &mut Findings, p: &str, pool: &PoolSpec, used_by: Po
             f.fail(
                 cp.clone(),
                 "(present)",
-                "the circuit breaker caps HTTP upstreams; L4 listeners bound relays with                  runtime.max_inflight_connections and per_ip_connection_cap",
+                "the circuit breaker caps HTTP upstreams; L4 listeners bound relays with \
+                 runtime.max_inflight_connections and per_ip_connection_cap",
             );
         }
         f.range(
@@ -38,6 +39,35 @@ pub(super) fn check_pool(f: &mut Findings, p: &str, pool: &PoolSpec, used_by: Po
             cb.max_pending_requests,
             0,
             1_000_000,
+        );
+    }
+    if let Some(cp) = &pool.connection_pool {
+        let pp = format!("{p}.connection_pool");
+        if used_by == PoolUse::L4 {
+            f.fail(
+                pp.clone(),
+                "(present)",
+                "the connection pool keeps HTTP upstream connections; an L4 relay dials one \
+                 backend connection per client connection",
+            );
+        }
+        f.range(
+            format!("{pp}.idle_timeout_ms"),
+            cp.idle_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        );
+        f.range(
+            format!("{pp}.max_idle_per_backend"),
+            cp.max_idle_per_backend,
+            0,
+            65_536,
+        );
+        f.range(
+            format!("{pp}.max_h2_connections_per_backend"),
+            cp.max_h2_connections_per_backend,
+            1,
+            64,
         );
     }
     let policy = pool.lb_policy;

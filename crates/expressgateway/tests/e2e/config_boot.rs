@@ -132,6 +132,20 @@ fn group_readable_key_is_refused() {
 }
 
 #[test]
+fn connection_pool_keys_are_checked() {
+    refused(
+        &(tcp_config("127.0.0.1:9") + "[listeners.connection_pool]\n"),
+        "listeners[0].connection_pool",
+    );
+    refused(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [listeners.connection_pool]\nmax_h2_connections_per_backend = 0\n\
+         [[listeners.backends]]\naddress = \"127.0.0.1:9\"\n",
+        "listeners[0].connection_pool.max_h2_connections_per_backend",
+    );
+}
+
+#[test]
 fn check_accepts_a_valid_file() {
     let dir = scratch();
     let path = dir.path().join("ok.toml");

@@ -6,6 +6,7 @@
 pub mod breaker;
 mod h1;
 mod h2;
+mod h2_settings;
 mod h3;
 mod shared_dial;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use eg_config::BackendProtocol;
 use eg_tls::BackendTls;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 
 pub use stream::DialError;
 
@@ -33,18 +35,6 @@ pub enum AcquireError {
     Overflow(#[from] Overflow),
 }
 
-/// How long an idle pooled H1 connection is kept: below the shortest idle
-/// timeout common in backends (Node's 5 s; nginx 75 s, Apache 5 s) so we
-/// rarely reuse a connection the backend is closing; a backend that says
-/// `Keep-Alive: timeout=N` is taken at its word (less a margin). A reused
-/// connection found closed costs nothing but a fresh dial: the request is
-/// resent when no byte of it went out.
-pub const H1_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// Idle H1 connections kept per backend: enough for a burst of 2 cores'
-/// worth of concurrent requests to reuse, small enough to bound fds.
-pub const H1_POOL_MAX_IDLE: usize = 256;
-
 /// One backend's connections, shared by every worker thread.
 pub struct Upstream {
     pub address: String,
@@ -52,15 +42,23 @@ pub struct Upstream {
     tls: Option<BackendTls>,
     connect_timeout: Duration,
     slots: RequestSlots,
-    h1: Arc<h1::H1Pool>,
-    h2: h2::H2Conn,
-    h3: h3::H3Conn,
+    conns: Conns,
+}
+
+/// Only the connection state the backend's protocol needs.
+enum Conns {
+    H1(Arc<h1::H1Pool>),
+    H2(h2::H2Conns),
+    H3(h3::H3Conn),
 }
 
 /// A connection ready to carry one request.
 pub enum Sender {
     H1(h1::Pooled),
-    H2(hyper::client::conn::http2::SendRequest<ProxyBody>),
+    H2(
+        hyper::client::conn::http2::SendRequest<ProxyBody>,
+        h2::StreamTicket,
+    ),
     H3(::h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>),
 }
 
@@ -119,21 +117,27 @@ impl Upstream {
         tls: Option<BackendTls>,
         connect_timeout: Duration,
         breaker: &eg_config::CircuitBreaker,
+        pooling: &eg_config::ConnectionPool,
     ) -> Self {
-        let h3_tls = tls.clone();
+        let conns = match protocol {
+            BackendProtocol::H2 => {
+                Conns::H2(h2::H2Conns::new(pooling.max_h2_connections_per_backend))
+            }
+            BackendProtocol::H3 => Conns::H3(h3::H3Conn::new(tls.as_ref())),
+            // tcp on an HTTP listener means HTTP/1.1 (the original schema's meaning).
+            BackendProtocol::H1 | BackendProtocol::Tcp => Conns::H1(Arc::new(h1::H1Pool::new(
+                pooling.max_idle_per_backend as usize,
+                Duration::from_millis(pooling.idle_timeout_ms),
+                breaker.max_connections,
+            ))),
+        };
         Self {
             address,
             protocol,
             tls,
             connect_timeout,
             slots: RequestSlots::new(breaker),
-            h1: Arc::new(h1::H1Pool::new(
-                H1_POOL_MAX_IDLE,
-                H1_POOL_IDLE_TIMEOUT,
-                breaker.max_connections,
-            )),
-            h2: h2::H2Conn::default(),
-            h3: h3::H3Conn::new(h3_tls.as_ref()),
+            conns,
         }
     }
 
@@ -156,19 +160,16 @@ impl Upstream {
     ) -> Result<(Sender, RequestSlot), AcquireError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let slot = self.slots.acquire(queue, waiting, deadline).await?;
-        let sender = match self.protocol {
-            BackendProtocol::H2 => self
-                .h2
+        let sender = match &self.conns {
+            Conns::H2(h2) => h2
                 .sender(&self.address, self.tls.as_ref(), self.connect_timeout)
                 .await
-                .map(Sender::H2)?,
-            BackendProtocol::H3 => self
-                .h3
+                .map(|(sender, ticket)| Sender::H2(sender, ticket))?,
+            Conns::H3(h3) => h3
                 .sender(&self.address, self.tls.as_ref(), self.connect_timeout)
                 .await
                 .map(Sender::H3)?,
-            // tcp on an HTTP listener means HTTP/1.1 (the original schema's meaning).
-            _ => {
+            Conns::H1(pool) => {
                 let how = h1::Acquire {
                     address: &self.address,
                     tls: self.tls.as_ref(),
@@ -177,7 +178,7 @@ impl Upstream {
                     waiting,
                     deadline,
                 };
-                h1::acquire(&self.h1, how).await.map(Sender::H1)?
+                h1::acquire(pool, how).await.map(Sender::H1)?
             }
         };
         Ok((sender, slot))
@@ -191,7 +192,16 @@ impl Sender {
     pub fn reused(&self) -> bool {
         match self {
             Self::H1(p) => p.reused(),
-            Self::H2(_) | Self::H3(_) => false,
+            Self::H2(..) | Self::H3(_) => false,
+        }
+    }
+
+    /// Whether this connection takes extended CONNECT (RFC 8441), as the
+    /// backend announced in its SETTINGS (HTTP/2 only).
+    pub fn extended_connect(&self) -> bool {
+        match self {
+            Self::H2(_, ticket) => ticket.extended_connect(),
+            Self::H1(_) | Self::H3(_) => false,
         }
     }
 
@@ -199,7 +209,7 @@ impl Sender {
     pub async fn send(self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, SendError> {
         match self {
             Self::H1(pooled) => Ok(pooled.send(req).await?),
-            Self::H2(mut sender) => {
+            Self::H2(mut sender, ticket) => {
                 // Closed before this request went out (a GOAWAY, say):
                 // hand it back to be sent elsewhere.
                 if let Err(e) = sender.ready().await {
@@ -209,7 +219,16 @@ impl Sender {
                     .try_send_request(req)
                     .await
                     .map_err(SendError::from_try)?;
-                Ok(resp.map(crate::body::boxed_incoming))
+                // The stream counts against the connection until its
+                // response ends.
+                Ok(resp.map(|body| {
+                    crate::body::boxed_incoming(body)
+                        .map_frame(move |frame| {
+                            let _open = &ticket;
+                            frame
+                        })
+                        .boxed()
+                }))
             }
             Self::H3(sender) => h3::send(sender, req).await.map_err(SendError::H3),
         }
