@@ -15,5 +15,5 @@ mod rng;
 
 pub use backend::{BackendState, Health};
 pub use pick::{InFlight, Outcome, PickContext};
-pub use pool::{Pool, Settle};
+pub use pool::Pool;
 pub use retry::{ActiveRequest, RetryBudget, RetryPermit};

@@ -113,11 +113,12 @@ impl Pool {
     /// Connection-level failover shared by the raw datapaths: pick a
     /// backend, `dial` it, and on failure move to another (each at most
     /// once). Every failed attempt feeds passive health; `dial`'s error is
-    /// the outcome label it counted. A connect settles as `settle` says.
+    /// the outcome label it counted. A connect is not yet a success: the
+    /// caller `settle`s the backend's outcome when the connection ends, so
+    /// a backend that fails after the dial (resets every relay) is ejected.
     pub async fn dial_first<T, F, Fut>(
         &self,
         client_ip: Option<std::net::IpAddr>,
-        settle: Settle,
         mut dial: F,
     ) -> Option<(InFlight, T)>
     where
@@ -135,10 +136,7 @@ impl Pool {
             let backend = Arc::clone(picked.backend());
             match dial(Arc::clone(&backend)).await {
                 Ok(value) => {
-                    match settle {
-                        Settle::OnConnect => picked.report(crate::Outcome::Success),
-                        Settle::ByCaller => picked.head_arrived(),
-                    }
+                    picked.head_arrived();
                     return Some((picked, value));
                 }
                 Err(_) => {
@@ -154,16 +152,6 @@ impl Pool {
     fn guard(&self, b: &Arc<BackendState>, now: Instant) -> InFlight {
         InFlight::new(Arc::clone(b), self.outlier.clone(), now)
     }
-}
-
-/// When a raw datapath's successful connect counts as a success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// At once.
-    OnConnect,
-    /// When the connection ends: the caller `settle`s its outcome, so a
-    /// backend that fails after the dial (resets every relay) is ejected.
-    ByCaller,
 }
 
 /// Share a backend gets at the very start of slow start: enough to learn

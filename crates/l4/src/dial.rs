@@ -20,7 +20,7 @@ pub(crate) enum Upstream {
 /// The caller settles the backend's outcome when the relay ends.
 pub(crate) async fn dial(settings: &L4Settings, client_ip: IpAddr) -> Option<(InFlight, Upstream)> {
     let pool = &settings.pool;
-    pool.dial_first(Some(client_ip), eg_balancer::Settle::ByCaller, |backend| async move {
+    pool.dial_first(Some(client_ip), |backend| async move {
         let outcome = match timeout(
             settings.connect_timeout,
             TcpStream::connect(&backend.address),

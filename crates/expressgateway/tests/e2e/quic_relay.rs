@@ -280,3 +280,97 @@ async fn real_h3_client_reaches_real_h3_server_through_the_relay() {
     );
     assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// A UDP forwarder to `target` that passes QUIC long-header packets (the
+/// handshake) and drops every short-header (1-RTT) one: a backend that
+/// completes the handshake, then is never heard from again.
+async fn silent_after_handshake(target: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    let front = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let addr = front.local_addr().expect("addr");
+    let up = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    up.connect(target).await.expect("connect");
+    let long_header = |packet: &[u8]| packet.first().is_some_and(|b| b & 0x80 != 0);
+    let client = Arc::new(tokio::sync::Mutex::new(None));
+    let (back, towards, last) = (Arc::clone(&up), Arc::clone(&front), Arc::clone(&client));
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *last.lock().await;
+            if let (Some(to), true) = (to, long_header(&buf[..n])) {
+                let _ = towards.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, from)) = front.recv_from(&mut buf).await {
+            *client.lock().await = Some(from);
+            if long_header(&buf[..n]) {
+                let _ = up.send(&buf[..n]).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_dying_after_the_dial_is_ejected() {
+    let dir = scratch();
+    let backend_cert = cert(dir.path(), "backend");
+    let good = QuicEchoBackend::start(&backend_cert, &[ALPN]).await;
+    let doomed = QuicEchoBackend::start(&backend_cert, &[ALPN]).await;
+    let bad = silent_after_handshake(doomed.addr).await;
+    let front = cert(dir.path(), "front");
+    let backend = |a: std::net::SocketAddr| {
+        format!(
+            "[[clusters.backends]]\naddress = \"{a}\"\nprotocol = \"h3\"\nsni = \"localhost\"\n\
+             tls_ca_path = \"{}\"\n",
+            backend_cert.cert_path.display()
+        )
+    };
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\nmax_idle_timeout_ms = 1000\n\
+         [listeners.quic.raw_proxy]\ncluster = \"q\"\nalpn = [\"{ALPN}\"]\n\
+         [[clusters]]\nname = \"q\"\n[clusters.outlier_detection]\nconsecutive_failures = 1\n{}{}",
+        front.cert_path.display(),
+        front.key_path.display(),
+        backend(bad),
+        backend(good.addr),
+    );
+    let gw = Gateway::start_in(dir, &config);
+    let mut failed = 0;
+    // A client that keeps its connection alive (as H3 clients ping): its
+    // leg never idles out, so the relay sees the backend's go silent.
+    let mut client = quinn::ClientConfig::new(quic_client_crypto(&front.cert_pem, ALPN));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_millis(200)));
+    client.transport_config(std::sync::Arc::new(transport));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    for i in 0..8 {
+        let connecting = endpoint
+            .connect_with(client.clone(), gw.addr(0), "localhost")
+            .expect("connect");
+        let conn = connecting.await.expect("handshake");
+        let asked = tokio::time::timeout(Duration::from_secs(3), quic_ask(&conn, b"hello")).await;
+        match asked {
+            Ok(Ok(echo)) => assert_eq!(echo, b"hello", "connection {i}"),
+            _ => failed += 1,
+        }
+        conn.close(0u32.into(), b"done");
+    }
+    assert!(
+        failed <= 1,
+        "a backend whose relays all die was not ejected: {failed} of 8 failed\n{}",
+        gw.stderr()
+    );
+}

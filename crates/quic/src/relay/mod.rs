@@ -123,9 +123,15 @@ async fn connection(
     };
     // The snapshot is not needed while relaying; the pool guard is.
     drop(settings);
-    pipe::relay(client, backend, bounds, shutdown).await;
+    let ended = pipe::relay(client, backend, bounds, shutdown).await;
     active.dec();
-    drop(in_flight);
+    // The connect was not yet a success: how the relay ended says (the
+    // client going away or idle is nobody's fault but the client's).
+    in_flight.settle(if ended.backend_failed {
+        eg_balancer::Outcome::Failure
+    } else {
+        eg_balancer::Outcome::Success
+    });
     drop(pass);
 }
 
@@ -146,9 +152,7 @@ async fn dial(
     alpn: Option<&[u8]>,
 ) -> Option<(InFlight, quinn::Connection)> {
     let pool = &settings.pool;
-    // Mode B settles at connect: its relay does not yet tell a backend's
-    // failure from a client's.
-    pool.dial_first(Some(peer.ip()), eg_balancer::Settle::OnConnect, |backend| async move {
+    pool.dial_first(Some(peer.ip()), |backend| async move {
         let attempt = tokio::time::timeout(
             settings.connect_timeout,
             connect(settings, upstream, backend.index, &backend.address, alpn),

@@ -67,12 +67,19 @@ struct Towards {
 
 /// Relay until either leg closes or `shutdown` fires, then close the other
 /// leg accordingly.
+/// How a relay ended, for the backend's passive health.
+pub(crate) struct RelayEnd {
+    /// The backend's leg failed first: it went silent (keep-alives
+    /// unanswered), reset, or closed with a transport error.
+    pub backend_failed: bool,
+}
+
 pub(crate) async fn relay(
     client: Connection,
     backend: Connection,
     bounds: Bounds,
     shutdown: CancellationToken,
-) {
+) -> RelayEnd {
     let cap = usize::try_from(bounds.max_relay_streams).unwrap_or(usize::MAX);
     // Client-initiated and backend-initiated streams are capped separately,
     // so one side cannot starve the other of relay slots.
@@ -94,6 +101,7 @@ pub(crate) async fn relay(
             mirror_uni(&backend, &client, &from_backend, to_c, stall),
         );
     };
+    let mut backend_failed = false;
     tokio::select! {
         biased;
         () = shutdown.cancelled() => {
@@ -105,6 +113,7 @@ pub(crate) async fn relay(
             close_like(&backend, &why, "client");
         }
         why = backend.closed() => {
+            backend_failed = backend_fault(&why);
             linger(&towards.client, &shutdown).await;
             close_like(&client, &why, "backend");
         }
@@ -113,6 +122,23 @@ pub(crate) async fn relay(
             client.close(PEER_LOST, b"relay ended");
             backend.close(PEER_LOST, b"relay ended");
         }
+    }
+    RelayEnd { backend_failed }
+}
+
+/// Whether the backend leg ending this way is the backend's failure. An
+/// application close is the application's own decision; a timeout is the
+/// backend's fault because the upstream leg sends keep-alives.
+fn backend_fault(why: &ConnectionError) -> bool {
+    match why {
+        ConnectionError::TimedOut
+        | ConnectionError::Reset
+        | ConnectionError::TransportError(_)
+        | ConnectionError::VersionMismatch => true,
+        ConnectionError::ConnectionClosed(close) => {
+            close.error_code != quinn::TransportErrorCode::NO_ERROR
+        }
+        _ => false,
     }
 }
 
