@@ -4,6 +4,13 @@ use http::{header, Response, StatusCode};
 
 use crate::body::{full, ProxyBody};
 
+/// Marks an answer after which the client connection must end: the rest of
+/// its byte stream cannot be trusted. How that is said is the front's
+/// business (HTTP/1.1 `Connection: close`; HTTP/2 and HTTP/3 streams are
+/// framed apart, so they need nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct CloseConnection;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
     /// Malformed or ambiguous request (smuggling attempts included).
@@ -87,7 +94,7 @@ impl ProxyError {
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         if self.closes_connection() {
-            h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            resp.extensions_mut().insert(CloseConnection);
         }
         resp
     }

@@ -282,9 +282,7 @@ async fn request(
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
     let resp = core::handle(settings, info, Request::from_parts(parts, body)).await;
-    let (mut parts, body) = resp.into_parts();
-    // Connection-level headers do not exist in HTTP/3.
-    parts.headers.remove(http::header::CONNECTION);
+    let (parts, body) = resp.into_parts();
     // A client that stops granting credit holds each write: bound them, so
     // it cannot hold the response, its backend connection and the
     // balancer's in-flight slot for ever.

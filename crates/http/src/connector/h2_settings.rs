@@ -14,14 +14,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-const FRAME_HEADER: usize = 9;
-const SETTINGS: u8 = 0x4;
-const ACK: u8 = 0x1;
+use crate::h2_frame::{ACK, FRAME_HEADER, MAX_FRAME_SIZE, SETTINGS};
+
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const ENABLE_CONNECT_PROTOCOL: u16 = 0x8;
-/// The largest SETTINGS payload we parse: the default maximum frame size
-/// (RFC 9113 §4.2), room for 2730 settings; a real backend sends a handful.
-const MAX_SETTINGS_PAYLOAD: usize = 16_384;
+/// The largest SETTINGS payload we parse: the default maximum frame size,
+/// room for 2730 settings; a real backend sends a handful.
+const MAX_SETTINGS_PAYLOAD: usize = MAX_FRAME_SIZE;
 
 /// The backend's settings as last announced.
 #[derive(Debug)]

@@ -8,6 +8,7 @@ mod h1;
 mod h2;
 mod h2_settings;
 mod h3;
+mod request_form;
 mod shared_dial;
 
 pub use self::h3::tuned_client_endpoint;
@@ -148,6 +149,31 @@ impl Upstream {
     /// Whether requests to this backend carry `https` semantics.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Whether requests share connections (HTTP/2, HTTP/3) rather than
+    /// take one each (HTTP/1.1).
+    pub fn multiplexed(&self) -> bool {
+        !matches!(self.conns, Conns::H1(_))
+    }
+
+    /// `parts` in the form this backend's protocol wants on the wire;
+    /// `authority` is the client's (the backend's address when it had none).
+    pub fn request(
+        &self,
+        parts: http::request::Parts,
+        authority: Option<&str>,
+        body: ProxyBody,
+    ) -> Result<Request<ProxyBody>, http::Error> {
+        match &self.conns {
+            Conns::H1(_) => request_form::h1(parts, authority, body),
+            Conns::H2(_) | Conns::H3(_) => request_form::multiplexed(
+                parts,
+                authority.unwrap_or(&self.address),
+                self.is_tls(),
+                body,
+            ),
+        }
     }
 
     /// A request slot under the circuit breaker and a connection for one

@@ -7,11 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eg_balancer::{InFlight, Outcome, PickContext, RetryPermit};
-use eg_config::BackendProtocol;
 use eg_runtime::metrics::metrics;
-use http::header::{HeaderValue, HOST};
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -133,7 +130,9 @@ impl Exchange<'_> {
                 (None, Some(r)) => (r.parts(), empty()),
                 (None, None) => return Err(ProxyError::UpstreamFailed),
             };
-            let req = self.upstream_request(&upstream, parts, body)?;
+            let req = upstream
+                .request(parts, self.authority, body)
+                .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
             let may_retry = |tried: &Vec<usize>| {
                 replay.is_some()
                     && retries < attempts
@@ -167,7 +166,7 @@ impl Exchange<'_> {
                     tracing::debug!(backend = %upstream.address, error = %e, "request not sent; resending");
                     stale += 1;
                     first = Some(req.into_parts());
-                    let fresh_h1 = !reused && !matches!(upstream.protocol, BackendProtocol::H2);
+                    let fresh_h1 = !reused && !upstream.multiplexed();
                     if fresh_h1 {
                         in_flight.report(Outcome::Failure);
                         count(&pool.name, &upstream.address, "error");
@@ -332,35 +331,6 @@ impl Exchange<'_> {
             }
         }
     }
-
-    fn upstream_request(
-        &self,
-        up: &Upstream,
-        mut parts: Parts,
-        body: ProxyBody,
-    ) -> Result<Request<ProxyBody>, ProxyError> {
-        parts.uri = upstream_uri(up, self.authority, parts.uri.path_and_query())?;
-        match up.protocol {
-            BackendProtocol::H2 | BackendProtocol::H3 => {
-                parts.headers.remove(HOST);
-                parts.version = Version::HTTP_2;
-            }
-            _ => {
-                if let Some(a) = self.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-                    parts.headers.insert(HOST, a);
-                }
-                // An HTTP/2 or HTTP/3 client can always receive trailers;
-                // an HTTP/1.1 backend sends them only when asked.
-                if parts.version >= Version::HTTP_2 {
-                    parts
-                        .headers
-                        .insert(http::header::TE, HeaderValue::from_static("trailers"));
-                }
-                parts.version = Version::HTTP_11;
-            }
-        }
-        Ok(Request::from_parts(parts, body))
-    }
 }
 
 fn client_error(fault: BodyFault) -> ProxyError {
@@ -376,28 +346,4 @@ fn count(cluster: &str, backend: &str, outcome: &str) {
         .backend_requests_total
         .with_label_values(&[cluster, backend, outcome])
         .inc();
-}
-
-/// H1 backends get origin-form; H2 needs scheme and authority.
-fn upstream_uri(
-    up: &Upstream,
-    authority: Option<&str>,
-    pq: Option<&PathAndQuery>,
-) -> Result<Uri, ProxyError> {
-    let pq = pq
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut b = Uri::builder().path_and_query(pq);
-    if matches!(up.protocol, BackendProtocol::H2 | BackendProtocol::H3) {
-        let scheme = if up.is_tls() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        };
-        b = b
-            .scheme(scheme)
-            .authority(authority.unwrap_or(up.address.as_str()));
-    }
-    b.build()
-        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))
 }

@@ -73,21 +73,6 @@ pub fn add_forwarding(
     append_via(headers, version);
 }
 
-/// HTTP/1.1 sends only trailer fields declared in a `Trailer` header, which
-/// an HTTP/2 or HTTP/3 backend need not send. For gRPC the fields are
-/// fixed by the protocol, so declare them for an HTTP/1.1 client.
-pub fn declare_grpc_trailers(headers: &mut HeaderMap) {
-    let is_grpc = headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if is_grpc && !headers.contains_key(http::header::TRAILER) {
-        headers.insert(
-            http::header::TRAILER,
-            HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"),
-        );
-    }
-}
-
 /// `Via: <version> expressgateway`, appended to any prior hops.
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
     let hop = match version {

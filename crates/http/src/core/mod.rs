@@ -202,9 +202,6 @@ where
     headers::append_via(&mut parts.headers, parts.version);
     // The client hears its own protocol version, whatever the backend spoke.
     parts.version = client_version;
-    if client_version < Version::HTTP_2 {
-        headers::declare_grpc_trailers(&mut parts.headers);
-    }
     affinity::set_cookie(
         &pool.pool,
         &keys,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use eg_runtime::metrics::metrics;
 use eg_runtime::CancellationToken;
-use http::header::{HeaderValue, CONNECTION};
 use http::Response;
 use http::{Method, Request, StatusCode, Version};
 use hyper::body::Incoming;
@@ -22,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::framing::{Verdict, MAX_HEAD_BYTES};
+use super::h1_wire;
 use super::h2_guard::{GuardState, H2Guard};
 use super::tracked_io::{TrackedIo, VerdictHandle};
 use super::watch::{ConnExpiry, ConnWatch, Progress, StreamExec, Watched, GOAWAY_GRACE};
@@ -212,11 +212,10 @@ where
                 } else {
                     max_h2
                 };
+                if version < Version::HTTP_2 {
+                    h1_wire::response(&mut resp, n >= max);
+                }
                 if n >= max {
-                    if version < Version::HTTP_2 {
-                        resp.headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
                     cap_reached.notify_one();
                 }
                 let (parts, body) = resp.into_parts();

@@ -24,30 +24,17 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::watch::ConnWatch;
+use crate::h2_frame::{
+    ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, FRAME_HEADER, GOAWAY, HEADERS,
+    MAX_FRAME_SIZE, PING, RST_STREAM, SETTINGS,
+};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const FRAME_HEADER: usize = 9;
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const CONTINUATION: u8 = 0x9;
-
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
 const PROTOCOL_ERROR: u32 = 0x1;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const COMPRESSION_ERROR: u32 = 0x9;
 #[cfg(test)]
 const REFUSED_STREAM: u32 = 0x7;
-
-/// The frame size h2 accepts (hyper's default SETTINGS_MAX_FRAME_SIZE).
-const MAX_FRAME_SIZE: usize = 16_384;
 
 /// SETTINGS a client may send: one at the start and a rare change later is
 /// all a real client needs; 32 at once and one a second after that.

@@ -4,6 +4,7 @@
 
 mod conn;
 mod framing;
+mod h1_wire;
 mod h2_guard;
 mod tracked_io;
 mod watch;
