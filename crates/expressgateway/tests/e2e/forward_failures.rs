@@ -325,3 +325,22 @@ async fn silent_h3_backend_costs_one_connect_timeout_not_a_convoy() {
     );
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_a_backend_is_bounded_by_the_request_deadline() {
+    // Dials may take 10 s each, but the whole request has 1 s.
+    let (hole, _fillers) = blackhole_backend();
+    let gw = Gateway::start(&format!(
+        "[runtime]\nconnect_timeout_ms = 10000\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [listeners.http]\ntotal_timeout_ms = 1000\n\
+         [[listeners.backends]]\naddress = \"{hole}\"\n"
+    ));
+    let started = std::time::Instant::now();
+    let r = exchange(gw.addr(0), b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let took = started.elapsed();
+    assert!(matches!(&r, Ok(r) if r.status == 504), "{}", verdict(&r));
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "the request waited {took:?} for a 10 s dial under a 1 s deadline"
+    );
+}

@@ -298,7 +298,16 @@ impl Exchange<'_> {
             let Some(upstream) = self.pool.upstreams.get(index) else {
                 return Err(ProxyError::NoHealthyBackend);
             };
-            match upstream.acquire(&self.pool.queue, &mut waiting).await {
+            // Each dial and queue wait is bounded by connect_timeout_ms; the
+            // whole search (retries, several backends) by the request's own
+            // deadline.
+            let acquired = tokio::time::timeout_at(
+                self.deadline,
+                upstream.acquire(&self.pool.queue, &mut waiting),
+            )
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout)?;
+            match acquired {
                 Ok((sender, slot)) => return Ok((picked, Arc::clone(upstream), sender, slot)),
                 Err(AcquireError::Overflow(o)) => {
                     o.count();
