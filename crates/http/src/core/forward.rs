@@ -112,7 +112,12 @@ impl Exchange<'_> {
         let retry = &pool.retry;
         let _active = retry.enter();
         let attempts = retry.config.attempts;
-        let replay = (idempotent(&parts.method) && body.is_end_stream()).then(|| Replay {
+        // A bodiless request can be sent again as it was. A backend that
+        // says it did not process it (REFUSED_STREAM, left out of a GOAWAY)
+        // gets it again whatever the method; any other retry needs the
+        // method to be idempotent too.
+        let safe_to_repeat = idempotent(&parts.method);
+        let replay = body.is_end_stream().then(|| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
@@ -135,6 +140,7 @@ impl Exchange<'_> {
                 .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
             let may_retry = |tried: &Vec<usize>| {
                 replay.is_some()
+                    && safe_to_repeat
                     && retries < attempts
                     && tried.len() + 1 < self.pool.upstreams.len()
             };
@@ -188,8 +194,8 @@ impl Exchange<'_> {
                     // A pooled connection the backend closed while idle, or
                     // an H2 stream the backend refused or left out of its
                     // GOAWAY: try a fresh one, without blaming the backend.
-                    if (reused || e.unprocessed()) && replay.is_some() && stale < MAX_STALE_RETRIES
-                    {
+                    let resend = e.unprocessed() || (reused && safe_to_repeat);
+                    if resend && replay.is_some() && stale < MAX_STALE_RETRIES {
                         stale += 1;
                         continue;
                     }
