@@ -1,14 +1,18 @@
 //! The admin listener (`[observability] metrics_bind`): Prometheus
 //! metrics, liveness/readiness/startup probes, a JSON health summary and
-//! the pools API. Loopback only unless `[admin] allow_non_loopback`, and
-//! then a bearer token whose SHA-256 is `api_token_hash` is required.
+//! the pools API. Loopback only unless `[admin] allow_non_loopback`; when
+//! `api_token_hash` is set every request needs its bearer token, loopback
+//! included (see `auth`).
 #![forbid(unsafe_code)]
+
+mod auth;
+mod pools_api;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -19,7 +23,6 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -101,7 +104,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
     }
 }
 
-fn text(
+pub(crate) fn text(
     status: StatusCode,
     body: impl Into<Bytes>,
     content_type: &'static str,
@@ -115,22 +118,8 @@ fn text(
     r
 }
 
-fn authorized(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> bool {
-    if peer.ip().is_loopback() {
-        return true;
-    }
-    let Some(expected) = state.token_hash.filter(|_| state.allow_non_loopback) else {
-        return false;
-    };
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| Sha256::digest(token.as_bytes()).as_slice() == expected)
-}
-
 fn route(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if !authorized(state, peer, req) {
+    if !auth::authorized(state, peer, req) {
         return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
     }
     let path = req.uri().path();
@@ -162,75 +151,12 @@ fn route(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> Respo
         }
         (&Method::GET, "/api/v1/pools") => text(
             StatusCode::OK,
-            pools_json(state).to_string(),
+            pools_api::pools_json(state).to_string(),
             "application/json",
         ),
-        (&Method::POST, p) if p.starts_with("/api/v1/pools/") => backend_action(state, p),
-        _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
-    }
-}
-
-fn pools_json(state: &AdminState) -> serde_json::Value {
-    let now = Instant::now();
-    let pools: Vec<_> = state
-        .pools
-        .load()
-        .iter()
-        .map(|p| {
-            let backends: Vec<_> = p
-                .backends()
-                .iter()
-                .map(|b| {
-                    serde_json::json!({
-                        "address": b.address,
-                        "weight": b.weight,
-                        "healthy": b.is_available(now),
-                        "active_check_up": b.active_up(),
-                        "drained": b.is_drained(),
-                        "in_flight": b.in_flight(),
-                        "ejected_for_ms": b.ejected_for(now).map(|d| d.as_millis() as u64),
-                    })
-                })
-                .collect();
-            serde_json::json!({ "name": p.name, "policy": p.policy_name.as_str(), "backends": backends })
-        })
-        .collect();
-    serde_json::json!({ "pools": pools })
-}
-
-/// `POST /api/v1/pools/{pool}/backends/{address}/drain` or `/enable`.
-fn backend_action(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
-    let rest = path.trim_start_matches("/api/v1/pools/");
-    let parsed = rest.split_once("/backends/").and_then(|(pool, tail)| {
-        let (address, action) = tail.rsplit_once('/')?;
-        Some((pool, address, action))
-    });
-    let Some((pool, address, action)) = parsed else {
-        return text(StatusCode::NOT_FOUND, "not found\n", "text/plain");
-    };
-    let drain = match action {
-        "drain" => true,
-        "enable" => false,
-        _ => return text(StatusCode::NOT_FOUND, "unknown action\n", "text/plain"),
-    };
-    let pools = state.pools.load();
-    let found = pools
-        .iter()
-        .filter(|p| p.name == pool)
-        .find_map(|p| p.backend(address));
-    match found {
-        Some(b) => {
-            b.set_drained(drain, Instant::now());
-            text(
-                StatusCode::OK,
-                format!("{address} {action}ed\n"),
-                "text/plain",
-            )
+        (&Method::POST, p) if p.starts_with("/api/v1/pools/") => {
+            pools_api::backend_action(state, p)
         }
-        None => text(
-            StatusCode::NOT_FOUND,
-            "no such pool or backend\n",
-            "text/plain",
-        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
     }
 }

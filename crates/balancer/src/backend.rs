@@ -1,4 +1,5 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eg_config::BackendProtocol;
@@ -13,8 +14,10 @@ pub enum Health {
     Down,
 }
 
-/// One backend of a pool and its live state. Every field is an atomic so
-/// selection never takes a lock.
+/// One backend of a pool: what the config says of it, and its live state.
+/// The live state is shared with the same backend in the generation a
+/// reload replaces (see `Carry`), so health verdicts, ejections, drains,
+/// latency and in-flight counts survive the reload.
 #[derive(Debug)]
 pub struct BackendState {
     /// `host:port` as configured.
@@ -25,6 +28,21 @@ pub struct BackendState {
     pub index: usize,
     /// Stable identity (hash of the address): the session cookie value.
     pub id: u64,
+    live: Arc<BackendLive>,
+}
+
+impl std::ops::Deref for BackendState {
+    type Target = BackendLive;
+
+    fn deref(&self) -> &BackendLive {
+        &self.live
+    }
+}
+
+/// A backend's live state. Every field is an atomic so selection never
+/// takes a lock.
+#[derive(Debug)]
+pub struct BackendLive {
     /// Time origin for the millisecond stamps below.
     epoch: Instant,
     /// Active health checks' verdict.
@@ -50,7 +68,7 @@ impl BackendState {
         address: String,
         protocol: BackendProtocol,
         weight: u32,
-        epoch: Instant,
+        live: Arc<BackendLive>,
     ) -> Self {
         Self {
             id: hash_bytes(address.as_bytes()),
@@ -58,6 +76,14 @@ impl BackendState {
             protocol,
             weight: weight.max(1),
             index,
+            live,
+        }
+    }
+}
+
+impl BackendLive {
+    pub(crate) fn new(epoch: Instant) -> Self {
+        Self {
             epoch,
             active_up: AtomicBool::new(true),
             drained: AtomicBool::new(false),

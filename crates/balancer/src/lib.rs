@@ -13,7 +13,7 @@ mod pool;
 mod retry;
 mod rng;
 
-pub use backend::{BackendState, Health};
+pub use backend::{BackendLive, BackendState, Health};
 pub use pick::{InFlight, Outcome, PickContext};
-pub use pool::Pool;
-pub use retry::{ActiveRequest, RetryBudget, RetryPermit};
+pub use pool::{backend_key, Pool};
+pub use retry::{ActiveRequest, RetryBudget, RetryCounters, RetryPermit};

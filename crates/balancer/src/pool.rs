@@ -1,11 +1,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eg_config::{BackendProtocol, HashKey, HealthCheck, LbPolicy, PoolSpec};
+use eg_config::{Backend, BackendProtocol, HashKey, HealthCheck, LbPolicy, PoolSpec};
+use eg_runtime::Carry;
 
+use crate::backend::BackendLive;
 use crate::health::passive::Outlier;
 use crate::policy::{self, Policy};
-use crate::retry::RetryBudget;
+use crate::retry::{RetryBudget, RetryCounters};
 use crate::{BackendState, InFlight, PickContext};
 
 /// A named set of backends and the policy that chooses among them.
@@ -31,21 +33,35 @@ impl Pool {
     /// not name one (tcp on L4 listeners, h1 on HTTP listeners). Passive
     /// health is on with the default thresholds unless configured.
     pub fn new(spec: &PoolSpec, default_protocol: BackendProtocol) -> Self {
+        Self::carrying(spec, default_protocol, &Carry::default())
+    }
+
+    /// As `new`, taking each backend's live state (and the retry budget's
+    /// accounting) from the generation `carry` remembers, when it is the
+    /// same backend of the same pool.
+    pub fn carrying(spec: &PoolSpec, default_protocol: BackendProtocol, carry: &Carry) -> Self {
         let epoch = Instant::now();
         let backends: Vec<Arc<BackendState>> = spec
             .backends
             .iter()
             .enumerate()
             .map(|(i, b)| {
+                let protocol = b.protocol.unwrap_or(default_protocol);
+                let live = carry.get_or_make(backend_key(&spec.name, b, protocol), || {
+                    BackendLive::new(epoch)
+                });
                 Arc::new(BackendState::new(
                     i,
                     b.address.clone(),
-                    b.protocol.unwrap_or(default_protocol),
+                    protocol,
                     b.weight,
-                    epoch,
+                    live,
                 ))
             })
             .collect();
+        let retry = spec.retry.clone().unwrap_or_default();
+        let counters =
+            carry.get_or_make(format!("{}\0{retry:?}", spec.name), RetryCounters::default);
         let affinity = (spec.lb_policy == LbPolicy::SessionAffinity)
             .then(|| spec.session_affinity.clone().unwrap_or_default());
         let effective = affinity.as_ref().map_or(spec.lb_policy, |a| a.fallback);
@@ -60,7 +76,7 @@ impl Pool {
             hash_key: spec.hash_key.clone(),
             health_check: spec.health_check.clone(),
             affinity_cookie: affinity.map(|a| (a.cookie_name, a.cookie_ttl_seconds)),
-            retry: RetryBudget::new(spec.retry.clone().unwrap_or_default()),
+            retry: RetryBudget::with_counters(retry, counters),
             policy,
             outlier: Some(Arc::new(outlier)),
             slow_start: spec
@@ -152,6 +168,21 @@ impl Pool {
     fn guard(&self, b: &Arc<BackendState>, now: Instant) -> InFlight {
         InFlight::new(Arc::clone(b), self.outlier.clone(), now)
     }
+}
+
+/// What makes a backend the same one across a reload: its pool, address,
+/// protocol and TLS settings (not its weight, which a reload may change).
+pub fn backend_key(pool: &str, b: &Backend, protocol: BackendProtocol) -> String {
+    format!(
+        "{pool}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{:?}",
+        b.address,
+        protocol.as_str(),
+        b.tls,
+        b.tls_ca_path,
+        b.tls_verify_hostname,
+        b.tls_verify_peer,
+        b.sni
+    )
 }
 
 /// Share a backend gets at the very start of slow start: enough to learn

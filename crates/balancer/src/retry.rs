@@ -11,6 +11,13 @@ use eg_config::Retry;
 #[derive(Debug)]
 pub struct RetryBudget {
     pub config: Retry,
+    counters: Arc<RetryCounters>,
+}
+
+/// A pool's budget accounting, carried across reloads (requests and
+/// retries in flight in the old generation still count).
+#[derive(Debug, Default)]
+pub struct RetryCounters {
     active_requests: AtomicU64,
     active_retries: Arc<AtomicU64>,
     /// Retries started in the current second: `(second << 32) | count`.
@@ -39,27 +46,28 @@ impl Drop for RetryPermit {
 
 impl RetryBudget {
     pub fn new(config: Retry) -> Self {
-        Self {
-            config,
-            active_requests: AtomicU64::new(0),
-            active_retries: Arc::new(AtomicU64::new(0)),
-            window: AtomicU64::new(0),
-        }
+        Self::with_counters(config, Arc::default())
+    }
+
+    pub fn with_counters(config: Retry, counters: Arc<RetryCounters>) -> Self {
+        Self { config, counters }
     }
 
     pub fn enter(&self) -> ActiveRequest<'_> {
-        self.active_requests.fetch_add(1, Ordering::Relaxed);
-        ActiveRequest(&self.active_requests)
+        self.counters
+            .active_requests
+            .fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(&self.counters.active_requests)
     }
 
     /// A permit for one more retry, or `None` when the budget is spent.
     pub fn try_retry(&self) -> Option<RetryPermit> {
-        let active = self.active_requests.load(Ordering::Relaxed);
+        let active = self.counters.active_requests.load(Ordering::Relaxed);
         let allowed = active * u64::from(self.config.budget_percent) / 100;
-        let retries = self.active_retries.load(Ordering::Relaxed);
+        let retries = self.counters.active_retries.load(Ordering::Relaxed);
         if retries < allowed || self.take_floor() {
-            self.active_retries.fetch_add(1, Ordering::Relaxed);
-            return Some(RetryPermit(Arc::clone(&self.active_retries)));
+            self.counters.active_retries.fetch_add(1, Ordering::Relaxed);
+            return Some(RetryPermit(Arc::clone(&self.counters.active_retries)));
         }
         None
     }
@@ -71,14 +79,14 @@ impl RetryBudget {
             .unwrap_or(0)
             & 0xffff_ffff;
         let floor = u64::from(self.config.min_retries_per_second);
-        let mut cur = self.window.load(Ordering::Relaxed);
+        let mut cur = self.counters.window.load(Ordering::Relaxed);
         loop {
             let (sec, count) = (cur >> 32, cur & 0xffff_ffff);
             let next_count = if sec == second { count + 1 } else { 1 };
             if next_count > floor {
                 return false;
             }
-            match self.window.compare_exchange_weak(
+            match self.counters.window.compare_exchange_weak(
                 cur,
                 (second << 32) | next_count,
                 Ordering::Relaxed,

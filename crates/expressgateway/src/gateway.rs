@@ -41,8 +41,10 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let clusters = eg_http::build_clusters(config)?;
+    /// `carry`: what the running generation knows of its backends and
+    /// connections, kept where the new config names the same ones.
+    pub fn new(config: &Config, carry: &eg_runtime::Carry) -> anyhow::Result<Self> {
+        let clusters = eg_http::build_clusters(config, carry)?;
         let mut pools: Vec<_> = clusters
             .values()
             .map(|h| (Arc::clone(&h.pool), h.backend_tls()))
@@ -51,12 +53,12 @@ impl Prepared {
         for (i, l) in config.listeners.iter().enumerate() {
             let built = match (l.protocol, l.quic.as_ref()) {
                 (ListenerProtocol::Tcp | ListenerProtocol::Tls, _) => {
-                    let s = L4Settings::new(config, l, i)?;
+                    let s = L4Settings::new(config, l, i, carry)?;
                     pools.push((Arc::clone(&s.pool), s.backend_tls()));
                     Built::L4(s)
                 }
                 (ListenerProtocol::Quic, Some(quic)) if quic.raw_proxy.is_none() => {
-                    let s = HttpSettings::new(config, l, i, &clusters)?;
+                    let s = HttpSettings::new(config, l, i, &clusters, carry)?;
                     if let Some(h) = &s.default_pool {
                         pools.push((Arc::clone(&h.pool), h.backend_tls()));
                     }
@@ -64,15 +66,16 @@ impl Prepared {
                         quic,
                         &format!("listeners[{i}]"),
                         vec![b"h3".to_vec()],
+                        carry,
                     )?;
                     Built::H3(s, Box::new(server))
                 }
                 (ListenerProtocol::Quic, _) => {
-                    let s = RelaySettings::new(config, l, i)?;
-                    Built::Relay(s, Box::new(server_config_for(l, i)?))
+                    let s = RelaySettings::new(config, l, i, carry)?;
+                    Built::Relay(s, Box::new(server_config_for(l, i, carry)?))
                 }
                 (ListenerProtocol::H1 | ListenerProtocol::H1s, _) => {
-                    let s = HttpSettings::new(config, l, i, &clusters)?;
+                    let s = HttpSettings::new(config, l, i, &clusters, carry)?;
                     if let Some(h) = &s.default_pool {
                         pools.push((Arc::clone(&h.pool), h.backend_tls()));
                     }
@@ -153,11 +156,18 @@ pub struct Gateway {
     drain_timeout_ms: u64,
     admin: Option<Arc<AdminState>>,
     settle: Duration,
+    /// Backend state and upstream connections, from one generation to the
+    /// next.
+    carry: Arc<eg_runtime::Carry>,
 }
 
 impl Gateway {
     /// Bind every listener (all or nothing), report each, and serve.
-    pub async fn start(mut prepared: Prepared, config: &Config) -> anyhow::Result<Self> {
+    pub async fn start(
+        mut prepared: Prepared,
+        config: &Config,
+        carry: Arc<eg_runtime::Carry>,
+    ) -> anyhow::Result<Self> {
         let mut sockets = Vec::with_capacity(prepared.listeners.len());
         for ((index, listener), built) in config
             .listeners
@@ -312,6 +322,7 @@ impl Gateway {
             drain_timeout_ms: config.runtime.drain_timeout_ms,
             admin,
             settle: Duration::from_millis(config.runtime.readiness_settle_ms),
+            carry,
         })
     }
 
@@ -323,13 +334,24 @@ impl Gateway {
     /// SIGUSR1 (`Trigger::CertRotation`): re-read the certificates and keys
     /// the running configuration names. Either way everything is rebuilt
     /// first and swapped only if all of it loads: a failure changes nothing.
-    pub fn reload(&self, path: Option<&Path>, trigger: Trigger) {
-        let loaded = match (trigger, path) {
-            (Trigger::Reload, Some(path)) => Config::load(path).map_err(anyhow::Error::from),
-            (Trigger::Reload, None) => Err(anyhow::anyhow!("no configuration file to re-read")),
-            (Trigger::CertRotation, _) => Ok((**self.running.load()).clone()),
+    pub async fn reload(&self, path: Option<&Path>, trigger: Trigger) {
+        let running = Arc::clone(&self.running.load());
+        let carry = Arc::clone(&self.carry);
+        let path = path.map(Path::to_path_buf);
+        // Parsing certificates, loading roots and building Maglev tables is
+        // blocking work: keep it off the workers serving traffic.
+        let prepare = move || {
+            let loaded = match (trigger, path) {
+                (Trigger::Reload, Some(path)) => Config::load(&path).map_err(anyhow::Error::from),
+                (Trigger::Reload, None) => Err(anyhow::anyhow!("no configuration file to re-read")),
+                (Trigger::CertRotation, _) => Ok((*running).clone()),
+            };
+            loaded.and_then(|config| Prepared::new(&config, &carry).map(|p| (config, p)))
         };
-        let outcome = loaded.and_then(|config| Prepared::new(&config).map(|p| (config, p)));
+        let outcome = tokio::task::spawn_blocking(prepare)
+            .await
+            .map_err(|e| anyhow::anyhow!("reload task failed: {e}"))
+            .and_then(|r| r);
         let counter = match trigger {
             Trigger::Reload => &metrics().config_reloads_total,
             Trigger::CertRotation => &metrics().cert_rotations_total,

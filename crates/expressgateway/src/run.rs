@@ -14,7 +14,7 @@ pub fn check(path: &Path) -> ExitCode {
     eg_tls::install_crypto_provider();
     let result = Config::load(path)
         .map_err(anyhow::Error::from)
-        .and_then(|c| Prepared::new(&c).map(|_| ()));
+        .and_then(|c| Prepared::new(&c, &eg_runtime::Carry::default()).map(|_| ()));
     match result {
         Ok(()) => {
             println!("{}: configuration is valid", path.display());
@@ -60,23 +60,31 @@ pub fn run(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
-    let prepared = Prepared::new(&config)?;
-    let gateway = Gateway::start(prepared, &config).await?;
-    eg_runtime::report::ready();
+    // Handlers first: a SIGHUP sent while we bind (a reload racing the
+    // start) must not kill the process with the default action.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
+    let carry = std::sync::Arc::new(eg_runtime::Carry::default());
+    let prepared = Prepared::new(&config, &carry)?;
+    let gateway = Gateway::start(prepared, &config, carry).await?;
+    eg_runtime::report::ready();
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => gateway.reload(path, Trigger::Reload),
-            _ = usr1.recv() => gateway.reload(path, Trigger::CertRotation),
+            _ = hup.recv() => gateway.reload(path, Trigger::Reload).await,
+            _ = usr1.recv() => gateway.reload(path, Trigger::CertRotation).await,
         }
     }
     let drain = Duration::from_millis(gateway.drain_timeout_ms());
     tracing::info!(?drain, "shutting down: no new connections, draining");
-    gateway.drain(drain).await;
+    // A second SIGTERM or SIGINT means now.
+    tokio::select! {
+        () = gateway.drain(drain) => {}
+        _ = term.recv() => tracing::warn!("second signal: exiting without waiting for the drain"),
+        _ = int.recv() => tracing::warn!("second signal: exiting without waiting for the drain"),
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use eg_balancer::Pool;
 use eg_config::{BackendProtocol, Config, Listener, ListenerProtocol, PoolSpec, UnderscorePolicy};
+use eg_runtime::Carry;
 use eg_tls::{ServerTlsOptions, TlsError};
 use http::HeaderValue;
 use tokio_rustls::TlsAcceptor;
@@ -37,27 +38,37 @@ impl PoolHandle {
         spec: &PoolSpec,
         path: &str,
         connect_timeout: Duration,
+        carry: &Carry,
     ) -> Result<Self, SettingsError> {
-        let pool = Arc::new(Pool::new(spec, BackendProtocol::H1));
+        let pool = Arc::new(Pool::carrying(spec, BackendProtocol::H1, carry));
         let breaker = spec.circuit_breaker.clone().unwrap_or_default();
         let pooling = spec.connection_pool.clone().unwrap_or_default();
         let mut upstreams = Vec::with_capacity(spec.backends.len());
         for (j, b) in spec.backends.iter().enumerate() {
-            let tls = eg_tls::backend_tls(b, BackendProtocol::H1).map_err(|source| {
-                SettingsError::Tls {
+            let protocol = b.protocol.unwrap_or(BackendProtocol::H1);
+            // The same backend with the same connection settings keeps its
+            // pooled connections (and circuit-breaker counts) across a reload.
+            let key = format!(
+                "{}\0{connect_timeout:?}\0{breaker:?}\0{pooling:?}",
+                eg_balancer::backend_key(&spec.name, b, protocol)
+            );
+            let upstream = carry
+                .try_get_or_make(key, || {
+                    let tls = eg_tls::backend_tls(b, BackendProtocol::H1)?;
+                    Ok(Upstream::new(
+                        b.address.clone(),
+                        protocol,
+                        tls,
+                        connect_timeout,
+                        &breaker,
+                        &pooling,
+                    ))
+                })
+                .map_err(|source| SettingsError::Tls {
                     path: format!("{path}.backends[{j}]"),
                     source,
-                }
-            })?;
-            let protocol = b.protocol.unwrap_or(BackendProtocol::H1);
-            upstreams.push(Arc::new(Upstream::new(
-                b.address.clone(),
-                protocol,
-                tls,
-                connect_timeout,
-                &breaker,
-                &pooling,
-            )));
+                })?;
+            upstreams.push(upstream);
         }
         Ok(Self {
             pool,
@@ -76,7 +87,10 @@ impl PoolHandle {
 
 /// Named `[[clusters]]` pools, built once per config and shared by every
 /// listener that routes to them.
-pub fn build_clusters(config: &Config) -> Result<HashMap<String, Arc<PoolHandle>>, SettingsError> {
+pub fn build_clusters(
+    config: &Config,
+    carry: &Carry,
+) -> Result<HashMap<String, Arc<PoolHandle>>, SettingsError> {
     let timeout = Duration::from_millis(config.runtime.connect_timeout_ms);
     config
         .clusters
@@ -89,6 +103,7 @@ pub fn build_clusters(config: &Config) -> Result<HashMap<String, Arc<PoolHandle>
                     &c.pool(),
                     &format!("clusters[{i}]"),
                     timeout,
+                    carry,
                 )?),
             ))
         })
@@ -157,20 +172,29 @@ impl HttpSettings {
         listener: &Listener,
         index: usize,
         clusters: &HashMap<String, Arc<PoolHandle>>,
+        carry: &Carry,
     ) -> Result<Self, SettingsError> {
         let path = format!("listeners[{index}]");
         let rt = &config.runtime;
         let acceptor = match &listener.tls {
             Some(tls) if listener.protocol == ListenerProtocol::H1s => {
+                let tls_err = |source| SettingsError::Tls {
+                    path: format!("{path}.tls"),
+                    source,
+                };
+                let ticketer = eg_tls::carried_ticketer(
+                    carry,
+                    &path,
+                    tls.ticket_rotation_interval_seconds,
+                    tls.ticket_rotation_overlap_seconds,
+                )
+                .map_err(tls_err)?;
                 let opts = ServerTlsOptions {
                     tls13_only: rt.tls.tls13_only,
                     alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                    ticketer: Some(ticketer),
                 };
-                let server =
-                    eg_tls::server_config(tls, &opts).map_err(|source| SettingsError::Tls {
-                        path: format!("{path}.tls"),
-                        source,
-                    })?;
+                let server = eg_tls::server_config(tls, &opts).map_err(tls_err)?;
                 Some(TlsAcceptor::from(server))
             }
             _ => None,
@@ -183,6 +207,7 @@ impl HttpSettings {
                 &listener.default_pool(index),
                 &path,
                 connect_timeout,
+                carry,
             )?))
         };
         let mut routes = Vec::with_capacity(listener.routes.len());

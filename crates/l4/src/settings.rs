@@ -33,25 +33,39 @@ impl L4Settings {
     }
 
     /// Build for `listener`, the `index`-th entry of `config.listeners`.
-    pub fn new(config: &Config, listener: &Listener, index: usize) -> Result<Self, SettingsError> {
+    /// `carry`: what the generation being replaced knew of its backends.
+    pub fn new(
+        config: &Config,
+        listener: &Listener,
+        index: usize,
+        carry: &eg_runtime::Carry,
+    ) -> Result<Self, SettingsError> {
         let path = format!("listeners[{index}]");
         let acceptor = match (&listener.tls, listener.protocol) {
             (Some(tls), ListenerProtocol::Tls) => {
+                let tls_err = |source| SettingsError::Tls {
+                    path: format!("{path}.tls"),
+                    source,
+                };
+                let ticketer = eg_tls::carried_ticketer(
+                    carry,
+                    &path,
+                    tls.ticket_rotation_interval_seconds,
+                    tls.ticket_rotation_overlap_seconds,
+                )
+                .map_err(tls_err)?;
                 let opts = ServerTlsOptions {
                     tls13_only: config.runtime.tls.tls13_only,
                     alpn: Vec::new(),
+                    ticketer: Some(ticketer),
                 };
-                let server =
-                    eg_tls::server_config(tls, &opts).map_err(|source| SettingsError::Tls {
-                        path: format!("{path}.tls"),
-                        source,
-                    })?;
+                let server = eg_tls::server_config(tls, &opts).map_err(tls_err)?;
                 Some(TlsAcceptor::from(server))
             }
             _ => None,
         };
         let spec = listener.default_pool(index);
-        let pool = Arc::new(Pool::new(&spec, BackendProtocol::Tcp));
+        let pool = Arc::new(Pool::carrying(&spec, BackendProtocol::Tcp, carry));
         let upstream_tls = upstream_tls(listener, &path)?;
         let rt = &config.runtime;
         Ok(Self {

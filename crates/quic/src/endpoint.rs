@@ -34,10 +34,14 @@ pub enum QuicError {
 }
 
 /// A quinn server config for `[listeners.quic]` at `path`.
+/// `carry` keeps the session-ticket keys and a random Retry key from the
+/// generation a reload replaces: clients keep resuming, and Retry tokens
+/// handed out just before the reload stay valid.
 pub fn server_config(
     quic: &ListenerQuic,
     path: &str,
     alpn: Vec<Vec<u8>>,
+    carry: &eg_runtime::Carry,
 ) -> Result<quinn::ServerConfig, QuicError> {
     let tls = ListenerTls {
         cert_path: quic.cert_path.clone(),
@@ -49,9 +53,20 @@ pub fn server_config(
         client_auth_optional: false,
     };
     // QUIC is TLS 1.3 only: tls13_only is implied.
+    let ticketer = eg_tls::carried_ticketer(
+        carry,
+        path,
+        tls.ticket_rotation_interval_seconds,
+        tls.ticket_rotation_overlap_seconds,
+    )
+    .map_err(|source| QuicError::Tls {
+        path: format!("{path}.quic"),
+        source,
+    })?;
     let opts = eg_tls::ServerTlsOptions {
         tls13_only: true,
         alpn,
+        ticketer: Some(ticketer),
     };
     let rustls_config = eg_tls::server_config(&tls, &opts).map_err(|source| QuicError::Tls {
         path: format!("{path}.quic"),
@@ -61,7 +76,16 @@ pub fn server_config(
         path: format!("{path}.quic"),
         reason: format!("TLS config unusable for QUIC: {e}"),
     })?;
-    let secret = retry_secret(quic.retry_secret_path.as_deref(), path)?;
+    let secret = match quic.retry_secret_path.as_deref() {
+        // The file persists it.
+        Some(file) => retry_secret(Some(file), path)?,
+        None => carry
+            .try_get_or_make(format!("{path}.quic.retry"), || {
+                retry_secret(None, path).map(RetrySecret)
+            })?
+            .0
+            .clone(),
+    };
     let key =
         ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"expressgateway retry").extract(&secret);
     let mut server = quinn::ServerConfig::new(Arc::new(crypto), Arc::new(key));
@@ -112,6 +136,9 @@ pub fn apply_windows(
         .send_window(quic.receive_window_bytes);
     Ok(())
 }
+
+/// A per-process random Retry key, as carried across reloads.
+struct RetrySecret(Vec<u8>);
 
 /// The Retry token key: read from `retry_secret_path` (created 0600 with a
 /// random secret when absent; refused when others can read it), or a

@@ -4,12 +4,14 @@
 
 pub mod accept;
 pub mod admission;
+pub mod carried;
 pub mod log_limit;
 pub mod metrics;
 pub mod report;
 
 pub use accept::{accept_loop, Labelled};
 pub use admission::{Admission, Admitted, Refusal};
+pub use carried::Carry;
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
 

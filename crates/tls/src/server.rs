@@ -9,7 +9,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::load::{load_ca, load_certified_key};
-use crate::ticket::RotatingTicketer;
+use crate::ticket::SessionTicketer;
 use crate::TlsError;
 
 /// Listener-independent knobs for a server config.
@@ -19,6 +19,9 @@ pub struct ServerTlsOptions {
     pub tls13_only: bool,
     /// ALPN protocols offered, most preferred first.
     pub alpn: Vec<Vec<u8>>,
+    /// Session-ticket keys carried over from the config this one replaces,
+    /// so clients keep resuming across a reload; new ones when `None`.
+    pub ticketer: Option<Arc<SessionTicketer>>,
 }
 
 /// Build a server config: default cert, SNI certs, optional client auth,
@@ -62,10 +65,13 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = opts.alpn.clone();
-    config.ticketer = Arc::new(RotatingTicketer::new(
-        tls.ticket_rotation_interval_seconds,
-        tls.ticket_rotation_overlap_seconds,
-    )?);
+    config.ticketer = match &opts.ticketer {
+        Some(t) => Arc::clone(t) as Arc<dyn rustls::server::ProducesTickets>,
+        None => Arc::new(SessionTicketer::new(
+            tls.ticket_rotation_interval_seconds,
+            tls.ticket_rotation_overlap_seconds,
+        )?),
+    };
     Ok(Arc::new(config))
 }
 

@@ -75,16 +75,16 @@ struct Keys {
     previous: Option<(TicketKey, u64)>,
 }
 
-pub(crate) struct RotatingTicketer {
+pub struct SessionTicketer {
     rng: SystemRandom,
     interval: u64,
     overlap: u64,
     keys: RwLock<Keys>,
 }
 
-impl std::fmt::Debug for RotatingTicketer {
+impl std::fmt::Debug for SessionTicketer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RotatingTicketer")
+        f.debug_struct("SessionTicketer")
             .field("interval", &self.interval)
             .field("overlap", &self.overlap)
             .finish()
@@ -98,8 +98,22 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-impl RotatingTicketer {
-    pub(crate) fn new(interval: u64, overlap: u64) -> Result<Self, TlsError> {
+/// The listener's ticket keys from the generation a reload replaces (same
+/// listener, same rotation settings), so clients keep resuming; new ones
+/// otherwise.
+pub fn carried_ticketer(
+    carry: &eg_runtime::Carry,
+    listener_path: &str,
+    interval: u64,
+    overlap: u64,
+) -> Result<std::sync::Arc<SessionTicketer>, TlsError> {
+    carry.try_get_or_make(format!("{listener_path}\0{interval}\0{overlap}"), || {
+        SessionTicketer::new(interval, overlap)
+    })
+}
+
+impl SessionTicketer {
+    pub fn new(interval: u64, overlap: u64) -> Result<Self, TlsError> {
         let rng = SystemRandom::new();
         let current = TicketKey::generate(&rng)?;
         Ok(Self {
@@ -136,7 +150,7 @@ impl RotatingTicketer {
     }
 }
 
-impl ProducesTickets for RotatingTicketer {
+impl ProducesTickets for SessionTicketer {
     fn enabled(&self) -> bool {
         true
     }
@@ -170,7 +184,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_overlap() {
-        let t = RotatingTicketer::new(60, 30).expect("ticketer");
+        let t = SessionTicketer::new(60, 30).expect("ticketer");
         let sealed = t.encrypt(b"session").expect("sealed");
         assert_eq!(t.decrypt(&sealed).as_deref(), Some(&b"session"[..]));
         // Force a rotation: the old key still opens during the overlap.

@@ -22,6 +22,7 @@ mod http_thirdparty;
 mod ops;
 mod quic;
 mod quic_relay;
+mod reload_state;
 mod tcp;
 mod tls;
 mod upstream_pool;

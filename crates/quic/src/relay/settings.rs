@@ -77,7 +77,13 @@ impl eg_runtime::Labelled for RelaySettings {
 impl RelaySettings {
     /// Build for `listener`, the `index`-th entry of `config.listeners`,
     /// which must have `[listeners.quic.raw_proxy]`.
-    pub fn new(config: &Config, listener: &Listener, index: usize) -> Result<Self, QuicError> {
+    /// `carry`: what the generation being replaced knew of its backends.
+    pub fn new(
+        config: &Config,
+        listener: &Listener,
+        index: usize,
+        carry: &eg_runtime::Carry,
+    ) -> Result<Self, QuicError> {
         let path = format!("listeners[{index}]");
         let (quic, raw) = raw_proxy(listener, &path)?;
         let rpp = format!("{path}.quic.raw_proxy");
@@ -98,7 +104,7 @@ impl RelaySettings {
         let rt = &config.runtime;
         Ok(Self {
             label: listener.label(index),
-            pool: Arc::new(Pool::new(&spec, BackendProtocol::H3)),
+            pool: Arc::new(Pool::carrying(&spec, BackendProtocol::H3, carry)),
             targets,
             connect_timeout: Duration::from_millis(rt.connect_timeout_ms),
             handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
@@ -115,11 +121,12 @@ impl RelaySettings {
 pub fn server_config_for(
     listener: &Listener,
     index: usize,
+    carry: &eg_runtime::Carry,
 ) -> Result<quinn::ServerConfig, QuicError> {
     let path = format!("listeners[{index}]");
     let (quic, raw) = raw_proxy(listener, &path)?;
     let alpn = raw.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
-    let mut server = endpoint::server_config(quic, &path, alpn)?;
+    let mut server = endpoint::server_config(quic, &path, alpn, carry)?;
     server.transport_config(Arc::new(transport(quic, raw, false, &path)?));
     Ok(server)
 }

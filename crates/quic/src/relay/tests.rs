@@ -62,7 +62,8 @@ async fn backend(dir: &Path, alpn: &[&str], dgram_recv: Option<usize>) -> Backen
     let cert = cert(dir, "backend");
     let quic = listener_quic(&cert);
     let alpn = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
-    let mut server = endpoint::server_config(&quic, "backend", alpn).expect("backend config");
+    let mut server = endpoint::server_config(&quic, "backend", alpn, &eg_runtime::Carry::default())
+        .expect("backend config");
     let mut t = quinn::TransportConfig::default();
     t.datagram_receive_buffer_size(dgram_recv);
     server.transport_config(Arc::new(t));
@@ -248,8 +249,10 @@ pub(super) async fn relay(dir: Scratch, raw_proxy_extra: &str, runtime: &str) ->
     let config =
         eg_config::Config::from_toml(&text).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
     let listener = config.listeners.first().expect("listener");
-    let settings = RelaySettings::new(&config, listener, 0).expect("settings");
-    let server = server_config_for(listener, 0).expect("server config");
+    let settings =
+        RelaySettings::new(&config, listener, 0, &eg_runtime::Carry::default()).expect("settings");
+    let server =
+        server_config_for(listener, 0, &eg_runtime::Carry::default()).expect("server config");
     let quic = listener.quic.as_ref().expect("quic");
     let ep = endpoint::bind(listener.address, server, quic, "listeners[0]").expect("bind");
     let addr = ep.local_addr().expect("addr");

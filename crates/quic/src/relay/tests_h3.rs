@@ -16,7 +16,13 @@ async fn h3_backend(
 ) -> (std::net::SocketAddr, eg_tls::SelfSigned, quinn::Endpoint) {
     let cert = cert(dir, "backend");
     let quic = listener_quic(&cert);
-    let server = endpoint::server_config(&quic, "backend", vec![b"h3".to_vec()]).expect("config");
+    let server = endpoint::server_config(
+        &quic,
+        "backend",
+        vec![b"h3".to_vec()],
+        &eg_runtime::Carry::default(),
+    )
+    .expect("config");
     let ep = endpoint::bind(
         "127.0.0.1:0".parse().expect("addr"),
         server,
