@@ -124,11 +124,14 @@ fn route(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> Respo
     }
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            eg_runtime::metrics::render(),
-            "text/plain; version=0.0.4",
-        ),
+        (&Method::GET, "/metrics") => {
+            pools_api::refresh_backend_metrics(state);
+            text(
+                StatusCode::OK,
+                eg_runtime::metrics::render(),
+                "text/plain; version=0.0.4",
+            )
+        }
         (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n", "text/plain"),
         (&Method::GET, "/readyz") => {
             if state.draining.load(Ordering::Relaxed) {

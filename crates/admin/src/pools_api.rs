@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use eg_runtime::metrics::BackendNow;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use percent_encoding::percent_decode_str;
@@ -37,6 +38,24 @@ pub(crate) fn pools_json(state: &AdminState) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "pools": pools })
+}
+
+/// `backend_up` for every backend of the running pools, and no series
+/// for backends the configuration no longer has.
+pub(crate) fn refresh_backend_metrics(state: &AdminState) {
+    let now = Instant::now();
+    let pools = state.pools.load();
+    let current: Vec<BackendNow<'_>> = pools
+        .iter()
+        .flat_map(|p| {
+            p.backends().iter().map(move |b| BackendNow {
+                cluster: &p.name,
+                backend: &b.address,
+                up: b.is_available(now),
+            })
+        })
+        .collect();
+    eg_runtime::metrics::refresh_backends(&current);
 }
 
 fn decode(segment: &str) -> Option<String> {

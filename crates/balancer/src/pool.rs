@@ -67,6 +67,7 @@ impl Pool {
         let effective = affinity.as_ref().map_or(spec.lb_policy, |a| a.fallback);
         let policy = policy::build(effective, &backends, spec.maglev_table_size);
         let outlier = Outlier::new(
+            spec.name.clone(),
             spec.outlier_detection.clone().unwrap_or_default(),
             backends.clone(),
         );

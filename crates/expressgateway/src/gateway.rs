@@ -37,6 +37,10 @@ pub struct Prepared {
     listeners: Vec<Built>,
     /// Every pool with its backends' TLS, for active health checks.
     pools: Vec<(Arc<Pool>, Vec<Option<BackendTls>>)>,
+    /// Mode B pools: listed by the admin API (and drainable), without
+    /// active checks until a QUIC probe exists (a TCP or HTTP probe would
+    /// fail against a UDP backend and mark it down).
+    relay_pools: Vec<Arc<Pool>>,
     connect_timeout: Duration,
 }
 
@@ -50,6 +54,7 @@ impl Prepared {
             .map(|h| (Arc::clone(&h.pool), h.backend_tls()))
             .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut relay_pools = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let built = match (l.protocol, l.quic.as_ref()) {
                 (ListenerProtocol::Tcp | ListenerProtocol::Tls, _) => {
@@ -72,6 +77,7 @@ impl Prepared {
                 }
                 (ListenerProtocol::Quic, _) => {
                     let s = RelaySettings::new(config, l, i, carry)?;
+                    relay_pools.push(Arc::clone(&s.pool));
                     Built::Relay(s, Box::new(server_config_for(l, i, carry)?))
                 }
                 (ListenerProtocol::H1 | ListenerProtocol::H1s, _) => {
@@ -90,6 +96,7 @@ impl Prepared {
         Ok(Self {
             listeners,
             pools,
+            relay_pools,
             connect_timeout: Duration::from_millis(config.runtime.connect_timeout_ms),
         })
     }
@@ -102,6 +109,7 @@ impl Prepared {
             eg_http::health::spawn(&pool, tls, self.connect_timeout);
             live.push(pool);
         }
+        live.append(&mut self.relay_pools);
         live
     }
 }

@@ -52,10 +52,6 @@ pub async fn accept_loop<S, F, Fut>(
         };
         let snapshot = settings.load_full();
         let label = snapshot.label().to_owned();
-        metrics()
-            .connections_total
-            .with_label_values(&[&label])
-            .inc();
         let admitted: Admitted = match admission.try_admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(why) => {
@@ -70,6 +66,11 @@ pub async fn accept_loop<S, F, Fut>(
                 continue;
             }
         };
+        // Counted once admitted: refused connections count as defence trips.
+        metrics()
+            .connections_total
+            .with_label_values(&[&label])
+            .inc();
         let _ = stream.set_nodelay(true);
         let work = handle(stream, peer, snapshot);
         tracker.spawn(async move {

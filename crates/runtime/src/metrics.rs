@@ -18,6 +18,10 @@ pub struct Metrics {
     pub http_request_duration_seconds: HistogramVec,
     pub backend_requests_total: IntCounterVec,
     pub retries_total: IntCounterVec,
+    /// 1 while a backend can be picked (checks pass, not ejected, not
+    /// drained); set from the live pools at each scrape.
+    pub backend_up: IntGaugeVec,
+    pub backend_ejections_total: IntCounterVec,
     pub quic_retries_sent_total: IntCounterVec,
     /// Tasks alive in the async runtime, read at each scrape: the soak's
     /// leak signal for work that never ends.
@@ -84,6 +88,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(http_request_duration_seconds.clone()))?;
     registry.register(Box::new(backend_requests_total.clone()))?;
     registry.register(Box::new(retries_total.clone()))?;
+    let backend_up = IntGaugeVec::new(
+        Opts::new("backend_up", "1 while the backend can be picked, else 0"),
+        &["cluster", "backend"],
+    )?;
+    let backend_ejections_total = IntCounterVec::new(
+        Opts::new(
+            "backend_ejections_total",
+            "Passive-health ejections of the backend",
+        ),
+        &["cluster", "backend"],
+    )?;
+    registry.register(Box::new(backend_up.clone()))?;
+    registry.register(Box::new(backend_ejections_total.clone()))?;
     let quic_retries_sent_total = IntCounterVec::new(
         Opts::new(
             "quic_retries_sent_total",
@@ -113,6 +130,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         http_request_duration_seconds,
         backend_requests_total,
         retries_total,
+        backend_up,
+        backend_ejections_total,
         quic_retries_sent_total,
         runtime_tasks_alive,
     })
@@ -123,6 +142,62 @@ fn build() -> Result<Metrics, prometheus::Error> {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| build().expect("static metric definitions are valid"))
+}
+
+/// A backend as the running configuration has it, for `refresh_backends`.
+pub struct BackendNow<'a> {
+    pub cluster: &'a str,
+    pub backend: &'a str,
+    pub up: bool,
+}
+
+/// Set `backend_up` from the running pools, and delete every per-backend
+/// series of backends no longer configured, so a removed backend's
+/// figures do not linger (and the label sets stay as many as the config).
+pub fn refresh_backends(current: &[BackendNow<'_>]) {
+    let m = metrics();
+    m.backend_up.reset();
+    for b in current {
+        m.backend_up
+            .with_label_values(&[b.cluster, b.backend])
+            .set(i64::from(b.up));
+    }
+    let configured: std::collections::HashSet<(&str, &str)> =
+        current.iter().map(|b| (b.cluster, b.backend)).collect();
+    let per_backend = [
+        (
+            &m.backend_connect_total,
+            "expressgateway_backend_connect_total",
+        ),
+        (
+            &m.backend_requests_total,
+            "expressgateway_backend_requests_total",
+        ),
+        (
+            &m.backend_ejections_total,
+            "expressgateway_backend_ejections_total",
+        ),
+    ];
+    let families = m.registry.gather();
+    for (vec, name) in per_backend {
+        let Some(family) = families.iter().find(|f| f.get_name() == name) else {
+            continue;
+        };
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.get_name(), l.get_value()))
+                .collect();
+            let key = (
+                labels.get("cluster").copied().unwrap_or_default(),
+                labels.get("backend").copied().unwrap_or_default(),
+            );
+            if !configured.contains(&key) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
 }
 
 /// Prometheus text exposition of every registered metric.

@@ -14,13 +14,23 @@ use crate::{BackendState, Outcome};
 #[derive(Debug)]
 pub struct Outlier {
     config: OutlierDetection,
+    /// The pool's name, for `backend_ejections_total`.
+    pool: String,
     /// The pool's backends, to count how many are out.
     peers: Vec<Arc<BackendState>>,
 }
 
 impl Outlier {
-    pub(crate) fn new(config: OutlierDetection, peers: Vec<Arc<BackendState>>) -> Self {
-        Self { config, peers }
+    pub(crate) fn new(
+        pool: String,
+        config: OutlierDetection,
+        peers: Vec<Arc<BackendState>>,
+    ) -> Self {
+        Self {
+            config,
+            pool,
+            peers,
+        }
     }
 
     pub fn record(&self, backend: &BackendState, outcome: Outcome, now: Instant) {
@@ -61,6 +71,10 @@ impl Outlier {
             .min(Duration::from_millis(self.config.max_ejection_ms));
         backend.consecutive_failures.store(0, Ordering::Relaxed);
         backend.eject_until(now, window);
+        eg_runtime::metrics::metrics()
+            .backend_ejections_total
+            .with_label_values(&[&self.pool, &backend.address])
+            .inc();
         tracing::warn!(backend = %backend.address, ?window, "backend ejected after consecutive failures");
     }
 

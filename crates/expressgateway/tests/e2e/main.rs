@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_api;
 mod balancing;
 mod config_boot;
 mod demo;
