@@ -419,6 +419,17 @@ impl Gateway {
             counter.with_label_values(&["ok"]).inc();
         }
         self.running.store(Arc::new(config));
+        if trigger == Trigger::CertRotation {
+            // SIGUSR1 is also logrotate's signal: start a fresh access log
+            // file. Every listener shares one writer; once is enough.
+            let logs = self.slots.iter().filter_map(|s| match &s.live {
+                Live::Http(live) => live.load().access_log.clone(),
+                _ => None,
+            });
+            if let Some(log) = logs.into_iter().next() {
+                log.reopen();
+            }
+        }
     }
 
     /// Stop accepting, tell open connections to finish, then wait up to

@@ -49,6 +49,8 @@ pub struct BodyEvents {
     ended: std::sync::atomic::AtomicBool,
     client_fault: std::sync::OnceLock<BodyFault>,
     end: tokio::sync::Notify,
+    /// Body bytes read from the client so far (the access log's figure).
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 /// How a client's request body failed.
@@ -69,6 +71,11 @@ impl BodyEvents {
     fn fail(&self, fault: BodyFault) {
         let _ = self.client_fault.set(fault);
         self.finish();
+    }
+
+    /// Body bytes the client sent that were read.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Why the client's body failed, if it did.
@@ -161,6 +168,10 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen = this.seen.saturating_add(data.len() as u64);
+                    if let Some(ev) = events {
+                        ev.bytes
+                            .store(*this.seen, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if *this.seen > *this.limit {
                         return tripped(BodyLimit::TooLarge);
                     }

@@ -53,6 +53,23 @@ impl ProxyError {
         }
     }
 
+    /// The access log's `outcome` for this error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::NoRoute => "no_route",
+            Self::TooLarge => "request_too_large",
+            Self::Misdirected => "misdirected",
+            Self::NoHealthyBackend => "no_healthy_backend",
+            Self::ConnectFailed => "upstream_connect_failed",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::ClientTimeout => "client_timeout",
+            Self::ClientAborted => "client_aborted",
+            Self::Overloaded => "overloaded",
+        }
+    }
+
     fn detail(&self) -> &'static str {
         match self {
             Self::BadRequest(why) => why,

@@ -2,6 +2,7 @@
 //! proxy core, and upstream connectors (H1 pooled, H2 multiplexed).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod body;
 pub mod connector;
 pub mod core;

@@ -110,6 +110,29 @@ pub fn build_clusters(
         .collect()
 }
 
+/// The access log the config names, shared by every listener and carried
+/// across reloads while its target and format stay the same.
+fn access_log(
+    config: &Config,
+    carry: &Carry,
+) -> Result<Option<Arc<crate::access_log::AccessLog>>, SettingsError> {
+    let o = &config.observability;
+    let target = o.access_log.trim();
+    if target == "off" {
+        return Ok(None);
+    }
+    let format = o.log_format;
+    carry
+        .try_get_or_make(format!("{target}\0{format:?}"), || {
+            crate::access_log::AccessLog::open(target, format)
+        })
+        .map(Some)
+        .map_err(|e| SettingsError::Invalid {
+            path: "observability.access_log".into(),
+            reason: format!("cannot open {target:?}: {e}"),
+        })
+}
+
 /// Timeouts and caps of `[listeners.http]`, as durations.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -164,6 +187,8 @@ pub struct HttpSettings {
     /// `[listeners.http] max_inflight_requests` and the live count.
     pub max_inflight_requests: u32,
     pub inflight: Arc<InflightRequests>,
+    /// `[observability] access_log`, when not `off`.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl HttpSettings {
@@ -255,6 +280,7 @@ impl HttpSettings {
             handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
             max_inflight_requests: h.max_inflight_requests,
             inflight: Arc::default(),
+            access_log: access_log(config, carry)?,
         })
     }
 

@@ -22,6 +22,8 @@ pub struct Metrics {
     /// drained); set from the live pools at each scrape.
     pub backend_up: IntGaugeVec,
     pub backend_ejections_total: IntCounterVec,
+    /// Access-log lines dropped because the writer's queue was full.
+    pub access_log_lines_dropped_total: prometheus::IntCounter,
     pub quic_retries_sent_total: IntCounterVec,
     /// Tasks alive in the async runtime, read at each scrape: the soak's
     /// leak signal for work that never ends.
@@ -100,6 +102,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["cluster", "backend"],
     )?;
     registry.register(Box::new(backend_up.clone()))?;
+    let access_log_lines_dropped_total = prometheus::IntCounter::new(
+        "access_log_lines_dropped_total",
+        "Access-log lines dropped: the writer's queue was full",
+    )?;
+    registry.register(Box::new(access_log_lines_dropped_total.clone()))?;
     registry.register(Box::new(backend_ejections_total.clone()))?;
     let quic_retries_sent_total = IntCounterVec::new(
         Opts::new(
@@ -132,6 +139,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         retries_total,
         backend_up,
         backend_ejections_total,
+        access_log_lines_dropped_total,
         quic_retries_sent_total,
         runtime_tasks_alive,
     })

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_log;
 mod admin_api;
 mod balancing;
 mod config_boot;

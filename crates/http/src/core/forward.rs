@@ -41,6 +41,8 @@ pub struct Forwarded {
     /// Passive health already has the outcome (a 5xx or a bodiless
     /// answer); otherwise the body's end tells it.
     pub outcome_told: bool,
+    /// Attempts before this answer that went to another backend.
+    pub retries: u32,
 }
 
 /// What ended the wait for a response head.
@@ -234,6 +236,7 @@ impl Exchange<'_> {
                         in_flight,
                         slot,
                         outcome_told,
+                        retries,
                     };
                     let Some(permit) = permit else {
                         return Ok(forwarded);

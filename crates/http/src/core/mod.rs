@@ -21,6 +21,7 @@ use hyper::body::Body;
 use tokio::time::Instant;
 
 use self::backend_body::BackendBody;
+use crate::access_log;
 use crate::body::{BoxError, Guarded, ProxyBody};
 use crate::error_map::ProxyError;
 use crate::settings::{HttpSettings, InflightSlot};
@@ -34,10 +35,14 @@ pub struct ConnInfo {
     pub sni: Option<String>,
 }
 
-/// Labels for the per-request metrics.
+/// What the exchange came to: labels for the metrics, and the access
+/// log's fields beyond the request head.
 struct Outcome<'a> {
     route: &'a str,
     cluster: &'a str,
+    backend: Option<&'a str>,
+    retries: u32,
+    request_body: Option<std::sync::Arc<crate::body::BodyEvents>>,
 }
 
 /// Proxy one request. Never fails: every error becomes a response.
@@ -59,8 +64,16 @@ where
     let mut outcome = Outcome {
         route: "none",
         cluster: "none",
+        backend: None,
+        retries: 0,
+        request_body: None,
     };
+    let logged = settings
+        .access_log
+        .as_ref()
+        .map(|log| (std::sync::Arc::clone(log), RequestHead::of(&req)));
     let slot = settings.inflight.try_enter(settings.max_inflight_requests);
+    let time = std::time::SystemTime::now();
     let result = match slot {
         Some(slot) => proxy(settings, conn, req, slot, &mut outcome).await,
         None => {
@@ -71,9 +84,11 @@ where
             Err(ProxyError::Overloaded)
         }
     };
+    let mut error_label = "ok";
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
+            error_label = e.label();
             if let Some(label) = defence_label(&e) {
                 metrics()
                     .defence_trips_total
@@ -106,7 +121,59 @@ where
     m.http_request_duration_seconds
         .with_label_values(&[&settings.label, protocol])
         .observe(started.elapsed().as_secs_f64());
-    resp
+    let Some((log, head)) = logged else {
+        return resp;
+    };
+    let entry = access_log::Entry {
+        time,
+        started,
+        listener: settings.label.clone(),
+        route: outcome.route.to_owned(),
+        cluster: outcome.cluster.to_owned(),
+        backend: outcome.backend.map(str::to_owned),
+        protocol,
+        method: head.method,
+        authority: head.authority,
+        path: head.path,
+        status: resp.status().as_u16(),
+        retries: outcome.retries,
+        client: conn.peer,
+        outcome: error_label,
+        request: outcome.request_body,
+    };
+    resp.map(|body| access_log::Logged::new(body, entry, log).boxed())
+}
+
+/// The request line as the access log records it.
+struct RequestHead {
+    method: String,
+    authority: String,
+    path: String,
+}
+
+impl RequestHead {
+    fn of<B>(req: &Request<B>) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Self {
+            method: req.method().as_str().to_owned(),
+            authority,
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+        }
+    }
 }
 
 /// The defence behind an error answer, if one tripped (the listener cap
@@ -196,7 +263,14 @@ where
         deadline,
         body_events: &body_events,
     };
+    outcome.request_body = Some(std::sync::Arc::clone(&body_events));
     let forwarded = exchange.run(parts, body).await?;
+    outcome.retries = forwarded.retries;
+    outcome.backend = pool
+        .pool
+        .backends()
+        .get(forwarded.in_flight.backend().index)
+        .map(|b| b.address.as_str());
     let (mut parts, body) = forwarded.response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, parts.version);
