@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 use crate::AdminState;
 
 pub(crate) fn authorized<B>(state: &AdminState, peer: SocketAddr, req: &Request<B>) -> bool {
-    if !peer.ip().is_loopback() && !state.allow_non_loopback {
+    let access = state.access();
+    if !peer.ip().is_loopback() && !access.allow_non_loopback {
         return false;
     }
-    let Some(expected) = state.token_hash else {
+    let Some(expected) = access.token_hash else {
         // Without a token only loopback gets here (validation refuses
         // allow_non_loopback without one).
         return peer.ip().is_loopback();

@@ -31,13 +31,40 @@ pub struct AdminState {
     pub draining: AtomicBool,
     pub started: AtomicBool,
     pub pools: ArcSwap<Vec<Arc<Pool>>>,
-    /// SHA-256 of the bearer token, when configured.
-    pub token_hash: Option<[u8; 32]>,
-    pub allow_non_loopback: bool,
+    /// SHA-256 of the bearer token, when configured, and whether
+    /// non-loopback peers may ask; both re-set by a reload.
+    access: ArcSwap<Access>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Access {
+    pub(crate) token_hash: Option<[u8; 32]>,
+    pub(crate) allow_non_loopback: bool,
 }
 
 impl AdminState {
     pub fn new(token_hash_hex: Option<&str>, allow_non_loopback: bool) -> Arc<Self> {
+        Arc::new(Self {
+            draining: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            pools: ArcSwap::from_pointee(Vec::new()),
+            access: ArcSwap::from_pointee(Access::of(token_hash_hex, allow_non_loopback)),
+        })
+    }
+
+    /// Apply a reloaded `[admin]` to requests from now on.
+    pub fn set_access(&self, token_hash_hex: Option<&str>, allow_non_loopback: bool) {
+        self.access
+            .store(Arc::new(Access::of(token_hash_hex, allow_non_loopback)));
+    }
+
+    pub(crate) fn access(&self) -> Access {
+        **self.access.load()
+    }
+}
+
+impl Access {
+    fn of(token_hash_hex: Option<&str>, allow_non_loopback: bool) -> Self {
         let token_hash = token_hash_hex.and_then(|h| {
             let mut out = [0u8; 32];
             for (i, slot) in out.iter_mut().enumerate() {
@@ -45,13 +72,10 @@ impl AdminState {
             }
             Some(out)
         });
-        Arc::new(Self {
-            draining: AtomicBool::new(false),
-            started: AtomicBool::new(false),
-            pools: ArcSwap::from_pointee(Vec::new()),
+        Self {
             token_hash,
             allow_non_loopback,
-        })
+        }
     }
 }
 

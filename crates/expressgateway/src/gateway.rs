@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +128,8 @@ struct Slot {
     /// QUIC listeners: the endpoint, whose server config (certificates,
     /// Retry key, transport limits) a reload swaps for new connections.
     endpoint: Option<quinn::Endpoint>,
+    /// QUIC listeners: the Retry policy and per-IP cap, re-set by a reload.
+    gate: Option<Arc<Gate>>,
 }
 
 /// What asked for new settings.
@@ -161,9 +164,12 @@ pub struct Gateway {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     slots: Vec<Slot>,
-    drain_timeout_ms: u64,
+    /// `[runtime]` drain and settle times, re-set by a reload.
+    drain_timeout_ms: AtomicU64,
+    settle_ms: AtomicU64,
     admin: Option<Arc<AdminState>>,
-    settle: Duration,
+    /// Process-wide connection caps, re-set by a reload.
+    admission: Arc<Admission>,
     /// Backend state and upstream connections, from one generation to the
     /// next.
     carry: Arc<eg_runtime::Carry>,
@@ -252,6 +258,7 @@ impl Gateway {
                 Socket::Udp(e) => Some(e.clone()),
                 Socket::Tcp(_) => None,
             };
+            let mut gate_of_slot = None;
             let live = match (built, socket) {
                 (Built::L4(s), Socket::Tcp(socket)) => {
                     let s = Arc::new(ArcSwap::from_pointee(s));
@@ -275,6 +282,7 @@ impl Gateway {
                         .as_ref()
                         .context("quic listener without [listeners.quic]")?;
                     let gate = Arc::new(Gate::new(quic, admission));
+                    gate_of_slot = Some(Arc::clone(&gate));
                     let limits = H3Limits {
                         max_requests_per_connection: rt.max_requests_per_h3_connection,
                         handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
@@ -296,6 +304,7 @@ impl Gateway {
                         .as_ref()
                         .context("quic listener without [listeners.quic]")?;
                     let gate = Arc::new(Gate::new(quic, admission));
+                    gate_of_slot = Some(Arc::clone(&gate));
                     let s = Arc::new(ArcSwap::from_pointee(s));
                     tokio::spawn(eg_quic::relay::serve(
                         endpoint,
@@ -313,6 +322,7 @@ impl Gateway {
                 protocol: listener.protocol,
                 live,
                 endpoint,
+                gate: gate_of_slot,
             });
         }
         // Reported after the listeners, so their indices match the config.
@@ -327,15 +337,16 @@ impl Gateway {
             shutdown,
             tracker,
             slots,
-            drain_timeout_ms: config.runtime.drain_timeout_ms,
+            drain_timeout_ms: AtomicU64::new(config.runtime.drain_timeout_ms),
+            settle_ms: AtomicU64::new(config.runtime.readiness_settle_ms),
             admin,
-            settle: Duration::from_millis(config.runtime.readiness_settle_ms),
+            admission,
             carry,
         })
     }
 
     pub fn drain_timeout_ms(&self) -> u64 {
-        self.drain_timeout_ms
+        self.drain_timeout_ms.load(Ordering::Relaxed)
     }
 
     /// SIGHUP (`Trigger::Reload`): re-read and validate the file; or
@@ -376,7 +387,7 @@ impl Gateway {
         if let Some(a) = &self.admin {
             a.pools.store(Arc::new(pools));
         }
-        let mut restart_needed = config.listeners.len() != self.slots.len();
+        let waiting = crate::reload_check::not_applied_live(&self.running.load(), &config);
         for ((listener, built), slot) in config
             .listeners
             .iter()
@@ -384,8 +395,10 @@ impl Gateway {
             .zip(&self.slots)
         {
             if listener.address != slot.address || listener.protocol != slot.protocol {
-                restart_needed = true;
                 continue;
+            }
+            if let (Some(gate), Some(quic)) = (&slot.gate, &listener.quic) {
+                gate.update(quic);
             }
             match (built, &slot.live) {
                 (Built::L4(s), Live::L4(live)) => live.store(Arc::new(s)),
@@ -408,15 +421,31 @@ impl Gateway {
                     }
                     live.store(Arc::new(s));
                 }
-                _ => restart_needed = true,
+                // HTTP/3 <-> Mode B: named by `not_applied_live`.
+                _ => {}
             }
         }
-        if restart_needed {
-            tracing::warn!("reload applied to existing listeners; added, removed or re-addressed listeners need a restart");
-            counter.with_label_values(&["partial"]).inc();
-        } else {
+        let rt = &config.runtime;
+        self.admission
+            .set_caps(rt.max_inflight_connections, rt.per_ip_connection_cap);
+        self.drain_timeout_ms
+            .store(rt.drain_timeout_ms, Ordering::Relaxed);
+        self.settle_ms
+            .store(rt.readiness_settle_ms, Ordering::Relaxed);
+        if let Some(a) = &self.admin {
+            a.set_access(
+                config.admin.api_token_hash.as_deref(),
+                config.admin.allow_non_loopback,
+            );
+        }
+        if waiting.is_empty() {
             tracing::info!(?trigger, "configuration and certificates reloaded");
             counter.with_label_values(&["ok"]).inc();
+        } else {
+            for key in &waiting {
+                tracing::warn!(key = %key, "changed, but applied only by a restart; everything else is live");
+            }
+            counter.with_label_values(&["restart_required"]).inc();
         }
         self.running.store(Arc::new(config));
         if trigger == Trigger::CertRotation {
@@ -439,7 +468,10 @@ impl Gateway {
         // stop accepting once they have had `readiness_settle_ms` to notice.
         if let Some(a) = &self.admin {
             a.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(self.settle).await;
+            tokio::time::sleep(Duration::from_millis(
+                self.settle_ms.load(Ordering::Relaxed),
+            ))
+            .await;
         }
         self.shutdown.cancel();
         self.tracker.close();

@@ -3,6 +3,7 @@
 mod demo;
 mod gateway;
 mod logging;
+mod reload_check;
 mod run;
 
 use std::path::PathBuf;

@@ -228,12 +228,26 @@ pub fn bind(
 
 /// Decides, for each incoming connection, Retry / refuse / accept.
 pub struct Gate {
-    retry: RetryMode,
-    threshold: u32,
+    /// `retry` as `retry_code` encodes it; with the threshold, re-set by a
+    /// reload (`update`).
+    retry: std::sync::atomic::AtomicU8,
+    threshold: AtomicU32,
     /// Handshakes from unvalidated addresses in progress now.
     unvalidated: Arc<AtomicU32>,
     per_ip: Arc<Admission>,
     global: Arc<Admission>,
+}
+
+const RETRY_ALWAYS: u8 = 0;
+const RETRY_UNDER_LOAD: u8 = 1;
+const RETRY_NEVER: u8 = 2;
+
+fn retry_code(mode: RetryMode) -> u8 {
+    match mode {
+        RetryMode::Always => RETRY_ALWAYS,
+        RetryMode::UnderLoad => RETRY_UNDER_LOAD,
+        RetryMode::Never => RETRY_NEVER,
+    }
 }
 
 /// What the gate let through; hold it for the connection's lifetime.
@@ -261,24 +275,34 @@ impl Drop for Pass {
 impl Gate {
     pub fn new(quic: &ListenerQuic, global: Arc<Admission>) -> Self {
         Self {
-            retry: quic.retry,
-            threshold: quic.retry_under_load_threshold,
+            retry: std::sync::atomic::AtomicU8::new(retry_code(quic.retry)),
+            threshold: AtomicU32::new(quic.retry_under_load_threshold),
             unvalidated: Arc::new(AtomicU32::new(0)),
             per_ip: Admission::new(u32::MAX, quic.max_connections_per_ip),
             global,
         }
     }
 
+    /// Apply a reloaded `[listeners.quic]`: the Retry policy and the
+    /// per-IP cap for connections from now on.
+    pub fn update(&self, quic: &ListenerQuic) {
+        self.retry.store(retry_code(quic.retry), Ordering::Relaxed);
+        self.threshold
+            .store(quic.retry_under_load_threshold, Ordering::Relaxed);
+        self.per_ip.set_caps(u32::MAX, quic.max_connections_per_ip);
+    }
+
     /// `Some` to accept; `None` when the gate sent a Retry or refused.
     pub fn admit(&self, incoming: quinn::Incoming, label: &str) -> Option<(quinn::Incoming, Pass)> {
         let validated = incoming.remote_address_validated();
-        let loaded = self.unvalidated.load(Ordering::Relaxed) >= self.threshold;
+        let loaded =
+            self.unvalidated.load(Ordering::Relaxed) >= self.threshold.load(Ordering::Relaxed);
         let must_retry = !validated
             && incoming.may_retry()
-            && match self.retry {
-                RetryMode::Always => true,
-                RetryMode::UnderLoad => loaded,
-                RetryMode::Never => false,
+            && match self.retry.load(Ordering::Relaxed) {
+                RETRY_ALWAYS => true,
+                RETRY_UNDER_LOAD => loaded,
+                _ => false,
             };
         if must_retry {
             if incoming.retry().is_ok() {

@@ -24,8 +24,9 @@ impl Refusal {
 
 #[derive(Debug)]
 pub struct Admission {
-    max_inflight: u32,
-    per_ip_cap: u32,
+    /// Both caps are re-set by a reload; connections already admitted stay.
+    max_inflight: AtomicU32,
+    per_ip_cap: AtomicU32,
     inflight: AtomicU32,
     /// Live connections per client IP. Holds only IPs with a live
     /// connection, so its size is bounded by `max_inflight`.
@@ -35,8 +36,8 @@ pub struct Admission {
 impl Admission {
     pub fn new(max_inflight: u32, per_ip_cap: u32) -> Arc<Self> {
         Arc::new(Self {
-            max_inflight,
-            per_ip_cap,
+            max_inflight: AtomicU32::new(max_inflight),
+            per_ip_cap: AtomicU32::new(per_ip_cap),
             inflight: AtomicU32::new(0),
             per_ip: Mutex::new(HashMap::new()),
         })
@@ -46,13 +47,13 @@ impl Admission {
     /// released when the returned guard drops.
     pub fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
         let prev = self.inflight.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max_inflight {
+        if prev >= self.max_inflight.load(Ordering::Relaxed) {
             self.inflight.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::InflightCap);
         }
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let count = map.entry(ip).or_insert(0);
-        if *count >= self.per_ip_cap {
+        if *count >= self.per_ip_cap.load(Ordering::Relaxed) {
             drop(map);
             self.inflight.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::PerIpCap);
@@ -62,6 +63,12 @@ impl Admission {
             admission: Arc::clone(self),
             ip,
         })
+    }
+
+    /// New caps for connections admitted from now on.
+    pub fn set_caps(&self, max_inflight: u32, per_ip_cap: u32) {
+        self.max_inflight.store(max_inflight, Ordering::Relaxed);
+        self.per_ip_cap.store(per_ip_cap, Ordering::Relaxed);
     }
 
     pub fn inflight(&self) -> u32 {

@@ -22,6 +22,7 @@ mod http_matrix;
 mod http_routing;
 mod http_thirdparty;
 mod ops;
+mod ops_reload;
 mod quic;
 mod quic_relay;
 mod reload_state;

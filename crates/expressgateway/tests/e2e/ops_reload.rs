@@ -1,0 +1,124 @@
+//! A reload never reports `ok` while something was left out: live keys
+//! (admission caps, the admin token) take effect at once, keys fixed at
+//! start are named and the reload counted `restart_required`; a second
+//! SIGTERM during the drain exits at once.
+
+use std::time::Duration;
+
+use crate::support::http::{client, get, send, ClientProto, HttpBackend};
+use crate::support::probe::metrics_text;
+use crate::support::*;
+
+fn config(backend: std::net::SocketAddr, runtime: &str, admin: &str) -> String {
+    format!(
+        "[runtime]\n{runtime}\n[observability]\nmetrics_bind = \"127.0.0.1:0\"\n[admin]\n{admin}\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{backend}\"\n"
+    )
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_keys_apply_and_start_only_keys_are_named() {
+    let backend = HttpBackend::start("a").await;
+    let gw = Gateway::start(&config(backend.addr, "", ""));
+    let admin = gw.listeners.last().expect("admin").address;
+    let cl = client(ClientProto::H1);
+    assert_eq!(
+        send(&cl, get(&format!("http://{admin}/readyz")))
+            .await
+            .status,
+        200
+    );
+
+    // A token and a lower connection cap: both live.
+    let token = format!("api_token_hash = \"{}\"", sha256_hex("s3cret"));
+    std::fs::write(
+        gw.config_path(),
+        config(backend.addr, "max_inflight_connections = 1", &token),
+    )
+    .expect("rewrite");
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        send(&cl, get(&format!("http://{admin}/readyz")))
+            .await
+            .status,
+        401,
+        "the new token is asked at once"
+    );
+    let _held = tokio::net::TcpStream::connect(gw.addr(0))
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Over the new cap of 1: the second connection is reset at once.
+    let refused = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(gw.addr(0)).await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        let mut buf = [0u8; 64];
+        s.read(&mut buf).await
+    };
+    let got = tokio::time::timeout(Duration::from_secs(3), refused).await;
+    assert!(
+        matches!(got, Ok(Ok(0) | Err(_))),
+        "the second connection is over the new cap of 1: {got:?}"
+    );
+    drop(_held);
+
+    // worker_threads is fixed at start: named, and not counted ok.
+    std::fs::write(
+        gw.config_path(),
+        config(backend.addr, "worker_threads = 3", ""),
+    )
+    .expect("rewrite");
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = metrics_text(&gw).await;
+    assert!(
+        m.contains("expressgateway_config_reloads_total{result=\"restart_required\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("expressgateway_config_reloads_total{result=\"ok\"} 1"),
+        "the first reload applied everything: {m}"
+    );
+    assert!(
+        gw.stderr().contains("runtime.worker_threads"),
+        "the key is named: {}",
+        gw.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_exits_at_once() {
+    let probe = crate::support::probe::ProbeBackend::start().await;
+    let mut gw = Gateway::start(&format!(
+        "[runtime]\ndrain_timeout_ms = 30000\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{}\"\n",
+        probe.addr
+    ));
+    // A request that holds the drain open for 20 s.
+    let addr = gw.addr(0);
+    let held = tokio::spawn(async move {
+        crate::support::raw_h1::exchange(addr, b"GET /hold/20000 HTTP/1.1\r\nHost: x\r\n\r\n").await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    let code = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(5)));
+    assert!(
+        code.is_some(),
+        "still draining 5 s after the second SIGTERM"
+    );
+    held.abort();
+}
