@@ -122,3 +122,54 @@ async fn a_second_sigterm_during_the_drain_exits_at_once() {
     );
     held.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_and_mode_b_relays_in_flight_at_sigterm_keep_working_through_the_drain() {
+    use crate::support::quic::{quic_ask, quic_connect, QuicEchoBackend};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = echo_server().await;
+    let dir = scratch();
+    let backend_cert = crate::support::tls::cert(dir.path(), "backend");
+    let quic_backend = QuicEchoBackend::start(&backend_cert, &["eg-test"]).await;
+    let front = crate::support::tls::cert(dir.path(), "front");
+    let config = format!(
+        "[runtime]\ndrain_timeout_ms = 4000\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\n\
+         [[listeners.backends]]\naddress = \"{echo}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+         [listeners.quic.raw_proxy]\nbackend_addr = \"{}\"\nsni = \"localhost\"\n\
+         backend_ca_path = \"{}\"\nalpn = [\"eg-test\"]\n",
+        front.cert_path.display(),
+        front.key_path.display(),
+        quic_backend.addr,
+        backend_cert.cert_path.display(),
+    );
+    let mut gw = Gateway::start_in(dir, &config);
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr(0))
+        .await
+        .expect("connect");
+    let quic = quic_connect(gw.addr(1), &front.cert_pem, "eg-test").await;
+    assert_eq!(quic_ask(&quic, b"before").await.expect("echo"), b"before");
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both relays still carry traffic while the gateway drains.
+    tcp.write_all(b"ping").await.expect("write");
+    let mut four = [0u8; 4];
+    tcp.read_exact(&mut four)
+        .await
+        .expect("L4 echo during the drain");
+    assert_eq!(&four, b"ping");
+    assert_eq!(
+        quic_ask(&quic, b"during")
+            .await
+            .expect("Mode B echo during the drain"),
+        b"during"
+    );
+    drop(tcp);
+    // Mode B is closed at the end of the drain budget, and the process exits.
+    let closed = tokio::time::timeout(Duration::from_secs(6), quic.closed()).await;
+    assert!(closed.is_ok(), "the Mode B connection outlived the drain");
+    let code = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(6)));
+    assert!(code.is_some(), "the gateway did not exit after the drain");
+}

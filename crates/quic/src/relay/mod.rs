@@ -21,7 +21,7 @@ pub use settings::{server_config_for, RelaySettings};
 
 /// After shutdown, how long the endpoints may take to deliver the close
 /// frames of the connections they just closed (bounded: drain must end).
-const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Accept QUIC connections on `endpoint` until `shutdown`; each admitted
 /// one is relayed on `tracker` with the settings current when it arrived.
@@ -120,6 +120,7 @@ async fn connection(
         dgram_queue_cap: settings.dgram_queue_cap,
         max_relay_streams: settings.max_relay_streams,
         write_stall: settings.write_stall,
+        drain: settings.drain,
     };
     // The snapshot is not needed while relaying; the pool guard is.
     drop(settings);

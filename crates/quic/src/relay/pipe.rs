@@ -56,6 +56,8 @@ pub(crate) struct Bounds {
     /// How long one write towards a peer may wait for stream credit (and
     /// a finished stream for its last bytes to be acknowledged).
     pub(crate) write_stall: Duration,
+    /// After shutdown, how long the pair may go on relaying.
+    pub(crate) drain: Duration,
 }
 
 /// The stream copies running towards each leg, so a close can wait for
@@ -102,9 +104,15 @@ pub(crate) async fn relay(
         );
     };
     let mut backend_failed = false;
+    // Shutdown drains: streams in flight go on (a raw relay has no GOAWAY
+    // to send) until the drain time is up, then both legs close.
+    let drained = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(bounds.drain).await;
+    };
     tokio::select! {
         biased;
-        () = shutdown.cancelled() => {
+        () = drained => {
             client.close(SHUTTING_DOWN, b"gateway shutting down");
             backend.close(SHUTTING_DOWN, b"gateway shutting down");
         }

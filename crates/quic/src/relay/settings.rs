@@ -66,6 +66,10 @@ pub struct RelaySettings {
     /// whole connection may stay silent is stalled, while a receiver that
     /// pauses briefly (an application applying back-pressure) is not.
     pub write_stall: Duration,
+    /// At shutdown, how long relayed connections may go on before both
+    /// legs are closed: `runtime.drain_timeout_ms`, less the time the close
+    /// frames need to leave before the process exits.
+    pub drain: Duration,
 }
 
 impl eg_runtime::Labelled for RelaySettings {
@@ -111,6 +115,7 @@ impl RelaySettings {
             dgram_queue_cap: usize::try_from(raw.dgram_queue_cap).unwrap_or(usize::MAX),
             max_relay_streams: raw.max_relay_streams,
             write_stall: Duration::from_millis(quic.max_idle_timeout_ms),
+            drain: Duration::from_millis(rt.drain_timeout_ms).saturating_sub(super::CLOSE_FLUSH),
         })
     }
 }

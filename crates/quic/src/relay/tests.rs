@@ -655,11 +655,25 @@ async fn relay_drops_datagrams_too_large_for_the_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn relay_closes_connections_on_shutdown() {
-    let (_b, r) = setup("[\"eg-test\"]", &["eg-test"]).await;
+async fn relay_drains_then_closes_connections_on_shutdown() {
+    let dir = Scratch::new();
+    let b = backend(&dir.0, &["eg-test"], Some(1 << 20)).await;
+    // 2 s of drain (less the 1 s the close frames get to leave).
+    let r = relay(
+        dir,
+        &backend_toml(&b, "[\"eg-test\"]"),
+        "drain_timeout_ms = 2000",
+    )
+    .await;
     let conn = client(&r, "eg-test").await;
     assert_eq!(ask(&conn, b"ping").await.expect("echo"), b"ping");
     r.shutdown.cancel();
+    // Still relaying while it drains.
+    assert_eq!(
+        ask(&conn, b"pong").await.expect("echo while draining"),
+        b"pong"
+    );
+    let started = std::time::Instant::now();
     match tokio::time::timeout(WAIT, conn.closed())
         .await
         .expect("closed in time")
@@ -669,6 +683,10 @@ async fn relay_closes_connections_on_shutdown() {
         }
         other => panic!("expected application close, got {other:?}"),
     }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed at the end of the drain"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
