@@ -26,6 +26,10 @@ pub struct Pool {
     policy: Box<dyn Policy>,
     outlier: Option<Arc<Outlier>>,
     slow_start: Option<Duration>,
+    /// A newer generation replaced this pool: its health checks stop (the
+    /// new pool's run against the same shared backend state), though
+    /// connections opened before the reload may still hold it.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -85,7 +89,18 @@ impl Pool {
                 .as_ref()
                 .map(|s| Duration::from_millis(s.window_ms)),
             backends,
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Stop this generation's health checks (a reload replaced it).
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn backends(&self) -> &[Arc<BackendState>] {

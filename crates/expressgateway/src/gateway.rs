@@ -173,6 +173,9 @@ pub struct Gateway {
     /// Backend state and upstream connections, from one generation to the
     /// next.
     carry: Arc<eg_runtime::Carry>,
+    /// The running generation's pools, retired (their checks stopped) when
+    /// a reload replaces them.
+    pools: ArcSwap<Vec<Arc<Pool>>>,
 }
 
 impl Gateway {
@@ -222,6 +225,7 @@ impl Gateway {
         let rt = &config.runtime;
         let admission = Admission::new(rt.max_inflight_connections, rt.per_ip_connection_cap);
         let pools = prepared.spawn_health_checks();
+        let running_pools = ArcSwap::from_pointee(pools.clone());
         let mut admin_addr = None;
         let admin = match admin_socket {
             Some(socket) => {
@@ -342,6 +346,7 @@ impl Gateway {
             admin,
             admission,
             carry,
+            pools: running_pools,
         })
     }
 
@@ -384,6 +389,9 @@ impl Gateway {
             }
         };
         let pools = prepared.spawn_health_checks();
+        for old in self.pools.swap(Arc::new(pools.clone())).iter() {
+            old.retire();
+        }
         if let Some(a) = &self.admin {
             a.pools.store(Arc::new(pools));
         }

@@ -62,15 +62,22 @@ pub async fn serve(
         &gate,
         &shutdown,
         &tracker,
-        |incoming, pass, snapshot| connection(incoming, pass, snapshot, limits, shutdown.clone()),
+        |incoming, pass, snapshot| {
+            let live = Arc::clone(&settings);
+            connection(incoming, pass, snapshot, live, limits, shutdown.clone())
+        },
     )
     .await;
 }
 
+/// `settings`: the snapshot at accept, for the connection's own limits;
+/// `live`: the listener's current settings, read anew by each request so a
+/// reload's routes, pools and drains reach connections opened before it.
 async fn connection(
     incoming: quinn::Incoming,
     mut pass: Pass,
     settings: Arc<HttpSettings>,
+    live: Arc<ArcSwap<HttpSettings>>,
     limits: H3Limits,
     shutdown: CancellationToken,
 ) {
@@ -100,7 +107,7 @@ async fn connection(
         .connections_active
         .with_label_values(&[&settings.label]);
     active.inc();
-    serve_connection(conn, peer, settings, limits, shutdown).await;
+    serve_connection(conn, peer, settings, live, limits, shutdown).await;
     active.dec();
     drop(pass);
 }
@@ -116,6 +123,7 @@ async fn serve_connection(
     conn: quinn::Connection,
     peer: SocketAddr,
     settings: Arc<HttpSettings>,
+    live: Arc<ArcSwap<HttpSettings>>,
     limits: H3Limits,
     shutdown: CancellationToken,
 ) {
@@ -190,7 +198,7 @@ async fn serve_connection(
             }
             Ok(Some(resolver)) => {
                 served = served.saturating_add(1);
-                let (settings, info) = (Arc::clone(&settings), Arc::clone(&info));
+                let (settings, info) = (live.load_full(), Arc::clone(&info));
                 requests.spawn(async move {
                     let started = Instant::now();
                     let within = settings.limits.header_timeout;

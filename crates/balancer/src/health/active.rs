@@ -80,6 +80,9 @@ async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: Health
             interval.mul_f64(f64::from(spec.jitter_percent) / 100.0 * crate::rng::next_f64());
         tokio::time::sleep(interval + jitter).await;
         let Some(pool) = pool.upgrade() else { return };
+        if pool.is_retired() {
+            return;
+        }
         let Some(backend) = pool.backends().get(index).cloned() else {
             return;
         };

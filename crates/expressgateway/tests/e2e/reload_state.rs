@@ -175,3 +175,42 @@ async fn tls_sessions_resume_across_reload_and_rotation() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_opened_before_a_reload_follow_the_new_pool() {
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let cfg = |backend: SocketAddr| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{backend}\"\n"
+        )
+    };
+    let gw = Gateway::start(&cfg(a.addr));
+    let url = format!("http://{}/r", gw.addr(0));
+    // One HTTP/2 connection and one HTTP/1.1 keep-alive connection, both
+    // opened before the reload and reused after it.
+    let (h2, h1) = (client(ClientProto::H2c), client(ClientProto::H1));
+    let who = |r: crate::support::http::Collected| {
+        r.headers
+            .get("x-backend")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    for c in [&h2, &h1] {
+        assert_eq!(who(send(c, get(&url)).await).as_deref(), Some("a"));
+    }
+    std::fs::write(gw.config_path(), cfg(b.addr)).expect("rewrite");
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a_before = a.hits();
+    for c in [&h2, &h1] {
+        for _ in 0..3 {
+            assert_eq!(
+                who(send(c, get(&url)).await).as_deref(),
+                Some("b"),
+                "an old connection still sent to the removed backend"
+            );
+        }
+    }
+    assert_eq!(a.hits(), a_before);
+}

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use eg_runtime::metrics::metrics;
 use eg_runtime::CancellationToken;
 use http::Response;
@@ -29,10 +30,15 @@ use crate::core::validate::AmbiguousFraming;
 use crate::core::{self, ConnInfo};
 use crate::settings::HttpSettings;
 
+/// `settings`: the snapshot at accept, for the connection's own limits and
+/// TLS; `live`: the listener's current settings, which each request reads
+/// anew, so a reload's routes, pools and drains reach connections opened
+/// before it.
 pub(super) async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     settings: Arc<HttpSettings>,
+    live: Arc<ArcSwap<HttpSettings>>,
     drain: CancellationToken,
 ) {
     let Some(acceptor) = settings.acceptor.clone() else {
@@ -52,6 +58,7 @@ pub(super) async fn connection(
             verdicts: Some(verdicts),
             guard: Some(guard),
             watch,
+            live,
         };
         serve(io, conn, settings, drain).await;
         return;
@@ -89,6 +96,7 @@ pub(super) async fn connection(
             verdicts: None,
             guard: Some(guard),
             watch,
+            live,
         };
         serve(io, conn, settings, drain).await;
     } else {
@@ -99,6 +107,7 @@ pub(super) async fn connection(
             verdicts: Some(verdicts),
             guard: None,
             watch,
+            live,
         };
         serve(io, conn, settings, drain).await;
     }
@@ -117,6 +126,8 @@ struct Conn {
     /// Its activity; from its epoch on, the first request is due within
     /// `header_timeout_ms`.
     watch: Arc<ConnWatch>,
+    /// The listener's current settings, read per request.
+    live: Arc<ArcSwap<HttpSettings>>,
 }
 
 async fn serve<I>(io: I, conn: Conn, settings: Arc<HttpSettings>, drain: CancellationToken)
@@ -129,6 +140,7 @@ where
         verdicts,
         guard,
         watch,
+        live,
     } = conn;
     let epoch = watch.epoch();
     let mut builder = auto::Builder::new(StreamExec {
@@ -175,15 +187,14 @@ where
     let service = {
         let cap_reached = Arc::clone(&cap_reached);
         let watch = Arc::clone(&watch);
-        let settings = Arc::clone(&settings);
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let settings = live.load_full();
             let progress = Progress::new(
                 settings.limits.body_timeout,
                 settings.limits.total_timeout,
                 req.version() < Version::HTTP_2,
             );
             let open = watch.open(&progress);
-            let settings = Arc::clone(&settings);
             let info = Arc::clone(&info);
             let cap_reached = Arc::clone(&cap_reached);
             let n = served.fetch_add(1, Ordering::Relaxed).saturating_add(1);

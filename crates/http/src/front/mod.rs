@@ -33,13 +33,16 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let drain = shutdown.clone();
+    let live = Arc::clone(&settings);
     accept_loop(
         listener,
         settings,
         admission,
         shutdown,
         tracker,
-        move |stream, peer, settings| conn::connection(stream, peer, settings, drain.clone()),
+        move |stream, peer, settings| {
+            conn::connection(stream, peer, settings, Arc::clone(&live), drain.clone())
+        },
     )
     .await;
 }
