@@ -10,9 +10,14 @@ use sha2::{Digest, Sha256};
 
 use crate::AdminState;
 
+/// Whether `peer` may reach the admin listener at all.
+pub(crate) fn network_allowed(state: &AdminState, peer: SocketAddr) -> bool {
+    peer.ip().is_loopback() || state.access().allow_non_loopback
+}
+
 pub(crate) fn authorized<B>(state: &AdminState, peer: SocketAddr, req: &Request<B>) -> bool {
     let access = state.access();
-    if !peer.ip().is_loopback() && !access.allow_non_loopback {
+    if !network_allowed(state, peer) {
         return false;
     }
     let Some(expected) = access.token_hash else {

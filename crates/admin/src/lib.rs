@@ -7,6 +7,7 @@
 
 mod auth;
 mod pools_api;
+mod status_page;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,9 +32,19 @@ pub struct AdminState {
     pub draining: AtomicBool,
     pub started: AtomicBool,
     pub pools: ArcSwap<Vec<Arc<Pool>>>,
+    /// What the gateway serves on, for the status page.
+    pub listeners: ArcSwap<Vec<ListenerInfo>>,
     /// SHA-256 of the bearer token, when configured, and whether
     /// non-loopback peers may ask; both re-set by a reload.
     access: ArcSwap<Access>,
+}
+
+/// One bound listener as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub protocol: String,
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +59,7 @@ impl AdminState {
             draining: AtomicBool::new(false),
             started: AtomicBool::new(false),
             pools: ArcSwap::from_pointee(Vec::new()),
+            listeners: ArcSwap::from_pointee(Vec::new()),
             access: ArcSwap::from_pointee(Access::of(token_hash_hex, allow_non_loopback)),
         })
     }
@@ -143,6 +155,15 @@ pub(crate) fn text(
 }
 
 fn route(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    // The status page holds no data (its calls carry the token).
+    let page = req.method() == Method::GET && req.uri().path() == "/";
+    if page && auth::network_allowed(state, peer) {
+        return text(
+            StatusCode::OK,
+            status_page::HTML,
+            "text/html; charset=utf-8",
+        );
+    }
     if !auth::authorized(state, peer, req) {
         return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
     }

@@ -30,6 +30,7 @@ pub(crate) fn pools_json(state: &AdminState) -> serde_json::Value {
                         "active_check_up": b.active_up(),
                         "drained": b.is_drained(),
                         "in_flight": b.in_flight(),
+                        "picked_total": b.picked(),
                         "ejected_for_ms": b.ejected_for(now).map(|d| d.as_millis() as u64),
                     })
                 })
@@ -37,7 +38,15 @@ pub(crate) fn pools_json(state: &AdminState) -> serde_json::Value {
             serde_json::json!({ "name": p.name, "policy": p.policy_name.as_str(), "backends": backends })
         })
         .collect();
-    serde_json::json!({ "pools": pools })
+    let listeners: Vec<_> = state
+        .listeners
+        .load()
+        .iter()
+        .map(
+            |l| serde_json::json!({ "name": l.name, "protocol": l.protocol, "address": l.address }),
+        )
+        .collect();
+    serde_json::json!({ "listeners": listeners, "pools": pools })
 }
 
 /// `backend_up` for every backend of the running pools, and no series

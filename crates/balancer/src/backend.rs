@@ -57,6 +57,9 @@ pub struct BackendLive {
     /// When it last became eligible, in ms after `epoch` (slow start).
     up_since_ms: AtomicU64,
     in_flight: AtomicU64,
+    /// Requests or connections ever given to this backend (the status
+    /// page's rate is its change over time).
+    picked: AtomicU64,
     /// Peak-EWMA latency in nanoseconds (f64 bits) and its last update.
     ewma_ns: AtomicU64,
     ewma_stamp_ms: AtomicU64,
@@ -94,6 +97,7 @@ impl BackendLive {
             // Configured backends start at full weight, not in slow start.
             up_since_ms: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            picked: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0f64.to_bits()),
             ewma_stamp_ms: AtomicU64::new(0),
         }
@@ -175,8 +179,14 @@ impl BackendLive {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests or connections given to this backend so far.
+    pub fn picked(&self) -> u64 {
+        self.picked.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn enter(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.picked.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn leave(&self) {

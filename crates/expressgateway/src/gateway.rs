@@ -245,6 +245,7 @@ impl Gateway {
             None => None,
         };
         let mut slots = Vec::with_capacity(sockets.len());
+        let mut shown = Vec::with_capacity(sockets.len());
         let entries = config.listeners.iter().zip(sockets).zip(prepared.listeners);
         for (index, ((listener, socket), built)) in entries.enumerate() {
             let local = socket.local_addr()?;
@@ -255,6 +256,11 @@ impl Gateway {
                 "tcp"
             };
             report::listening(&label, listener.protocol.as_str(), transport, local);
+            shown.push(eg_admin::ListenerInfo {
+                name: label.clone(),
+                protocol: listener.protocol.as_str().to_owned(),
+                address: format!("{local}/{transport}"),
+            });
             tracing::info!(listener = %label, address = %local, protocol = listener.protocol.as_str(), transport, "listening");
             let (admission, stop, tasks) =
                 (Arc::clone(&admission), shutdown.clone(), tracker.clone());
@@ -334,6 +340,7 @@ impl Gateway {
             report::listening("admin", "admin", "tcp", addr);
         }
         if let Some(a) = &admin {
+            a.listeners.store(Arc::new(shown));
             a.started.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(Self {

@@ -26,6 +26,7 @@ mod ops_reload;
 mod quic;
 mod quic_relay;
 mod reload_state;
+mod status_page;
 mod tcp;
 mod tls;
 mod upstream_pool;
