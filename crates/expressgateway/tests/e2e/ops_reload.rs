@@ -173,3 +173,101 @@ async fn l4_and_mode_b_relays_in_flight_at_sigterm_keep_working_through_the_drai
     let code = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(6)));
     assert!(code.is_some(), "the gateway did not exit after the drain");
 }
+
+/// wrk's summary: (requests, non-2xx/3xx responses, socket errors).
+fn wrk_totals(out: &str) -> (u64, u64, u64) {
+    let number = |line: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.trim_end_matches(',').parse().ok())
+            .unwrap_or(0)
+    };
+    let requests = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .map_or(0, number);
+    let non_2xx = out
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses"))
+        .map_or(0, |l| number(l.rsplit(':').next().unwrap_or("")));
+    let socket_errors = out
+        .lines()
+        .find(|l| l.contains("Socket errors"))
+        .map_or(0, |l| {
+            l.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        });
+    (requests, non_2xx, socket_errors)
+}
+
+#[test]
+fn reloads_every_200ms_under_wrk_load_fail_no_request() {
+    assert!(
+        std::process::Command::new("wrk")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "wrk is needed (Debian package `wrk`; .ci/run installs it)"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (a, b, c) = rt.block_on(async {
+        (
+            HttpBackend::start("a").await,
+            HttpBackend::start("b").await,
+            HttpBackend::start("c").await,
+        )
+    });
+    // Each generation: new weights, and every other one a new pool routed to.
+    let generation = |n: u32| {
+        let extra = if n % 2 == 1 {
+            format!(
+                "[[listeners.routes]]\npath_prefix = \"/extra/\"\ncluster = \"extra\"\n\
+                 [[clusters]]\nname = \"extra\"\n[[clusters.backends]]\naddress = \"{}\"\n",
+                c.addr
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{}\"\nweight = {}\n\
+             [[listeners.backends]]\naddress = \"{}\"\nweight = {}\n{extra}",
+            a.addr,
+            1 + n % 5,
+            b.addr,
+            5 - n % 5,
+        )
+    };
+    let gw = Gateway::start(&generation(0));
+    let url = format!("http://{}/load", gw.addr(0));
+    let mut wrk = std::process::Command::new("wrk");
+    wrk.args(["-t2", "-c16", "-d6s", &url]);
+    let load = std::thread::spawn(move || run_bounded_wrk(wrk));
+    for n in 1..=25 {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(gw.config_path(), generation(n)).expect("rewrite");
+        gw.signal("HUP");
+    }
+    let out = load.join().expect("wrk thread");
+    let (requests, non_2xx, socket_errors) = wrk_totals(&out);
+    assert!(requests > 100, "wrk made too few requests to judge: {out}");
+    assert_eq!(
+        (non_2xx, socket_errors),
+        (0, 0),
+        "failed requests under reloads: {out}"
+    );
+    let m = rt.block_on(async {
+        let cl = client(ClientProto::H1);
+        send(&cl, get(&format!("http://{}/extra/x", gw.addr(0))))
+            .await
+            .status
+    });
+    assert_eq!(m, 200);
+    drop((a, b, c));
+}
+
+fn run_bounded_wrk(cmd: std::process::Command) -> String {
+    let (ok, out, err) = crate::h3_thirdparty::run_bounded(cmd, Duration::from_secs(30));
+    assert!(ok, "wrk failed: {err}\n{out}");
+    out
+}
