@@ -1,5 +1,6 @@
 //! Active health probes that speak HTTP: `http`/`https` (a request with an
-//! expected status) and `grpc` (`grpc.health.v1.Health/Check`, SERVING).
+//! expected status) and `grpc` (`grpc.health.v1.Health/Check`, SERVING),
+//! each in the backend's own protocol (HTTP/1.1, h2c or h2, HTTP/3).
 //! The runner, rise/fall and the TCP probe live in the balancer.
 
 use std::future::Future;
@@ -12,11 +13,11 @@ use eg_balancer::health::active::{self, Probe, TcpProbe};
 use eg_balancer::{BackendState, Pool};
 use eg_config::{HealthCheckKind, StatusRanges};
 use eg_tls::BackendTls;
-use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{Method, Request};
+use http_body_util::BodyExt;
 
-use crate::connector::stream::dial;
+use crate::body::ProxyBody;
+use crate::connector::probe::{probe_exchange, ProbeTarget};
 
 /// Start the active checks `pool` is configured with. `tls[i]` is how to
 /// reach backend `i` over TLS (required for `https`; used by `grpc` when
@@ -91,46 +92,41 @@ impl HttpProbe {
         self.host.as_deref().unwrap_or(&backend.address)
     }
 
+    /// One request to `backend` in its own protocol (see `connector::probe`).
+    async fn exchange(
+        &self,
+        backend: &BackendState,
+        req: Request<ProxyBody>,
+    ) -> Result<http::Response<ProxyBody>, ProbeError> {
+        let target = ProbeTarget {
+            address: &backend.address,
+            protocol: backend.protocol,
+            tls: self.tls_for(backend)?,
+            authority: self.authority(backend),
+            connect_timeout: self.connect_timeout,
+        };
+        let (parts, body) = req.into_parts();
+        probe_exchange(&target, parts, body).await
+    }
+
     async fn http_check(&self, backend: &BackendState) -> Result<bool, ProbeError> {
-        let stream = dial(
-            &backend.address,
-            self.tls_for(backend)?,
-            self.connect_timeout,
-        )
-        .await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
         let req = Request::builder()
             .method(self.method.clone())
             .uri(self.path.as_str())
-            .header(http::header::HOST, self.authority(backend))
             .header(http::header::USER_AGENT, "expressgateway-health-check")
-            .body(Full::new(Bytes::new()))?;
-        let resp = sender.send_request(req).await?;
+            .body(crate::body::empty())?;
+        let resp = self.exchange(backend, req).await?;
         Ok(self.expected.contains(resp.status().as_u16()))
     }
 
     async fn grpc_check(&self, backend: &BackendState) -> Result<bool, ProbeError> {
-        let tls = self.tls_for(backend)?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let stream = dial(&backend.address, tls, self.connect_timeout).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await?;
-        tokio::spawn(conn);
-        let uri: Uri = format!(
-            "{scheme}://{}/grpc.health.v1.Health/Check",
-            self.authority(backend)
-        )
-        .parse()?;
         let req = Request::builder()
             .method(Method::POST)
-            .uri(uri)
+            .uri("/grpc.health.v1.Health/Check")
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
-            .body(Full::new(grpc_request(&self.service)))?;
-        let resp = sender.send_request(req).await?;
+            .body(crate::body::full(grpc_request(&self.service)))?;
+        let resp = self.exchange(backend, req).await?;
         if resp.status() != http::StatusCode::OK {
             return Ok(false);
         }

@@ -161,6 +161,14 @@ pub(super) fn check_listener(
                      max_relay_streams and max_connections_per_ip",
                 );
             }
+            if l.health_check.is_some() {
+                f.fail(
+                    format!("{p}.health_check"),
+                    "(present)",
+                    "active checks of a raw QUIC relay's backends are not run (their \
+                     protocol is opaque to the relay); passive health ejects failing ones",
+                );
+            }
             if l.connection_pool.is_some() {
                 f.fail(
                     format!("{p}.connection_pool"),

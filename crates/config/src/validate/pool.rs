@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 
 use super::{Findings, MAX_TIMEOUT_MS};
-use crate::{Backend, BackendProtocol, HashSource, HealthCheck, LbPolicy, PoolSpec, MAX_WEIGHT};
+use crate::{
+    Backend, BackendProtocol, HashSource, HealthCheck, HealthCheckKind, LbPolicy, PoolSpec,
+    MAX_WEIGHT,
+};
 
 /// Which datapath a pool serves: limits its backend protocols and keys.
 #[derive(Clone, Copy, PartialEq)]
@@ -114,7 +117,9 @@ pub(super) fn check_pool(f: &mut Findings, p: &str, pool: &PoolSpec, used_by: Po
         );
     }
     if let Some(h) = &pool.health_check {
-        check_health(f, &format!("{p}.health_check"), h);
+        let hp = format!("{p}.health_check");
+        check_health(f, &hp, h);
+        check_probe_fits(f, &hp, h, pool, used_by);
     }
     if let Some(o) = &pool.outlier_detection {
         let op = format!("{p}.outlier_detection");
@@ -201,6 +206,43 @@ fn check_backend(f: &mut Findings, p: &str, b: &Backend, used_by: PoolUse) {
     }
     if let Some(ca) = &b.tls_ca_path {
         f.file(format!("{p}.tls_ca_path"), ca);
+    }
+}
+
+/// A probe kind must be one the pool's backends can answer: a TCP connect
+/// proves nothing of a QUIC (h3) backend, and gRPC health needs HTTP/2 or
+/// HTTP/3.
+fn check_probe_fits(f: &mut Findings, p: &str, h: &HealthCheck, pool: &PoolSpec, used_by: PoolUse) {
+    let default = if used_by == PoolUse::L4 {
+        BackendProtocol::Tcp
+    } else {
+        BackendProtocol::H1
+    };
+    for b in &pool.backends {
+        let protocol = b.protocol.unwrap_or(default);
+        let unfit = match (h.kind, protocol) {
+            (HealthCheckKind::Tcp, BackendProtocol::H3) => Some(
+                "a TCP connect cannot check a QUIC (h3) backend; use kind = \"http\" or \
+                 \"https\" (sent over HTTP/3) or \"grpc\"",
+            ),
+            (HealthCheckKind::Grpc, BackendProtocol::H1 | BackendProtocol::Tcp) => {
+                Some("gRPC health needs HTTP/2 or HTTP/3 backends (protocol = \"h2\" or \"h3\")")
+            }
+            _ => None,
+        };
+        if let Some(why) = unfit {
+            f.fail(
+                format!("{p}.kind"),
+                format!(
+                    "{:?} for {} backend {}",
+                    h.kind,
+                    protocol.as_str(),
+                    b.address
+                ),
+                why,
+            );
+            return;
+        }
     }
 }
 

@@ -136,3 +136,54 @@ async fn backend_metrics_follow_the_pools() {
     );
     assert_eq!(series(&m, "expressgateway_backend_up{", b.addr), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_of_an_h3_pool_are_sent_over_http3() {
+    let dir = scratch();
+    let c = crate::support::tls::cert(dir.path(), "srv");
+    let good = crate::support::h3::H3Backend::start("q", &c).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let dead = silent.local_addr().expect("addr");
+    let backend = |a: SocketAddr| {
+        format!(
+            "[[listeners.backends]]\naddress = \"{a}\"\nprotocol = \"h3\"\ntls = true\n\
+             tls_ca_path = \"{}\"\n",
+            c.cert_path.display()
+        )
+    };
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[runtime]\nconnect_timeout_ms = 300\n[observability]\nmetrics_bind = \"127.0.0.1:0\"\n\
+             [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 100\n\
+             timeout_ms = 100\nrise = 1\nfall = 1\n{}{}",
+            backend(good.addr),
+            backend(dead)
+        ),
+    );
+    let m = async || metrics_text(&gw).await;
+    let mut verdicts = (None, None);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = m().await;
+        verdicts = (
+            series(&text, "expressgateway_backend_up{", good.addr),
+            series(&text, "expressgateway_backend_up{", dead),
+        );
+        if verdicts == (Some(1), Some(0)) {
+            break;
+        }
+    }
+    assert_eq!(
+        verdicts,
+        (Some(1), Some(0)),
+        "the HTTP/3 backend passes its check, the silent one fails it"
+    );
+    let cl = client(ClientProto::H1);
+    for _ in 0..5 {
+        let r = send(&cl, get(&format!("http://{}/x", gw.addr(0)))).await;
+        assert_eq!(r.status, 200);
+    }
+    drop(silent);
+}

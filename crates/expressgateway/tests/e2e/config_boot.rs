@@ -146,6 +146,22 @@ fn connection_pool_keys_are_checked() {
 }
 
 #[test]
+fn a_probe_the_backends_cannot_answer_is_refused() {
+    refused(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [listeners.health_check]\nkind = \"tcp\"\n\
+         [[listeners.backends]]\naddress = \"127.0.0.1:9\"\nprotocol = \"h3\"\ntls = true\n",
+        "listeners[0].health_check.kind",
+    );
+    refused(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [listeners.health_check]\nkind = \"grpc\"\n\
+         [[listeners.backends]]\naddress = \"127.0.0.1:9\"\n",
+        "gRPC health needs HTTP/2 or HTTP/3",
+    );
+}
+
+#[test]
 fn check_accepts_a_valid_file() {
     let dir = scratch();
     let path = dir.path().join("ok.toml");

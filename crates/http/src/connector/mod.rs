@@ -8,6 +8,7 @@ mod h1;
 mod h2;
 mod h2_settings;
 mod h3;
+pub mod probe;
 mod request_form;
 mod shared_dial;
 
