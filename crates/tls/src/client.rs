@@ -57,15 +57,22 @@ pub fn client_config(opts: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> 
     Ok(Arc::new(config))
 }
 
+/// The system's CA certificates, read once per process: every TLS backend
+/// of every reload shares them (reading them costs tens of milliseconds).
 fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for err in &found.errors {
-        tracing::warn!(error = %err, "skipping an unreadable system CA certificate");
-    }
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    tracing::debug!(added, "loaded system CA certificates");
-    roots
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for err in &found.errors {
+                tracing::warn!(error = %err, "skipping an unreadable system CA certificate");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, "loaded system CA certificates");
+            roots
+        })
+        .clone()
 }
 
 /// A verifier an operator loosened on purpose: `check_chain = false` trusts
