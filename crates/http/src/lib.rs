@@ -7,6 +7,7 @@ pub mod connector;
 pub mod core;
 pub mod error_map;
 pub mod front;
+pub mod grpc;
 pub mod h3io;
 pub mod health;
 pub mod settings;

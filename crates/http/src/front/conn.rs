@@ -179,7 +179,9 @@ where
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let progress = Progress::new(
                 settings.limits.body_timeout,
-                settings.limits.total_timeout,
+                settings
+                    .grpc
+                    .front_budget(&req, settings.limits.total_timeout),
                 req.version() < Version::HTTP_2,
             );
             let open = watch.open(&progress);
