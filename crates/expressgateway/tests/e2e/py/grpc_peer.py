@@ -51,7 +51,7 @@ def sleep(req, ctx):
 
 
 def server_stream(req, ctx):
-    n, gap = req.decode().split(":")
+    n, gap = req.decode().replace(",", ":").split(":")
     for i in range(int(n)):
         yield f"m{i}".encode()
         time.sleep(float(gap))
