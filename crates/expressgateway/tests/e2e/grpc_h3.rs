@@ -81,3 +81,45 @@ async fn grpc_unary_streaming_and_health_through_the_h3_front() {
     assert_eq!(health["trailers"]["grpc-status"], "0", "{health}");
     drop(gw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_through_the_h2_front_to_an_h3_backend() {
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let backend = crate::support::h3::H3Backend::start("q", &c).await;
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1s\"\n\
+         [listeners.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+         [listeners.grpc]\nmax_deadline_seconds = 30\n\
+         [[listeners.backends]]\naddress = \"{}\"\nprotocol = \"h3\"\ntls = true\ntls_ca_path = \"{}\"\n",
+        c.cert_path.display(),
+        c.key_path.display(),
+        backend.addr,
+        c.cert_path.display(),
+    );
+    let gw = Gateway::start_in(dir, &config);
+    let r = crate::grpc::grpc_client(&c.cert_path, gw.addr(0).port(), &["echo"]).await;
+    let e = &r["echo"];
+    assert_eq!(e["code"], "OK", "{e}");
+    assert_eq!(e["response"], "hello", "{e}");
+    assert_eq!(e["trailers"]["x-trailer"], "h3-echo", "{e}");
+    assert_eq!(
+        e["trailers"]["grpc-status-details-bin"], "0800120668332d6563686f",
+        "{e}"
+    );
+    // The client asked for 20 s: under the 30 s clamp, passed on.
+    let seen = e["initial"]["x-seen-grpc-timeout"]
+        .as_str()
+        .unwrap_or_default();
+    let (value, unit) = seen.split_at(seen.len().saturating_sub(1));
+    let per_ms = match unit {
+        "u" => 1_000.0,
+        "m" => 1.0,
+        "S" => 0.001,
+        _ => panic!("grpc-timeout {seen:?} reached the backend: {e}"),
+    };
+    let ms = value.parse::<f64>().unwrap_or(0.0) / per_ms;
+    assert!(ms <= 20_000.0 && ms > 15_000.0, "{e}");
+    assert_eq!(e["bidi"], serde_json::json!(["x", "y"]), "{e}");
+    drop(gw);
+}

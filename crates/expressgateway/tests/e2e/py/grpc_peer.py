@@ -143,6 +143,16 @@ def scenario(ch, name):
         return res
     if name == "unary":
         return run_unary(ch, "Unary", b"hello", timeout=20)
+    if name == "echo":
+        fn = ch.unary_unary(f"/{SVC}/Unary")
+        resp, call = fn.with_call(b"hello", timeout=20)
+        bd = ch.stream_stream(f"/{SVC}/Bidi")(iter([b"x", b"y"]), timeout=20)
+        return {
+            "response": resp.decode(),
+            "initial": dict(call.initial_metadata()),
+            **outcome(call),
+            "bidi": [m.decode() for m in bd],
+        }
     if name.startswith("sleep:"):
         return run_unary(ch, "Sleep", name.split(":", 1)[1].encode())
     if name.startswith("stream:"):
