@@ -481,6 +481,7 @@ impl Gateway {
     pub async fn drain(self, budget: Duration) {
         // Readiness first, so load balancers in front stop sending; then
         // stop accepting once they have had `readiness_settle_ms` to notice.
+        eg_runtime::begin_draining();
         if let Some(a) = &self.admin {
             a.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(

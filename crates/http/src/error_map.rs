@@ -70,7 +70,7 @@ impl ProxyError {
         }
     }
 
-    fn detail(&self) -> &'static str {
+    pub(crate) fn detail(&self) -> &'static str {
         match self {
             Self::BadRequest(why) => why,
             Self::NoRoute => "no route matches this request",

@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use eg_balancer::health::active::{self, Probe, TcpProbe};
 use eg_balancer::{BackendState, Pool};
 use eg_config::{HealthCheckKind, StatusRanges};
@@ -18,6 +17,7 @@ use http_body_util::BodyExt;
 
 use crate::body::ProxyBody;
 use crate::connector::probe::{probe_exchange, ProbeTarget};
+use crate::grpc::health;
 
 /// Start the active checks `pool` is configured with. `tls[i]` is how to
 /// reach backend `i` over TLS (required for `https`; used by `grpc` when
@@ -125,7 +125,7 @@ impl HttpProbe {
             .uri("/grpc.health.v1.Health/Check")
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
-            .body(crate::body::full(grpc_request(&self.service)))?;
+            .body(crate::body::full(health::request_frame(&self.service)))?;
         let resp = self.exchange(backend, req).await?;
         if resp.status() != http::StatusCode::OK {
             return Ok(false);
@@ -135,62 +135,6 @@ impl HttpProbe {
             .trailers()
             .and_then(|t| t.get("grpc-status"))
             .is_some_and(|v| v.as_bytes() == b"0");
-        Ok(trailers_ok && serving(collected.to_bytes()))
-    }
-}
-
-/// A gRPC frame holding `HealthCheckRequest { service }` (field 1, string).
-fn grpc_request(service: &str) -> Bytes {
-    let mut msg = Vec::with_capacity(service.len() + 2);
-    if !service.is_empty() {
-        msg.push(0x0a);
-        push_varint(&mut msg, service.len() as u64);
-        msg.extend_from_slice(service.as_bytes());
-    }
-    let mut frame = Vec::with_capacity(msg.len() + 5);
-    frame.push(0); // not compressed
-    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&msg);
-    Bytes::from(frame)
-}
-
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Whether a gRPC response frame holds `HealthCheckResponse { status:
-/// SERVING (1) }`: field 1 as a varint.
-fn serving(mut body: Bytes) -> bool {
-    if body.remaining() < 5 {
-        return false;
-    }
-    let compressed = body.get_u8();
-    let len = body.get_u32() as usize;
-    if compressed != 0 || body.remaining() < len {
-        return false;
-    }
-    let msg = body.split_to(len);
-    msg.as_ref() == [0x08, 0x01]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_health_messages() {
-        assert_eq!(&grpc_request("")[..], &[0, 0, 0, 0, 0]);
-        assert_eq!(
-            &grpc_request("svc")[..],
-            &[0, 0, 0, 0, 5, 0x0a, 3, b's', b'v', b'c']
-        );
-        assert!(serving(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01])));
-        assert!(!serving(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x02])));
-        assert!(!serving(Bytes::from_static(&[0, 0, 0, 0, 9, 0x08])));
-        assert!(!serving(Bytes::new()));
+        Ok(trailers_ok && health::says_serving(collected.to_bytes()))
     }
 }

@@ -8,6 +8,7 @@ pub mod connector;
 pub mod core;
 pub mod error_map;
 pub mod front;
+pub mod grpc;
 mod h2_frame;
 pub mod h3io;
 pub mod health;

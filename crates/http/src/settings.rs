@@ -189,6 +189,8 @@ pub struct HttpSettings {
     pub inflight: Arc<InflightRequests>,
     /// `[observability] access_log`, when not `off`.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// `[listeners.grpc]`.
+    pub grpc: crate::grpc::GrpcSettings,
 }
 
 impl HttpSettings {
@@ -281,6 +283,7 @@ impl HttpSettings {
             max_inflight_requests: h.max_inflight_requests,
             inflight: Arc::default(),
             access_log: access_log(config, carry)?,
+            grpc: (&listener.grpc).into(),
         })
     }
 

@@ -285,6 +285,10 @@ async fn request(
     info: &ConnInfo,
     started: Instant,
 ) -> Result<(), eg_http::body::BoxError> {
+    // A gRPC call runs to its deadline, not to total_timeout_ms.
+    let budget = settings
+        .grpc
+        .front_budget(&req, settings.limits.total_timeout);
     let (mut send, recv) = stream.split();
     let body = h3io::recv_body(recv);
     let (mut parts, ()) = req.into_parts();
@@ -296,7 +300,7 @@ async fn request(
     // balancer's in-flight slot for ever.
     let pace = h3io::Pace {
         progress: settings.limits.body_timeout,
-        deadline: started + settings.limits.total_timeout,
+        deadline: started + budget,
     };
     let head = Response::from_parts(parts, ());
     let sent = pace

@@ -15,6 +15,21 @@ pub use carried::Carry;
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
 
+/// Set once when the process starts draining; never cleared (a drain ends
+/// in exit). Readiness answers read it: the admin probe and the gRPC
+/// health check the gateway synthesizes.
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Mark the process as draining.
+pub fn begin_draining() {
+    DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the process is draining.
+pub fn draining() -> bool {
+    DRAINING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// UDP socket buffers for QUIC endpoints. The 208 KiB Linux default drops
 /// bursts from a single fast peer (each drop costs a congestion back-off);
 /// 4 MiB matches the common `net.core.rmem_max`, beyond which the kernel

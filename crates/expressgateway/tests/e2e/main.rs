@@ -14,6 +14,8 @@ mod edge_http;
 mod edge_quic;
 mod edge_quic_relay;
 mod forward_failures;
+mod grpc;
+mod grpc_h3;
 mod h3_curl;
 mod h3_matrix;
 mod h3_thirdparty;

@@ -26,7 +26,9 @@ pub struct Exchange<'a> {
     pub conn: &'a ConnInfo,
     pub keys: &'a Keys,
     pub authority: Option<&'a str>,
-    pub head_deadline: Duration,
+    /// `head_timeout_ms`; `None` for a gRPC call, which its deadline alone
+    /// bounds (a server stream may send its head with its first message).
+    pub head_deadline: Option<Duration>,
     pub deadline: Instant,
     /// The client's request body as the connector streams it.
     pub body_events: &'a BodyEvents,
@@ -267,11 +269,15 @@ impl Exchange<'_> {
     /// the end of the request body (a slow upload is not the backend's
     /// delay), and `total_timeout_ms` bounds the whole wait.
     async fn head_wait(&self) -> HeadWait {
+        let Some(head_deadline) = self.head_deadline else {
+            tokio::time::sleep_until(self.deadline).await;
+            return HeadWait::Deadline;
+        };
         tokio::select! {
             () = self.body_events.ended() => {}
             () = tokio::time::sleep_until(self.deadline) => return HeadWait::Deadline,
         }
-        let head_by = (Instant::now() + self.head_deadline).min(self.deadline);
+        let head_by = (Instant::now() + head_deadline).min(self.deadline);
         tokio::time::sleep_until(head_by).await;
         HeadWait::HeadTimeout
     }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use eg_runtime::metrics::metrics;
 use http::header::{ALT_SVC, CONTENT_LENGTH};
 use http::{Request, Response, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body;
 use tokio::time::Instant;
 
@@ -24,6 +24,7 @@ use self::backend_body::BackendBody;
 use crate::access_log;
 use crate::body::{BoxError, Guarded, ProxyBody};
 use crate::error_map::ProxyError;
+use crate::grpc;
 use crate::settings::{HttpSettings, InflightSlot};
 
 /// What the front knows about the client connection.
@@ -72,10 +73,12 @@ where
         .access_log
         .as_ref()
         .map(|log| (std::sync::Arc::clone(log), RequestHead::of(&req)));
+    let grpc = settings.grpc.classify(&req);
     let slot = settings.inflight.try_enter(settings.max_inflight_requests);
     let time = std::time::SystemTime::now();
     let result = match slot {
-        Some(slot) => proxy(settings, conn, req, slot, &mut outcome).await,
+        _ if grpc.is_some() && req.version() < Version::HTTP_2 => Ok(grpc::status::http1_refusal()),
+        Some(slot) => proxy(settings, conn, req, slot, grpc, &mut outcome).await,
         None => {
             metrics()
                 .defence_trips_total
@@ -95,7 +98,10 @@ where
                     .with_label_values(&[label])
                     .inc();
             }
-            e.into_response()
+            match grpc {
+                Some(_) => grpc::status::error_response(&e),
+                None => e.into_response(),
+            }
         }
     };
     if let Some(alt) = &settings.alt_svc {
@@ -188,18 +194,29 @@ fn defence_label(e: &ProxyError) -> Option<&'static str> {
     }
 }
 
+/// A front's body as the core's one body type.
+fn boxed<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
 async fn proxy<'s, B>(
     settings: &'s HttpSettings,
     conn: &ConnInfo,
     req: Request<B>,
     inflight: InflightSlot,
+    grpc: Option<grpc::Call>,
     outcome: &mut Outcome<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError>
 where
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    let deadline = Instant::now() + settings.limits.total_timeout;
+    // A gRPC call's own (clamped) deadline governs it, not total_timeout_ms.
+    let deadline = Instant::now() + grpc.map_or(settings.limits.total_timeout, |c| c.budget);
     validate::check_framing(&req, settings.strict_te)?;
     let authority = validate::authority(&req)?;
     let host = authority
@@ -228,6 +245,17 @@ where
     }
     .ok_or(ProxyError::NoRoute)?;
     outcome.cluster = &pool.pool.name;
+    let body = match grpc {
+        Some(_) if settings.grpc.health_synthesized && path == grpc::health::CHECK_PATH => {
+            let by = (Instant::now() + settings.limits.body_timeout).min(deadline);
+            let request = grpc::health::read_request(boxed(body), by).await?;
+            match grpc::health::local_answer(request, pool) {
+                grpc::health::Read::Local(resp) => return Ok(resp),
+                grpc::health::Read::Forward(bytes) => Either::Right(Full::new(bytes)),
+            }
+        }
+        _ => Either::Left(body),
+    };
 
     let declared = parts
         .headers
@@ -240,6 +268,12 @@ where
 
     let client_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(call) = grpc {
+        parts.headers.insert(
+            grpc::deadline::GRPC_TIMEOUT,
+            grpc::deadline::encode(call.budget),
+        );
+    }
     headers::add_forwarding(
         &mut parts.headers,
         conn.peer.ip(),
@@ -259,7 +293,7 @@ where
         conn,
         keys: &keys,
         authority: authority.as_deref(),
-        head_deadline: settings.limits.head_timeout,
+        head_deadline: grpc.is_none().then_some(settings.limits.head_timeout),
         deadline,
         body_events: &body_events,
     };
@@ -299,5 +333,9 @@ where
         settled,
         (forwarded.slot, inflight),
     );
-    Ok(Response::from_parts(parts, body.boxed()))
+    let body = match grpc {
+        Some(_) => grpc::GrpcBody::new(body).boxed(),
+        None => body.boxed(),
+    };
+    Ok(Response::from_parts(parts, body))
 }

@@ -191,7 +191,9 @@ where
             let settings = live.load_full();
             let progress = Progress::new(
                 settings.limits.body_timeout,
-                settings.limits.total_timeout,
+                settings
+                    .grpc
+                    .front_budget(&req, settings.limits.total_timeout),
                 req.version() < Version::HTTP_2,
             );
             let open = watch.open(&progress);

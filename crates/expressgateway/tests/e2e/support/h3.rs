@@ -97,6 +97,13 @@ where
         .status(StatusCode::OK)
         .header("x-backend", name)
         .body(())?;
+    let grpc = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return grpc_echo(req, stream).await;
+    }
     match path.as_str() {
         "/echo" => {
             stream.send_response(resp).await?;
@@ -121,6 +128,43 @@ where
                 .await?;
         }
     }
+    stream.finish().await?;
+    Ok(())
+}
+
+/// A gRPC echo: every request message back, then trailers with
+/// grpc-status 0, status details and custom metadata; the `grpc-timeout`
+/// it received comes back as `x-seen-grpc-timeout`.
+async fn grpc_echo<S>(
+    req: Request<()>,
+    mut stream: h3::server::RequestStream<S, Bytes>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: h3::quic::BidiStream<Bytes>,
+{
+    let seen = req
+        .headers()
+        .get("grpc-timeout")
+        .cloned()
+        .unwrap_or(http::HeaderValue::from_static("none"));
+    let resp = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/grpc")
+        .header("x-seen-grpc-timeout", seen)
+        .body(())?;
+    stream.send_response(resp).await?;
+    while let Some(mut chunk) = stream.recv_data().await? {
+        let bytes = chunk.copy_to_bytes(chunk.remaining());
+        stream.send_data(bytes).await?;
+    }
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", http::HeaderValue::from_static("0"));
+    t.insert("x-trailer", http::HeaderValue::from_static("h3-echo"));
+    t.insert(
+        "grpc-status-details-bin",
+        http::HeaderValue::from_static("CAASBmgzLWVjaG8"),
+    );
+    stream.send_trailers(t).await?;
     stream.finish().await?;
     Ok(())
 }
