@@ -20,6 +20,7 @@ mod http_matrix;
 mod http_routing;
 mod http_thirdparty;
 mod ops;
+mod packaging;
 mod quic;
 mod quic_relay;
 mod tcp;
