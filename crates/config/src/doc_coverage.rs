@@ -136,7 +136,10 @@ struct Fields<'s> {
 impl<'de> MapAccess<'de> for Fields<'_> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         match self.fields.as_slice().first() {
             Some(f) => seed
                 .deserialize(BorrowedStrDeserializer::<Error>::new(f))
@@ -247,7 +250,9 @@ fn every_schema_key_is_documented() {
         .chain(doc.tables.iter().filter(|t| !schema.tables.contains(*t)))
         .collect();
     if !stale.is_empty() {
-        problems.push(format!("keys or tables the schema does not have: {stale:?}"));
+        problems.push(format!(
+            "keys or tables the schema does not have: {stale:?}"
+        ));
     }
     for (key, variants) in &schema.variants {
         let row = doc.keys.get(key).map(String::as_str).unwrap_or_default();

@@ -76,6 +76,6 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod doc_coverage;
+#[cfg(test)]
+mod tests;

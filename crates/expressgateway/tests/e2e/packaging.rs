@@ -86,7 +86,10 @@ fn sample_config_commented_tls_listeners_pass_check() {
 #[test]
 fn systemd_unit_verifies_and_reloads_with_sighup() {
     let unit = read("expressgateway.service");
-    assert!(unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"), "{unit}");
+    assert!(
+        unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{unit}"
+    );
     // No sd_notify in the gateway: a notify unit would never start.
     assert!(unit.contains("\nType=simple\n"), "{unit}");
     require_tool("systemd-analyze", "systemd");
