@@ -39,15 +39,7 @@ pub fn server_config(
     path: &str,
     alpn: Vec<Vec<u8>>,
 ) -> Result<quinn::ServerConfig, QuicError> {
-    let tls = ListenerTls {
-        cert_path: quic.cert_path.clone(),
-        key_path: quic.key_path.clone(),
-        ticket_rotation_interval_seconds: 86_400,
-        ticket_rotation_overlap_seconds: 86_400,
-        sni: Vec::new(),
-        client_ca_path: None,
-        client_auth_optional: false,
-    };
+    let tls = ListenerTls::single(quic.cert_path.clone(), quic.key_path.clone());
     // QUIC is TLS 1.3 only: tls13_only is implied.
     let opts = eg_tls::ServerTlsOptions {
         tls13_only: true,

@@ -73,15 +73,7 @@ async fn handle(
 /// greeting, other methods echo the body. What the QUIC listeners and the
 /// raw QUIC relay reach.
 pub fn h3_hello(name: &'static str, cert: &eg_tls::SelfSigned) -> anyhow::Result<SocketAddr> {
-    let tls = eg_config::ListenerTls {
-        cert_path: cert.cert_path.clone(),
-        key_path: cert.key_path.clone(),
-        ticket_rotation_interval_seconds: 86_400,
-        ticket_rotation_overlap_seconds: 86_400,
-        sni: Vec::new(),
-        client_ca_path: None,
-        client_auth_optional: false,
-    };
+    let tls = eg_config::ListenerTls::single(cert.cert_path.clone(), cert.key_path.clone());
     let opts = eg_tls::ServerTlsOptions {
         tls13_only: true,
         alpn: vec![b"h3".to_vec()],
