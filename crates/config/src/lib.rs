@@ -76,4 +76,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod doc_coverage;
+#[cfg(test)]
 mod tests;

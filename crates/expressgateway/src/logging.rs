@@ -9,9 +9,10 @@ const LOG_BUFFER_LINES: usize = 16_384;
 
 /// Logs go to stderr (stdout carries the startup report) through a writer
 /// thread, so a slow terminal or a full pipe never stalls the datapath;
-/// `RUST_LOG` filters, default `info`. Keep the guard: dropping it flushes.
-pub fn init(format: LogFormat) -> WorkerGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// `RUST_LOG` filters, else `default` (`info` when serving a file). Keep
+/// the guard: dropping it flushes.
+pub fn init(format: LogFormat, default: &str) -> WorkerGuard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_BUFFER_LINES)
         .lossy(true)

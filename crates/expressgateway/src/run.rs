@@ -48,7 +48,12 @@ pub fn run_file(path: &Path) -> ExitCode {
 /// Serve `config` until SIGTERM or SIGINT, then drain. `path` enables
 /// SIGHUP reload.
 pub fn run(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
-    let _log = crate::logging::init(config.observability.log_format);
+    run_with(config, path, "info")
+}
+
+/// As `run`, logging at `default_log` when `RUST_LOG` is unset.
+pub fn run_with(config: Config, path: Option<&Path>, default_log: &str) -> anyhow::Result<()> {
+    let _log = crate::logging::init(config.observability.log_format, default_log);
     eg_tls::install_crypto_provider();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

@@ -43,15 +43,7 @@ pub fn server_config(
     alpn: Vec<Vec<u8>>,
     carry: &eg_runtime::Carry,
 ) -> Result<quinn::ServerConfig, QuicError> {
-    let tls = ListenerTls {
-        cert_path: quic.cert_path.clone(),
-        key_path: quic.key_path.clone(),
-        ticket_rotation_interval_seconds: 86_400,
-        ticket_rotation_overlap_seconds: 86_400,
-        sni: Vec::new(),
-        client_ca_path: None,
-        client_auth_optional: false,
-    };
+    let tls = ListenerTls::single(quic.cert_path.clone(), quic.key_path.clone());
     // QUIC is TLS 1.3 only: tls13_only is implied.
     let ticketer = eg_tls::carried_ticketer(
         carry,

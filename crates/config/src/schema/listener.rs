@@ -155,6 +155,22 @@ fn one_day() -> u64 {
     86_400
 }
 
+impl ListenerTls {
+    /// One certificate, no SNI extras, no client auth, default ticket
+    /// rotation: what QUIC listeners and built-in test servers serve.
+    pub fn single(cert_path: PathBuf, key_path: PathBuf) -> Self {
+        Self {
+            cert_path,
+            key_path,
+            ticket_rotation_interval_seconds: one_day(),
+            ticket_rotation_overlap_seconds: one_day(),
+            sni: Vec::new(),
+            client_ca_path: None,
+            client_auth_optional: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertificate {

@@ -1,8 +1,12 @@
 //! `expressgateway demo`: built-in backends, a self-signed certificate and
-//! one listener of every kind this build serves, on fixed local ports.
+//! one listener of every kind this build serves, plus the admin listener,
+//! on fixed local ports.
 
 mod backends;
+mod guide;
 
+use std::io::IsTerminal;
+use std::net::{TcpListener, UdpSocket};
 use std::process::ExitCode;
 
 use eg_config::Config;
@@ -11,7 +15,11 @@ use eg_config::Config;
 pub const DEFAULT_BASE_PORT: u16 = 17000;
 
 pub fn run(base_port: u16) -> ExitCode {
-    match demo(base_port) {
+    // On a terminal the person reading wants the guide, not every info
+    // line; RUST_LOG still wins.
+    let terminal = std::io::stdout().is_terminal();
+    let quiet_logs = terminal && std::env::var_os("RUST_LOG").is_none();
+    match demo(base_port, terminal, quiet_logs) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: demo: {e:#}");
@@ -28,27 +36,53 @@ fn port(base: u16, offset: u16) -> u16 {
     }
 }
 
-fn demo(base: u16) -> anyhow::Result<()> {
+/// Browsers resolve `localhost` to `::1` first and, for QUIC, do not fall
+/// back to 127.0.0.1: where the host has IPv6 loopback, the listeners the
+/// guide names as `localhost` listen on both.
+fn has_ipv6_loopback() -> bool {
+    UdpSocket::bind("[::1]:0").is_ok() && TcpListener::bind("[::1]:0").is_ok()
+}
+
+fn demo(base: u16, terminal: bool, quiet_logs: bool) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("expressgateway-demo-")
         .tempdir()?;
-    let cert = eg_tls::self_signed(&["localhost", "127.0.0.1"], dir.path(), "demo")?;
+    let cert = eg_tls::self_signed(&["localhost", "127.0.0.1", "::1"], dir.path(), "demo")?;
+    eg_tls::install_crypto_provider();
     // The backends need a runtime before the gateway's own starts: a small
     // one of their own, kept alive for the whole demo.
     let backends_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let (echo, hello, hello_b) = backends_rt.block_on(async {
-        Ok::<_, std::io::Error>((
+    let (echo, hello, hello_b, hello_c) = backends_rt.block_on(async {
+        Ok::<_, anyhow::Error>((
             backends::tcp_echo().await?,
             backends::http_hello("A").await?,
             backends::http_hello("B").await?,
+            backends::h3_hello("C", &cert)?,
         ))
     })?;
     let (cert_path, key_path) = (cert.cert_path.display(), cert.key_path.display());
-    let text = format!(
+    let tls = format!("cert_path = \"{cert_path}\"\nkey_path = \"{key_path}\"\n");
+    let http_backends = format!(
+        "[[listeners.backends]]\naddress = \"{hello}\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{hello_b}\"\nprotocol = \"h2\"\n\
+         [[listeners.backends]]\naddress = \"{hello_c}\"\nprotocol = \"h3\"\n\
+         tls_ca_path = \"{cert_path}\"\n"
+    );
+    // HTTP/3 shares the h1s port number, over UDP, as browsers expect.
+    let alt_svc = if base == 0 {
+        String::new()
+    } else {
+        format!("[listeners.alt_svc]\nh3_port = {}\n", port(base, 6))
+    };
+    let p = |offset| port(base, offset);
+    let mut text = format!(
         r#"
+[observability]
+metrics_bind = "127.0.0.1:{admin}"
+
 [[listeners]]
 name = "demo-tcp-echo"
 address = "127.0.0.1:{p1}"
@@ -61,8 +95,7 @@ name = "demo-tls-echo"
 address = "127.0.0.1:{p2}"
 protocol = "tls"
 [listeners.tls]
-cert_path = "{cert_path}"
-key_path = "{key_path}"
+{tls}
 [[listeners.backends]]
 address = "{echo}"
 
@@ -78,8 +111,7 @@ name = "demo-tls-http"
 address = "127.0.0.1:{p4}"
 protocol = "tls"
 [listeners.tls]
-cert_path = "{cert_path}"
-key_path = "{key_path}"
+{tls}
 [[listeners.backends]]
 address = "{hello}"
 
@@ -87,90 +119,49 @@ address = "{hello}"
 name = "demo-h1"
 address = "127.0.0.1:{p5}"
 protocol = "h1"
-[[listeners.backends]]
-address = "{hello}"
-protocol = "h1"
-[[listeners.backends]]
-address = "{hello_b}"
-protocol = "h2"
-
-[[listeners]]
-name = "demo-h1s"
-address = "127.0.0.1:{p6}"
-protocol = "h1s"
-[listeners.tls]
-cert_path = "{cert_path}"
-key_path = "{key_path}"
-{alt_svc}
-[[listeners.backends]]
-address = "{hello}"
-protocol = "h1"
-[[listeners.backends]]
-address = "{hello_b}"
-protocol = "h2"
-
-[[listeners]]
-name = "demo-quic"
-address = "127.0.0.1:{p7}"
-protocol = "quic"
-[listeners.quic]
-cert_path = "{cert_path}"
-key_path = "{key_path}"
-[[listeners.backends]]
-address = "{hello}"
-protocol = "h1"
-[[listeners.backends]]
-address = "{hello_b}"
-protocol = "h2"
+{http_backends}
 "#,
-        p1 = port(base, 1),
-        p2 = port(base, 2),
-        p3 = port(base, 3),
-        p4 = port(base, 4),
-        p5 = port(base, 5),
-        p6 = port(base, 6),
-        p7 = port(base, 6),
-        // HTTP/3 shares the h1s port number, over UDP, as browsers expect.
-        alt_svc = if base == 0 {
-            String::new()
-        } else {
-            format!("[listeners.alt_svc]\nh3_port = {}\n", port(base, 6))
-        },
+        admin = p(8),
+        p1 = p(1),
+        p2 = p(2),
+        p3 = p(3),
+        p4 = p(4),
+        p5 = p(5),
     );
+    let mut hosts = vec![("", "127.0.0.1")];
+    if has_ipv6_loopback() {
+        hosts.push(("-v6", "[::1]"));
+    }
+    for (suffix, host) in &hosts {
+        text.push_str(&format!(
+            "[[listeners]]\nname = \"demo-h1s{suffix}\"\naddress = \"{host}:{p6}\"\n\
+             protocol = \"h1s\"\n[listeners.tls]\n{tls}{alt_svc}{http_backends}\n\
+             [[listeners]]\nname = \"demo-quic{suffix}\"\naddress = \"{host}:{p6}\"\n\
+             protocol = \"quic\"\n[listeners.quic]\n{tls}{http_backends}\n",
+            p6 = p(6),
+        ));
+    }
+    text.push_str(&format!(
+        "[[listeners]]\nname = \"demo-quic-relay\"\naddress = \"127.0.0.1:{p7}\"\n\
+         protocol = \"quic\"\n[listeners.quic]\n{tls}[listeners.quic.raw_proxy]\n\
+         backend_addr = \"{hello_c}\"\nsni = \"localhost\"\nbackend_ca_path = \"{cert_path}\"\n\
+         alpn = [\"h3\"]\n",
+        p7 = p(7),
+    ));
     let config = Config::from_toml(&text)?;
-    print_guide(base);
-    let result = crate::run::run(config, None);
+    let guide = guide::Guide {
+        cert: cert.cert_path.clone(),
+        to_stdout: terminal,
+        quiet_logs,
+    };
+    // On a terminal the guide replaces the JSON startup report; piped (a
+    // script, the e2e tests) the report stays on stdout, the guide on stderr.
+    eg_runtime::report::on_ready(!terminal, move |bound| guide.print(bound));
+    if terminal {
+        println!("ExpressGateway demo: starting the built-in backends and listeners...");
+    }
+    let default_log = if quiet_logs { "warn" } else { "info" };
+    let result = crate::run::run_with(config, None, default_log);
     drop(backends_rt);
     result
-}
-
-fn print_guide(base: u16) {
-    if base == 0 {
-        eprintln!(
-            "ExpressGateway demo: ports chosen by the OS, see the `listening` lines on stdout."
-        );
-        return;
-    }
-    let p = |o| port(base, o);
-    eprintln!(
-        "ExpressGateway demo is starting. Try:\n\
-         \x20 echo hello | nc -q1 127.0.0.1 {}                       # tcp listener -> TCP echo\n\
-         \x20 openssl s_client -connect 127.0.0.1:{} -quiet           # tls listener -> TCP echo (type, see it echoed)\n\
-         \x20 curl http://127.0.0.1:{}/                               # tcp listener -> HTTP backend\n\
-         \x20 curl -k https://127.0.0.1:{}/                           # tls listener -> HTTP backend\n\
-         \x20 curl http://127.0.0.1:{}/                               # h1 listener -> backends A (h1) and B (h2), round robin\n\
-         \x20 curl --http2-prior-knowledge http://127.0.0.1:{}/       # h1 listener, HTTP/2 cleartext\n\
-         \x20 curl -k --http2 https://localhost:{}/                   # h1s listener, HTTP/2 by ALPN (Alt-Svc advertises h3)\n\
-         \x20 HTTP/3 on udp/{}: any HTTP/3 client, e.g. python3 -m aioquic's http3_client --insecure https://localhost:{}/\n\
-         Stop with Ctrl-C.",
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(5),
-        p(6),
-        p(6),
-        p(6)
-    );
 }

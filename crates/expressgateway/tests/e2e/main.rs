@@ -25,6 +25,7 @@ mod http_routing;
 mod http_thirdparty;
 mod ops;
 mod ops_reload;
+mod packaging;
 mod quic;
 mod quic_relay;
 mod reload_state;

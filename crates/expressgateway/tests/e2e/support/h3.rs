@@ -25,7 +25,11 @@ fn server_crypto(cert: &eg_tls::SelfSigned) -> Arc<quinn::crypto::rustls::QuicSe
 
 /// A loopback quinn endpoint with roomy socket buffers (as the gateway's).
 fn endpoint(server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    endpoint_at("127.0.0.1:0", server)
+}
+
+fn endpoint_at(local: &str, server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
+    let socket = std::net::UdpSocket::bind(local).expect("udp bind");
     eg_runtime::tune_udp_socket(&socket);
     let runtime = quinn::default_runtime().expect("runtime");
     quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
@@ -214,7 +218,12 @@ impl H3Client {
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic client");
         let config = quinn::ClientConfig::new(Arc::new(crypto));
-        let endpoint = endpoint(None);
+        let local = if target.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let endpoint = endpoint_at(local, None);
         Self {
             endpoint,
             config,
