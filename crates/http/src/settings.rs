@@ -147,6 +147,8 @@ pub struct HttpSettings {
     /// `[listeners.http] max_inflight_requests` and the live count.
     pub max_inflight_requests: u32,
     pub inflight: Arc<InflightRequests>,
+    /// `[listeners.websocket]`.
+    pub websocket: crate::websocket::WsSettings,
 }
 
 impl HttpSettings {
@@ -228,6 +230,7 @@ impl HttpSettings {
             handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
             max_inflight_requests: h.max_inflight_requests,
             inflight: Arc::default(),
+            websocket: crate::websocket::WsSettings::from_config(&listener.websocket),
         })
     }
 

@@ -76,7 +76,7 @@ fn text_of(m: &Arc<Mutex<String>>) -> String {
 }
 
 /// A child process killed (and reaped) on drop.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {

@@ -24,3 +24,4 @@ mod quic;
 mod quic_relay;
 mod tcp;
 mod tls;
+mod websocket;

@@ -1,6 +1,9 @@
 //! HTTP/2 upstream: one multiplexed connection per backend (shared, see
 //! `shared_dial`), opened again when it dies.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +25,25 @@ const CONNECTION_WINDOW: u32 = 4 << 20;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type H2Sender = SendRequest<ProxyBody>;
+/// A request sender on the backend's connection, and what the backend's
+/// SETTINGS said about extended CONNECT (hyper reports it only on the
+/// connection future, which its task owns).
+#[derive(Clone)]
+pub struct H2Sender {
+    pub send: SendRequest<ProxyBody>,
+    extended_connect: Arc<AtomicBool>,
+}
+
+impl H2Sender {
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
+    }
+
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL as last received (RFC 8441 §3).
+    pub fn extended_connect(&self) -> bool {
+        self.extended_connect.load(Ordering::Relaxed)
+    }
+}
 
 #[derive(Default, Clone)]
 pub struct H2Conn {
@@ -61,14 +82,28 @@ async fn connect(
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .handshake(TokioIo::new(stream));
-    let (sender, conn) = tokio::time::timeout(connect_timeout, handshake)
+    let (send, mut conn) = tokio::time::timeout(connect_timeout, handshake)
         .await
         .map_err(|_| DialError::Timeout(address.to_owned()))?
         .map_err(|e| DialError::Refused(address.to_owned(), std::io::Error::other(e)))?;
+    let extended_connect = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&extended_connect);
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let ended = std::future::poll_fn(|cx| {
+            let polled = Pin::new(&mut conn).poll(cx);
+            flag.store(
+                conn.is_extended_connect_protocol_enabled(),
+                Ordering::Relaxed,
+            );
+            polled
+        })
+        .await;
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "upstream h2 connection ended");
         }
     });
-    Ok(sender)
+    Ok(H2Sender {
+        send,
+        extended_connect,
+    })
 }

@@ -45,6 +45,11 @@ pub const H1_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// worth of concurrent requests to reuse, small enough to bound fds.
 pub const H1_POOL_MAX_IDLE: usize = 256;
 
+/// How often to look whether a fresh HTTP/2 backend connection has had the
+/// backend's SETTINGS yet (hyper gives no signal): a loopback round trip
+/// is well under this, so one or two looks usually settle it.
+const SETTINGS_POLL: Duration = Duration::from_millis(2);
+
 /// One backend's connections, shared by every worker thread.
 pub struct Upstream {
     pub address: String,
@@ -60,7 +65,7 @@ pub struct Upstream {
 /// A connection ready to carry one request.
 pub enum Sender {
     H1(h1::Pooled),
-    H2(hyper::client::conn::http2::SendRequest<ProxyBody>),
+    H2(h2::H2Sender),
     H3(::h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>),
 }
 
@@ -195,11 +200,67 @@ impl Sender {
         }
     }
 
+    /// Send a request that upgrades to a tunnel (HTTP/1.1 `Upgrade`, or
+    /// HTTP/2 extended CONNECT); hyper's upgrade on the response then
+    /// yields the tunnel. HTTP/3 tunnels go through `h3_stream`.
+    pub async fn send_upgrade(
+        self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<hyper::body::Incoming>, SendError> {
+        match self {
+            Self::H1(pooled) => pooled.send_upgrade(req).await,
+            Self::H2(sender) => {
+                let mut sender = sender.send;
+                if let Err(e) = sender.ready().await {
+                    return Err(SendError::Unsent(Box::new(req), e));
+                }
+                sender
+                    .try_send_request(req)
+                    .await
+                    .map_err(SendError::from_try)
+            }
+            Self::H3(_) => Err(SendError::H3(
+                "an HTTP/3 tunnel is not a hyper request".into(),
+            )),
+        }
+    }
+
+    /// Open an HTTP/3 extended CONNECT tunnel (see `h3::tunnel`).
+    pub async fn h3_tunnel(
+        self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<ProxyBody>, Option<tokio::io::DuplexStream>), SendError> {
+        match self {
+            Self::H3(sender) => h3::tunnel(sender, req).await.map_err(SendError::H3),
+            _ => Err(SendError::H3("not an HTTP/3 backend".into())),
+        }
+    }
+
+    /// Whether an HTTP/2 backend advertised SETTINGS_ENABLE_CONNECT_PROTOCOL
+    /// (RFC 8441 §3); waits up to `within` for its SETTINGS on a fresh
+    /// connection. Other protocols: `true`.
+    pub async fn extended_connect(&self, within: Duration) -> bool {
+        let Self::H2(sender) = self else {
+            return true;
+        };
+        let by = tokio::time::Instant::now() + within;
+        loop {
+            if sender.extended_connect() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= by || sender.is_closed() {
+                return false;
+            }
+            tokio::time::sleep(SETTINGS_POLL).await;
+        }
+    }
+
     /// Send the request; the response body streams from the backend.
     pub async fn send(self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, SendError> {
         match self {
             Self::H1(pooled) => Ok(pooled.send(req).await?),
-            Self::H2(mut sender) => {
+            Self::H2(sender) => {
+                let mut sender = sender.send;
                 // Closed before this request went out (a GOAWAY, say):
                 // hand it back to be sent elsewhere.
                 if let Err(e) = sender.ready().await {

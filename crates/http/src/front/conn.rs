@@ -28,6 +28,7 @@ use super::watch::{ConnExpiry, ConnWatch, Progress, StreamExec, Watched, GOAWAY_
 use crate::core::validate::AmbiguousFraming;
 use crate::core::{self, ConnInfo};
 use crate::settings::HttpSettings;
+use crate::websocket::Hold;
 
 pub(super) async fn connection(
     stream: TcpStream,
@@ -157,6 +158,10 @@ where
         .keep_alive_timeout(std::time::Duration::from_millis(h2.keep_alive_timeout_ms))
         .initial_stream_window_size(h2.initial_stream_window_size)
         .initial_connection_window_size(h2.initial_connection_window_size);
+    if settings.websocket.h2_extended_connect {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL = 1: WebSocket over HTTP/2 (RFC 8441).
+        builder.http2().enable_connect_protocol();
+    }
     let builder = match alpn_h2 {
         Some(true) => builder.http2_only(),
         Some(false) => builder.http1_only(),
@@ -213,13 +218,24 @@ where
                     max_h2
                 };
                 if n >= max {
-                    if version < Version::HTTP_2 {
+                    // A 101 keeps its `Connection: Upgrade`; the connection
+                    // ends with the tunnel anyway.
+                    if version < Version::HTTP_2 && status_is_not_upgrade(&resp) {
                         resp.headers_mut()
                             .insert(CONNECTION, HeaderValue::from_static("close"));
                     }
                     cap_reached.notify_one();
                 }
                 let (parts, body) = resp.into_parts();
+                // A WebSocket keeps its request open (so the connection is
+                // not idle) as long as the tunnel relays.
+                let open = match parts.extensions.get::<Hold>() {
+                    Some(hold) => {
+                        hold.keep(Box::new(open));
+                        None
+                    }
+                    None => Some(open),
+                };
                 Ok::<_, Infallible>(Response::from_parts(
                     parts,
                     Watched::new(body, progress, open),
@@ -314,6 +330,10 @@ where
             }
         }
     }
+}
+
+fn status_is_not_upgrade<B>(resp: &Response<B>) -> bool {
+    resp.status() != StatusCode::SWITCHING_PROTOCOLS
 }
 
 fn trip(defence: &str) {

@@ -257,13 +257,13 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Watched<B> {
-    pub(super) fn new(inner: B, progress: Arc<Progress>, open: OpenRequest) -> Self {
+    pub(super) fn new(inner: B, progress: Arc<Progress>, open: Option<OpenRequest>) -> Self {
         progress.touch();
         progress.streaming.store(true, Ordering::Relaxed);
         Self {
             inner,
             progress,
-            open: Some(open),
+            open,
         }
     }
 }
