@@ -25,3 +25,4 @@ mod quic_relay;
 mod tcp;
 mod tls;
 mod websocket;
+mod websocket_h2h3;

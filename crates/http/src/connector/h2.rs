@@ -1,8 +1,6 @@
 //! HTTP/2 upstream: one multiplexed connection per backend (shared, see
 //! `shared_dial`), opened again when it dies.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +22,12 @@ const CONNECTION_WINDOW: u32 = 4 << 20;
 /// request is sent on it.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often, and how many times, a fresh connection looks whether the
+/// backend's SETTINGS enabled extended CONNECT: every 2 ms for 1 s covers
+/// the first round trip to any backend worth waiting for.
+const SETTINGS_LOOK_EVERY: Duration = Duration::from_millis(2);
+const SETTINGS_LOOKS: u32 = 500;
 
 /// A request sender on the backend's connection, and what the backend's
 /// SETTINGS said about extended CONNECT (hyper reports it only on the
@@ -89,15 +93,23 @@ async fn connect(
     let extended_connect = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&extended_connect);
     tokio::spawn(async move {
-        let ended = std::future::poll_fn(|cx| {
-            let polled = Pin::new(&mut conn).poll(cx);
-            flag.store(
-                conn.is_extended_connect_protocol_enabled(),
-                Ordering::Relaxed,
-            );
-            polled
-        })
-        .await;
+        // hyper runs the h2 connection in a task of its own and offers the
+        // backend's SETTINGS only here: look while they are due.
+        let looks = SETTINGS_LOOKS;
+        let mut looked = 0u32;
+        let ended = loop {
+            tokio::select! {
+                ended = &mut conn => break ended,
+                () = tokio::time::sleep(SETTINGS_LOOK_EVERY), if looked < looks => {
+                    looked += 1;
+                    let on = conn.is_extended_connect_protocol_enabled();
+                    flag.store(on, Ordering::Relaxed);
+                    if on {
+                        looked = looks;
+                    }
+                }
+            }
+        };
         if let Err(e) = ended {
             tracing::debug!(error = %e, "upstream h2 connection ended");
         }

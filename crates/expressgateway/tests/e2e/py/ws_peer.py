@@ -161,7 +161,12 @@ def niquests_client(args):
     import niquests
 
     report = {}
-    with niquests.Session(disable_http3=True) as s:
+    if args.h3:
+        # HTTP/3 only (RFC 9220): niquests then dials QUIC directly.
+        session = niquests.Session(disable_http1=True, disable_http2=True)
+    else:
+        session = niquests.Session(disable_http3=True)
+    with session as s:
         r = s.get(args.url, verify=args.ca, timeout=20)
         report["status"] = r.status_code
         report["http_version"] = r.http_version
@@ -335,6 +340,7 @@ def main():
     n.add_argument("--url", required=True)
     n.add_argument("--ca", required=True)
     n.add_argument("--size", type=int, default=1 << 20)
+    n.add_argument("--h3", action="store_true")
     h = sub.add_parser("h2")
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--ca", required=True)
