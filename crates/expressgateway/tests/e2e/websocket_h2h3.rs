@@ -107,8 +107,8 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h3_front_speaks_rfc_9220_to_aioquic() {
-    require_python_modules(&["aioquic"]);
+async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
+    require_python_modules(&["aioquic", "niquests"]);
     let origin = Origin::start();
     let dir = scratch();
     let c = cert(dir.path(), "srv");
