@@ -291,12 +291,23 @@ async fn request(
     }
     let body = h3io::recv_body(recv);
     let resp = core::handle(settings, info, Request::from_parts(parts, body)).await;
+    let (body, pace) = send_head(resp, &mut send, settings, started).await?;
+    h3io::send_body(body, &mut send, Some(pace)).await
+}
+
+/// Write the response head within its pace; the body and the pace for
+/// the rest. A client that stops granting credit holds each write: bound
+/// them, so it cannot hold the response, its backend connection and the
+/// balancer's in-flight slot for ever.
+async fn send_head(
+    resp: Response<eg_http::body::ProxyBody>,
+    send: &mut SendHalf,
+    settings: &HttpSettings,
+    started: Instant,
+) -> Result<(eg_http::body::ProxyBody, h3io::Pace), eg_http::body::BoxError> {
     let (mut parts, body) = resp.into_parts();
     // Connection-level headers do not exist in HTTP/3.
     parts.headers.remove(http::header::CONNECTION);
-    // A client that stops granting credit holds each write: bound them, so
-    // it cannot hold the response, its backend connection and the
-    // balancer's in-flight slot for ever.
     let pace = h3io::Pace {
         progress: settings.limits.body_timeout,
         deadline: started + settings.limits.total_timeout,
@@ -309,7 +320,7 @@ async fn request(
         send.stop_stream(h3::error::Code::from(h3io::H3_REQUEST_CANCELLED));
         return Err(e);
     }
-    h3io::send_body(body, &mut send, Some(pace)).await
+    Ok((body, pace))
 }
 
 /// An extended CONNECT for a WebSocket (RFC 9220): the core answers it
@@ -337,21 +348,8 @@ async fn tunnel_request(
         })));
     let req = Request::from_parts(parts, eg_http::body::empty());
     let resp = core::handle(settings, info, req).await;
-    let (mut parts, body) = resp.into_parts();
-    parts.headers.remove(http::header::CONNECTION);
-    let tunnel = parts.status.is_success();
-    let pace = h3io::Pace {
-        progress: settings.limits.body_timeout,
-        deadline: started + settings.limits.total_timeout,
-    };
-    let head = Response::from_parts(parts, ());
-    let sent = pace
-        .write(async { Ok(send.send_response(head).await?) })
-        .await;
-    if let Err(e) = sent {
-        send.stop_stream(h3::error::Code::from(h3io::H3_REQUEST_CANCELLED));
-        return Err(e);
-    }
+    let tunnel = resp.status().is_success();
+    let (body, pace) = send_head(resp, &mut send, settings, started).await?;
     if tunnel {
         // The relay owns the stream from here; a reload or total_timeout_ms
         // does not end it, the WebSocket limits do.

@@ -125,16 +125,18 @@ async fn aioquic_client(ca: &Path, port: u16, requests: &[&str]) -> serde_json::
         .arg(ca)
         .args(["--port", &port.to_string(), "--timeout", "8"])
         .args(requests);
-    let (ok, stdout, stderr) =
-        tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(10)))
-            .await
-            .expect("join");
-    assert!(
-        ok,
-        "aioquic HTTP/3 client failed:\n{stderr}\nstdout:\n{stdout}"
-    );
+    run_json(cmd, "aioquic HTTP/3 client", Duration::from_secs(10)).await
+}
+
+/// Run a peer that prints one JSON report, within `limit`; fails with its
+/// output unless it succeeds.
+pub(crate) async fn run_json(cmd: Command, what: &str, limit: Duration) -> serde_json::Value {
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(cmd, limit))
+        .await
+        .expect("join");
+    assert!(ok, "{what} failed:\n{stderr}\nstdout:\n{stdout}");
     serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("aioquic client printed no JSON ({e}):\n{stdout}\n{stderr}"))
+        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded, Killed};
+use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_json, Killed};
 use crate::support::probe::{defence_trips, metrics_text};
 use crate::support::*;
 
@@ -88,12 +88,7 @@ impl Origin {
 pub(crate) async fn peer(args: Vec<String>, limit: Duration) -> serde_json::Value {
     let mut cmd = python();
     cmd.arg(py_dir().join("ws_peer.py")).args(&args);
-    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(cmd, limit))
-        .await
-        .expect("join");
-    assert!(ok, "ws_peer.py {args:?} failed:\n{stderr}\n{stdout}");
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("ws_peer.py printed no JSON ({e}):\n{stdout}\n{stderr}"))
+    run_json(cmd, &format!("ws_peer.py {args:?}"), limit).await
 }
 
 async fn client(url: &str, scenario: &str, protocols: Option<&str>) -> serde_json::Value {

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded, Killed};
+use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_json, Killed};
 use crate::support::http::HttpBackend;
 use crate::support::tls::cert;
 use crate::support::*;
@@ -89,15 +89,12 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
     let script = py_dir().join("ws_node_h2.js");
     let mut node = Command::new("node");
     node.arg(script).arg(&port).arg(&ca).stdin(Stdio::null());
-    let (ok, stdout, stderr) =
-        tokio::task::spawn_blocking(move || run_bounded(node, Duration::from_secs(20)))
-            .await
-            .expect("join");
-    assert!(
-        ok,
-        "node (Debian `nodejs`, see .ci/run) failed:\n{stderr}\n{stdout}"
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("node JSON");
+    let r = run_json(
+        node,
+        "node (Debian `nodejs`, see .ci/run)",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(r["enable_connect_protocol"], true, "{r}");
     assert_eq!(
         (&r["status"], &r["echo"]),
@@ -126,12 +123,7 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
         "--size",
         &(1 << 20).to_string(),
     ]);
-    let (ok, stdout, stderr) =
-        tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(60)))
-            .await
-            .expect("join");
-    assert!(ok, "ws_h3.py client failed:\n{stderr}\n{stdout}");
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let r = run_json(cmd, "ws_h3.py client", Duration::from_secs(60)).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),

@@ -240,3 +240,13 @@ pub async fn tunnel(
         None,
     ))
 }
+
+/// What the backend's SETTINGS said about extended CONNECT, once they
+/// arrived (`None` before: h3 then offers its defaults, owned).
+pub fn extended_connect(sender: &H3Sender) -> Option<bool> {
+    use ::h3::ConnectionState as _;
+    match sender.settings() {
+        std::borrow::Cow::Borrowed(s) => Some(s.enable_extended_connect()),
+        std::borrow::Cow::Owned(_) => None,
+    }
+}

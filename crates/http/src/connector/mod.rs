@@ -236,19 +236,24 @@ impl Sender {
         }
     }
 
-    /// Whether an HTTP/2 backend advertised SETTINGS_ENABLE_CONNECT_PROTOCOL
-    /// (RFC 8441 §3); waits up to `within` for its SETTINGS on a fresh
-    /// connection. Other protocols: `true`.
+    /// Whether an HTTP/2 or HTTP/3 backend advertised
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3, RFC 9220 §3); waits
+    /// up to `within` for its SETTINGS on a fresh connection. HTTP/1.1:
+    /// `true`.
     pub async fn extended_connect(&self, within: Duration) -> bool {
-        let Self::H2(sender) = self else {
-            return true;
-        };
         let by = tokio::time::Instant::now() + within;
         loop {
-            if sender.extended_connect() {
-                return true;
+            let known = match self {
+                Self::H1(_) => Some(true),
+                Self::H2(sender) if sender.extended_connect() => Some(true),
+                Self::H2(sender) if sender.is_closed() => Some(false),
+                Self::H2(_) => None,
+                Self::H3(sender) => h3::extended_connect(sender),
+            };
+            if let Some(on) = known {
+                return on;
             }
-            if tokio::time::Instant::now() >= by || sender.is_closed() {
+            if tokio::time::Instant::now() >= by {
                 return false;
             }
             tokio::time::sleep(SETTINGS_POLL).await;

@@ -117,8 +117,11 @@ async fn pump(
     let mut pings = 0u32;
     loop {
         let idle_at = activity.last() + limits.idle;
-        let frame_at = mark.partial_since().map(|t| t + limits.frame_timeout);
-        let wake = frame_at.map_or(idle_at, |f| f.min(idle_at));
+        // Bytes of a new message arriving while we wait do not wake us:
+        // look again within one frame timeout, so one begun now is caught
+        // when it expires.
+        let frame_at = mark.partial_since().map_or(Instant::now(), |t| t) + limits.frame_timeout;
+        let wake = frame_at.min(idle_at);
         let next = tokio::select! {
             next = src.next() => next,
             () = tokio::time::sleep_until(wake) => {

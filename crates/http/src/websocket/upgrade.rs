@@ -75,6 +75,7 @@ impl<'a> Asked<'a> {
     pub(super) async fn send(&self, sender: Sender, parts: Parts) -> Result<Answer, Failed> {
         match self.upstream.protocol {
             BackendProtocol::H3 => {
+                self.require_extended_connect(&sender).await?;
                 let req = self.request(parts, Version::HTTP_3)?;
                 let (resp, io) = self.bounded(sender.h3_tunnel(req)).await?;
                 let protocol = self.check(&resp)?;
@@ -87,18 +88,7 @@ impl<'a> Asked<'a> {
                 }
             }
             BackendProtocol::H2 => {
-                if !sender.extended_connect(SETTINGS_WAIT).await {
-                    tracing::warn!(
-                        backend = %self.upstream.address,
-                        "WebSocket refused: the HTTP/2 backend does not advertise \
-                         SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441)"
-                    );
-                    return Err(ProxyError::WebSocketBackend(
-                        "the HTTP/2 backend does not accept WebSocket (no \
-                         SETTINGS_ENABLE_CONNECT_PROTOCOL)",
-                    )
-                    .into());
-                }
+                self.require_extended_connect(&sender).await?;
                 let req = self.request(parts, Version::HTTP_2)?;
                 self.hyper_upgrade(sender, req).await
             }
@@ -107,6 +97,23 @@ impl<'a> Asked<'a> {
                 self.hyper_upgrade(sender, req).await
             }
         }
+    }
+
+    /// An H2 or H3 backend must have advertised extended CONNECT.
+    async fn require_extended_connect(&self, sender: &Sender) -> Result<(), Failed> {
+        if sender.extended_connect(SETTINGS_WAIT).await {
+            return Ok(());
+        }
+        tracing::warn!(
+            backend = %self.upstream.address,
+            "WebSocket refused: the backend does not advertise \
+             SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 / RFC 9220)"
+        );
+        Err(ProxyError::WebSocketBackend(
+            "the backend does not accept WebSocket over HTTP/2 or HTTP/3 (no \
+             SETTINGS_ENABLE_CONNECT_PROTOCOL)",
+        )
+        .into())
     }
 
     async fn bounded<T, E: std::fmt::Display>(

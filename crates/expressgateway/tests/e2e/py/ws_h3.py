@@ -39,38 +39,6 @@ def server_frame(opcode, payload):
     return head + payload
 
 
-def unmask(payload, mask):
-    reps = (len(payload) + 3) // 4
-    m = int.from_bytes(mask * reps, "big")
-    p = int.from_bytes(payload + b"\0" * (reps * 4 - len(payload)), "big")
-    return (p ^ m).to_bytes(reps * 4, "big")[: len(payload)]
-
-
-def parse_masked(buf):
-    """Complete masked client frames: (frames, rest)."""
-    frames = []
-    while len(buf) >= 2:
-        n = buf[1] & 0x7F
-        off = 2
-        if n == 126:
-            if len(buf) < 4:
-                break
-            n = struct.unpack("!H", buf[2:4])[0]
-            off = 4
-        elif n == 127:
-            if len(buf) < 10:
-                break
-            n = struct.unpack("!Q", buf[2:10])[0]
-            off = 10
-        if len(buf) < off + 4 + n:
-            break
-        mask = buf[off : off + 4]
-        payload = unmask(buf[off + 4 : off + 4 + n], mask)
-        frames.append((buf[0] & 0x80, buf[0] & 0x0F, payload))
-        buf = buf[off + 4 + n :]
-    return frames, buf
-
-
 class Client(QuicConnectionProtocol):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -157,7 +125,7 @@ class Origin(QuicConnectionProtocol):
                 self.bufs[ev.stream_id] = (b"", bytearray(), 0)
             elif isinstance(ev, DataReceived) and ev.stream_id in self.bufs:
                 buf, partial, first_op = self.bufs[ev.stream_id]
-                frames, buf = parse_masked(buf + ev.data)
+                frames, buf = parse_frames(buf + ev.data, masked=True)
                 for fin, op, payload in frames:
                     if op == 0x8:
                         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "none"

@@ -211,8 +211,8 @@ def _mask(payload, mask):
     return (p ^ m).to_bytes(reps * 4, "big")[: len(payload)]
 
 
-def parse_frames(buf):
-    """Complete unmasked server frames in buf: (frames, rest)."""
+def parse_frames(buf, masked=False):
+    """Complete frames in buf (client frames are masked): (frames, rest)."""
     frames = []
     while len(buf) >= 2:
         op = buf[0] & 0x0F
@@ -228,10 +228,14 @@ def parse_frames(buf):
                 break
             n = struct.unpack("!Q", buf[2:10])[0]
             off = 10
-        if len(buf) < off + n:
+        key = 4 if masked else 0
+        if len(buf) < off + key + n:
             break
-        frames.append((buf[0] & 0x80, op, buf[off : off + n]))
-        buf = buf[off + n :]
+        payload = buf[off + key : off + key + n]
+        if masked:
+            payload = _mask(payload, buf[off : off + 4])
+        frames.append((buf[0] & 0x80, op, payload))
+        buf = buf[off + key + n :]
     return frames, buf
 
 
