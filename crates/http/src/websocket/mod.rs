@@ -201,7 +201,7 @@ impl Request<'_> {
             Err(upgrade::Failed::Refused(resp)) => {
                 // The backend said no (a 403, a 404...): the client hears it.
                 in_flight.report(Outcome::Success);
-                return Ok(resp);
+                return Ok(*resp);
             }
             Err(upgrade::Failed::Backend(e)) => {
                 in_flight.report(Outcome::Failure);

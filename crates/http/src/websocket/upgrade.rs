@@ -34,7 +34,7 @@ pub(super) struct Answer {
 pub(super) enum Failed {
     /// The backend answered with something else (a 403, a 404...): the
     /// client gets that answer.
-    Refused(Response<ProxyBody>),
+    Refused(Box<Response<ProxyBody>>),
     /// The backend could not, or broke the protocol.
     Backend(ProxyError),
 }
@@ -84,7 +84,7 @@ impl<'a> Asked<'a> {
                         io: Box::new(io),
                         protocol,
                     }),
-                    None => Err(Failed::Refused(resp)),
+                    None => Err(Failed::Refused(Box::new(resp))),
                 }
             }
             BackendProtocol::H2 => {
@@ -142,7 +142,7 @@ impl<'a> Asked<'a> {
             _ => resp.status() == StatusCode::SWITCHING_PROTOCOLS,
         };
         if !accepted {
-            return Err(Failed::Refused(resp.map(boxed_incoming)));
+            return Err(Failed::Refused(Box::new(resp.map(boxed_incoming))));
         }
         let up = self.bounded(hyper::upgrade::on(resp)).await?;
         Ok(Answer {
