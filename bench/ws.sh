@@ -69,7 +69,7 @@ wait_port() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.05
   done
-  die "nothing listens on 127.0.0.1:$1 ($2)"
+  die "nothing listens on 127.0.0.1:$1 ($2): $(tail -n3 "$WORK/$2.log" 2>/dev/null)"
 }
 
 "$WSLOAD_BIN" serve "127.0.0.1:$ORIGIN_PORT" >"$WORK/origin.log" 2>&1 &
@@ -93,7 +93,6 @@ wait_port "$GATEWAY_PORT" gateway
 cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 2
-  maxconn 10000
 defaults
   mode http
   timeout connect 5s
