@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_json, Killed};
+use crate::h3_thirdparty::{
+    hypercorn_command, py_dir, python, require_python_modules, run_json, Killed,
+};
 use crate::support::http::HttpBackend;
 use crate::support::tls::cert;
 use crate::support::*;
@@ -227,15 +229,7 @@ async fn h1_front_reaches_an_rfc_8441_hypercorn_origin_over_h2() {
     require_python_modules(&["websockets", "hypercorn"]);
     let dir = scratch();
     let c = cert(dir.path(), "hypercorn");
-    let app = format!("{}:app", py_dir().join("hypercorn_app").display());
-    let mut cmd = python();
-    cmd.args(["-m", "hypercorn", "--workers", "0", "--log-level", "info"])
-        .arg("--certfile")
-        .arg(&c.cert_path)
-        .arg("--keyfile")
-        .arg(&c.key_path)
-        .args(["--bind", "127.0.0.1:0"])
-        .arg(&app);
+    let cmd = hypercorn_command(&c, &["--bind", "127.0.0.1:0"]);
     let (_hypercorn, port) = spawn_origin(cmd, hypercorn_tcp_port);
     let backend = format!(
         "address = \"127.0.0.1:{port}\"\nprotocol = \"h2\"\ntls = true\ntls_ca_path = \"{}\"",
@@ -293,4 +287,71 @@ async fn an_h2_backend_without_extended_connect_gets_502() {
     let url = format!("ws://{}/nope", gw.addr(0));
     let r = websockets_echo(&url, "status").await;
     assert_eq!(r["status"], 502, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
+    require_python_modules(&["h2", "aioquic", "hypercorn"]);
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let ca = c.cert_path.display().to_string();
+    let (_hypercorn, h2_port) = spawn_origin(
+        hypercorn_command(&c, &["--bind", "127.0.0.1:0"]),
+        hypercorn_tcp_port,
+    );
+    let mut cmd = python();
+    cmd.arg(py_dir().join("ws_h3.py"))
+        .arg("serve")
+        .arg("--cert")
+        .arg(&c.cert_path)
+        .arg("--key")
+        .arg(&c.key_path);
+    let (_aioquic, h3_port) = spawn_origin(cmd, port_line);
+    let h2_backend = format!(
+        "address = \"127.0.0.1:{h2_port}\"\nprotocol = \"h2\"\ntls = true\ntls_ca_path = \"{ca}\""
+    );
+    let h3_backend =
+        format!("address = \"127.0.0.1:{h3_port}\"\nprotocol = \"h3\"\ntls_ca_path = \"{ca}\"");
+    let config = format!(
+        "{}{}",
+        tls_front("h1s", "tls", &c, &h3_backend),
+        tls_front("quic", "quic", &c, &h2_backend)
+    );
+    let gw = Gateway::start_in(dir, &config);
+    // HTTP/2 client -> HTTP/3 origin.
+    let r = peer(
+        vec![
+            "h2".into(),
+            "--port".into(),
+            gw.addr(0).port().to_string(),
+            "--ca".into(),
+            ca.clone(),
+            "--size".into(),
+            (1 << 20).to_string(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        (&r["status"], &r["echo_ok"]),
+        (&200.into(), &true.into()),
+        "h2 -> h3: {r}"
+    );
+    // HTTP/3 client -> HTTP/2 origin.
+    let mut cmd = python();
+    cmd.arg(py_dir().join("ws_h3.py")).args([
+        "client",
+        "--port",
+        &gw.addr(1).port().to_string(),
+        "--ca",
+        &ca,
+        "--size",
+        &(1 << 20).to_string(),
+    ]);
+    let r = run_json(cmd, "ws_h3.py client", Duration::from_secs(60)).await;
+    assert_eq!(
+        (&r["status"], &r["echo_ok"]),
+        (&200.into(), &true.into()),
+        "h3 -> h2: {r}"
+    );
 }
