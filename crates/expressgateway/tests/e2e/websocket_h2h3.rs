@@ -45,19 +45,7 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
 
     // The h2 library: the setting, then 1 MiB (16x the default stream
     // window) echoed while it grants window only as it reads.
-    let r = peer(
-        vec![
-            "h2".into(),
-            "--port".into(),
-            port.clone(),
-            "--ca".into(),
-            ca.clone(),
-            "--size".into(),
-            (1 << 20).to_string(),
-        ],
-        Duration::from_secs(60),
-    )
-    .await;
+    let r = h2_lib_echo(&port, &ca).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
@@ -115,17 +103,7 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
     let backend = format!("address = \"127.0.0.1:{}\"", origin.port);
     let gw = Gateway::start_in(dir, &tls_front("quic", "quic", &c, &backend));
     let port = gw.addr(0).port().to_string();
-    let mut cmd = python();
-    cmd.arg(py_dir().join("ws_h3.py")).args([
-        "client",
-        "--port",
-        &port,
-        "--ca",
-        &ca,
-        "--size",
-        &(1 << 20).to_string(),
-    ]);
-    let r = run_json(cmd, "ws_h3.py client", Duration::from_secs(60)).await;
+    let r = aioquic_echo(&port, &ca).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
@@ -247,14 +225,7 @@ async fn h1_front_reaches_an_rfc_9220_aioquic_origin_over_h3() {
     require_python_modules(&["websockets", "aioquic"]);
     let dir = scratch();
     let c = cert(dir.path(), "origin");
-    let mut cmd = python();
-    cmd.arg(py_dir().join("ws_h3.py"))
-        .arg("serve")
-        .arg("--cert")
-        .arg(&c.cert_path)
-        .arg("--key")
-        .arg(&c.key_path);
-    let (_origin, port) = spawn_origin(cmd, port_line);
+    let (_origin, port) = aioquic_origin(&c);
     let backend = format!(
         "address = \"127.0.0.1:{port}\"\nprotocol = \"h3\"\ntls_ca_path = \"{}\"",
         c.cert_path.display()
@@ -299,14 +270,7 @@ async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
         hypercorn_command(&c, &["--bind", "127.0.0.1:0"]),
         hypercorn_tcp_port,
     );
-    let mut cmd = python();
-    cmd.arg(py_dir().join("ws_h3.py"))
-        .arg("serve")
-        .arg("--cert")
-        .arg(&c.cert_path)
-        .arg("--key")
-        .arg(&c.key_path);
-    let (_aioquic, h3_port) = spawn_origin(cmd, port_line);
+    let (_aioquic, h3_port) = aioquic_origin(&c);
     let h2_backend = format!(
         "address = \"127.0.0.1:{h2_port}\"\nprotocol = \"h2\"\ntls = true\ntls_ca_path = \"{ca}\""
     );
@@ -319,39 +283,43 @@ async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
     );
     let gw = Gateway::start_in(dir, &config);
     // HTTP/2 client -> HTTP/3 origin.
-    let r = peer(
-        vec![
-            "h2".into(),
-            "--port".into(),
-            gw.addr(0).port().to_string(),
-            "--ca".into(),
-            ca.clone(),
-            "--size".into(),
-            (1 << 20).to_string(),
-        ],
-        Duration::from_secs(60),
-    )
-    .await;
+    let r = h2_lib_echo(&gw.addr(0).port().to_string(), &ca).await;
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),
         "h2 -> h3: {r}"
     );
     // HTTP/3 client -> HTTP/2 origin.
-    let mut cmd = python();
-    cmd.arg(py_dir().join("ws_h3.py")).args([
-        "client",
-        "--port",
-        &gw.addr(1).port().to_string(),
-        "--ca",
-        &ca,
-        "--size",
-        &(1 << 20).to_string(),
-    ]);
-    let r = run_json(cmd, "ws_h3.py client", Duration::from_secs(60)).await;
+    let r = aioquic_echo(&gw.addr(1).port().to_string(), &ca).await;
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),
         "h3 -> h2: {r}"
     );
+}
+
+/// The `h2` library's RFC 8441 client (`ws_peer.py h2`): 1 MiB echoed.
+async fn h2_lib_echo(port: &str, ca: &str) -> serde_json::Value {
+    let args = ["h2", "--port", port, "--ca", ca, "--size", "1048576"];
+    peer(args.map(String::from).to_vec(), Duration::from_secs(60)).await
+}
+
+/// aioquic's RFC 9220 client (`ws_h3.py client`): 1 MiB echoed.
+async fn aioquic_echo(port: &str, ca: &str) -> serde_json::Value {
+    let mut cmd = python();
+    cmd.arg(py_dir().join("ws_h3.py"))
+        .args(["client", "--port", port, "--ca", ca, "--size", "1048576"]);
+    run_json(cmd, "ws_h3.py client", Duration::from_secs(60)).await
+}
+
+/// aioquic's RFC 9220 echo origin (`ws_h3.py serve`) and its UDP port.
+fn aioquic_origin(c: &eg_tls::SelfSigned) -> (Killed, u16) {
+    let mut cmd = python();
+    cmd.arg(py_dir().join("ws_h3.py"))
+        .arg("serve")
+        .arg("--cert")
+        .arg(&c.cert_path)
+        .arg("--key")
+        .arg(&c.key_path);
+    spawn_origin(cmd, port_line)
 }
