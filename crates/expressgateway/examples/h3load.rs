@@ -208,7 +208,7 @@ impl Client {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(h3::error::StreamError::RemoteClosing { .. })) => Err(Failure::Closing),
+            Ok(Err(h3::error::StreamError::RemoteClosing)) => Err(Failure::Closing),
             Ok(Err(h3::error::StreamError::ConnectionError { 0: e, .. })) => {
                 Err(Failure::Connection(e.to_string()))
             }

@@ -36,6 +36,13 @@ pub enum ProxyError {
     /// A cap of ours was reached: the circuit breaker, the listener's
     /// in-flight requests, or local descriptors and ports.
     Overloaded,
+    /// A WebSocket handshake on a listener with `[listeners.websocket]
+    /// enabled = false`.
+    WebSocketDisabled,
+    /// The backend cannot carry this WebSocket: an H2 backend that did not
+    /// advertise SETTINGS_ENABLE_CONNECT_PROTOCOL, or a handshake answer
+    /// that breaks RFC 6455 (wrong accept key, a subprotocol not offered).
+    WebSocketBackend(&'static str),
 }
 
 impl ProxyError {
@@ -50,6 +57,8 @@ impl ProxyError {
             Self::ConnectFailed | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::WebSocketDisabled => StatusCode::NOT_IMPLEMENTED,
+            Self::WebSocketBackend(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -67,6 +76,8 @@ impl ProxyError {
             Self::ClientTimeout => "client_timeout",
             Self::ClientAborted => "client_aborted",
             Self::Overloaded => "overloaded",
+            Self::WebSocketDisabled => "websocket_disabled",
+            Self::WebSocketBackend(_) => "websocket_backend_failed",
         }
     }
 
@@ -83,6 +94,8 @@ impl ProxyError {
             Self::ClientTimeout => "the request body stalled",
             Self::ClientAborted => "the request body was aborted",
             Self::Overloaded => "the gateway is at a configured capacity limit; retry later",
+            Self::WebSocketDisabled => "WebSocket is disabled on this listener",
+            Self::WebSocketBackend(why) => why,
         }
     }
 

@@ -304,3 +304,67 @@ where
         None => write.await,
     }
 }
+
+/// Bytes a tunnel over an HTTP/3 stream buffers per direction between the
+/// stream and its byte-stream end: one QUIC stream window's worth would
+/// double what flow control already bounds; 64 KiB keeps copies large.
+const TUNNEL_BUFFER: usize = 64 * 1024;
+
+/// An HTTP/3 request stream (after a 2xx to an extended CONNECT) as a
+/// byte stream, for the WebSocket relay. The returned pump moves bytes
+/// both ways through a bounded in-memory pipe; it ends when both
+/// directions have (the far end dropped, or the peer finished or reset
+/// the stream). The caller runs it (the H3 front inside the request's
+/// task, so the connection counts the tunnel as an open request).
+pub fn tunnel<S, R>(
+    mut send: S,
+    mut recv: R,
+) -> (
+    tokio::io::DuplexStream,
+    impl std::future::Future<Output = ()> + Send,
+)
+where
+    S: H3Send,
+    R: H3Recv,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (near, far) = tokio::io::duplex(TUNNEL_BUFFER);
+    let (mut far_rx, mut far_tx) = tokio::io::split(far);
+    let pump = async move {
+        let outbound = async {
+            let mut buf = vec![0u8; TUNNEL_BUFFER];
+            loop {
+                match far_rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = send.finish().await;
+                        return;
+                    }
+                    Ok(n) => {
+                        let chunk = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                        if send.data(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let inbound = async {
+            loop {
+                let data = std::future::poll_fn(|cx| recv.poll_data(cx)).await;
+                match data {
+                    Ok(Some(bytes)) => {
+                        if far_tx.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        let _ = far_tx.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::join!(outbound, inbound);
+    };
+    (near, pump)
+}

@@ -1,5 +1,6 @@
 //! The HTTP datapath: front adapters (hyper H1/H2), the protocol-neutral
-//! proxy core, and upstream connectors (H1 pooled, H2 multiplexed).
+//! proxy core, upstream connectors (H1 pooled, H2 multiplexed), and the
+//! WebSocket handshakes and frame relay.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -13,6 +14,7 @@ mod h2_frame;
 pub mod h3io;
 pub mod health;
 pub mod settings;
+pub mod websocket;
 
 pub use front::serve;
 pub use settings::{build_clusters, HttpSettings, PoolHandle, SettingsError};

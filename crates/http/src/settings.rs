@@ -191,6 +191,8 @@ pub struct HttpSettings {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// `[listeners.grpc]`.
     pub grpc: crate::grpc::GrpcSettings,
+    /// `[listeners.websocket]`.
+    pub websocket: crate::websocket::WsSettings,
 }
 
 impl HttpSettings {
@@ -284,6 +286,7 @@ impl HttpSettings {
             inflight: Arc::default(),
             access_log: access_log(config, carry)?,
             grpc: (&listener.grpc).into(),
+            websocket: crate::websocket::WsSettings::from_config(&listener.websocket),
         })
     }
 

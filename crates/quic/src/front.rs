@@ -38,6 +38,8 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 type Stream = h3::server::RequestStream<BidiStream<Bytes>, Bytes>;
+type SendHalf = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+type RecvHalf = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 
 /// What an H3 listener needs beyond its HTTP settings.
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +137,8 @@ async fn serve_connection(
     let quic = conn.clone();
     let mut h3 = match h3::server::builder()
         .max_field_section_size(u64::from(settings.h2.max_header_list_size))
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL = 1: WebSocket over HTTP/3 (RFC 9220).
+        .enable_extended_connect(settings.websocket.h3_extended_connect)
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await
     {
@@ -290,17 +294,33 @@ async fn request(
         .grpc
         .front_budget(&req, settings.limits.total_timeout);
     let (mut send, recv) = stream.split();
-    let body = h3io::recv_body(recv);
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
+    let websocket = parts.method == http::Method::CONNECT
+        && parts.extensions.get::<h3::ext::Protocol>() == Some(&h3::ext::Protocol::WEBSOCKET);
+    if websocket {
+        return tunnel_request(parts, send, recv, settings, info, started).await;
+    }
+    let body = h3io::recv_body(recv);
     let resp = core::handle(settings, info, Request::from_parts(parts, body)).await;
+    let (body, pace) = send_head(resp, &mut send, settings, started + budget).await?;
+    h3io::send_body(body, &mut send, Some(pace)).await
+}
+
+/// Write the response head within its pace; the body and the pace for
+/// the rest. A client that stops granting credit holds each write: bound
+/// them, so it cannot hold the response, its backend connection and the
+/// balancer's in-flight slot for ever.
+async fn send_head(
+    resp: Response<eg_http::body::ProxyBody>,
+    send: &mut SendHalf,
+    settings: &HttpSettings,
+    deadline: Instant,
+) -> Result<(eg_http::body::ProxyBody, h3io::Pace), eg_http::body::BoxError> {
     let (parts, body) = resp.into_parts();
-    // A client that stops granting credit holds each write: bound them, so
-    // it cannot hold the response, its backend connection and the
-    // balancer's in-flight slot for ever.
     let pace = h3io::Pace {
         progress: settings.limits.body_timeout,
-        deadline: started + budget,
+        deadline,
     };
     let head = Response::from_parts(parts, ());
     let sent = pace
@@ -309,6 +329,46 @@ async fn request(
     if let Err(e) = sent {
         send.stop_stream(h3::error::Code::from(h3io::H3_REQUEST_CANCELLED));
         return Err(e);
+    }
+    Ok((body, pace))
+}
+
+/// An extended CONNECT for a WebSocket (RFC 9220): the core answers it
+/// like any request; on a 2xx the stream becomes the tunnel the core's
+/// relay reads (it waits for it through the request's upgrade slot).
+async fn tunnel_request(
+    mut parts: http::request::Parts,
+    mut send: SendHalf,
+    recv: RecvHalf,
+    settings: &HttpSettings,
+    info: &ConnInfo,
+    started: Instant,
+) -> Result<(), eg_http::body::BoxError> {
+    use eg_http::websocket::{BoxIo, ClientUpgrade, ClientUpgradeSlot};
+    let (ready, stream) = tokio::sync::oneshot::channel::<BoxIo>();
+    parts
+        .extensions
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    parts
+        .extensions
+        .insert(ClientUpgradeSlot::new(ClientUpgrade::new(async move {
+            stream
+                .await
+                .map_err(|_| "the HTTP/3 request stream went away before its answer".into())
+        })));
+    let req = Request::from_parts(parts, eg_http::body::empty());
+    let resp = core::handle(settings, info, req).await;
+    let tunnel = resp.status().is_success();
+    let head_by = started + settings.limits.total_timeout;
+    let (body, pace) = send_head(resp, &mut send, settings, head_by).await?;
+    if tunnel {
+        // The relay owns the stream from here; a reload or total_timeout_ms
+        // does not end it, the WebSocket limits do.
+        let (io, pump) = h3io::tunnel(send, recv);
+        if ready.send(Box::new(io)).is_ok() {
+            pump.await;
+        }
+        return Ok(());
     }
     h3io::send_body(body, &mut send, Some(pace)).await
 }

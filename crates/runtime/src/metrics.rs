@@ -25,6 +25,11 @@ pub struct Metrics {
     /// Access-log lines dropped because the writer's queue was full.
     pub access_log_lines_dropped_total: prometheus::IntCounter,
     pub quic_retries_sent_total: IntCounterVec,
+    /// WebSocket tunnels relaying now, per listener.
+    pub websockets_open: IntGaugeVec,
+    /// Ended WebSockets by the close code that ended them (bucketed: a
+    /// client picks any code, labels stay bounded).
+    pub websocket_closes_total: IntCounterVec,
     /// Tasks alive in the async runtime, read at each scrape: the soak's
     /// leak signal for work that never ends.
     pub runtime_tasks_alive: prometheus::IntGauge,
@@ -116,6 +121,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener"],
     )?;
     registry.register(Box::new(quic_retries_sent_total.clone()))?;
+    let websockets_open = IntGaugeVec::new(
+        Opts::new("websockets_open", "WebSocket tunnels relaying now"),
+        &["listener"],
+    )?;
+    registry.register(Box::new(websockets_open.clone()))?;
+    let websocket_closes_total = IntCounterVec::new(
+        Opts::new(
+            "websocket_closes_total",
+            "WebSockets ended, by the close code that ended them",
+        ),
+        &["listener", "code"],
+    )?;
+    registry.register(Box::new(websocket_closes_total.clone()))?;
     let runtime_tasks_alive = prometheus::IntGauge::new(
         "runtime_tasks_alive",
         "Tasks alive in the async runtime (connections, streams, probes)",
@@ -141,6 +159,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         backend_ejections_total,
         access_log_lines_dropped_total,
         quic_retries_sent_total,
+        websockets_open,
+        websocket_closes_total,
         runtime_tasks_alive,
     })
 }

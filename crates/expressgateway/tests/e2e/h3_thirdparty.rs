@@ -76,7 +76,7 @@ fn text_of(m: &Arc<Mutex<String>>) -> String {
 }
 
 /// A child process killed (and reaped) on drop.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -125,16 +125,18 @@ async fn aioquic_client(ca: &Path, port: u16, requests: &[&str]) -> serde_json::
         .arg(ca)
         .args(["--port", &port.to_string(), "--timeout", "8"])
         .args(requests);
-    let (ok, stdout, stderr) =
-        tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(10)))
-            .await
-            .expect("join");
-    assert!(
-        ok,
-        "aioquic HTTP/3 client failed:\n{stderr}\nstdout:\n{stdout}"
-    );
+    run_json(cmd, "aioquic HTTP/3 client", Duration::from_secs(10)).await
+}
+
+/// Run a peer that prints one JSON report, within `limit`; fails with its
+/// output unless it succeeds.
+pub(crate) async fn run_json(cmd: Command, what: &str, limit: Duration) -> serde_json::Value {
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(cmd, limit))
+        .await
+        .expect("join");
+    assert!(ok, "{what} failed:\n{stderr}\nstdout:\n{stdout}");
     serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("aioquic client printed no JSON ({e}):\n{stdout}\n{stderr}"))
+        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,20 +206,11 @@ const HYPERCORN_READY: Duration = Duration::from_secs(10);
 
 impl Hypercorn {
     fn start(c: &eg_tls::SelfSigned) -> Self {
-        let app = format!("{}:app", py_dir().join("hypercorn_app").display());
-        let mut cmd = python();
-        // `--workers 0` serves in this very process, so killing it ends
-        // everything. Port 0 on both binds: hypercorn reports the ports it
-        // got, so there is no window for another process to take them.
-        cmd.args(["-m", "hypercorn", "--workers", "0", "--log-level", "info"])
-            .arg("--certfile")
-            .arg(&c.cert_path)
-            .arg("--keyfile")
-            .arg(&c.key_path)
-            .args(["--bind", "127.0.0.1:0", "--quic-bind", "127.0.0.1:0"])
-            .arg(&app)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        // Port 0 on both binds: hypercorn reports the ports it got, so
+        // there is no window for another process to take them.
+        let mut cmd =
+            hypercorn_command(c, &["--bind", "127.0.0.1:0", "--quic-bind", "127.0.0.1:0"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = Killed(
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("{PYTHON} could not be run ({e}); {INSTALL}")),
@@ -271,6 +264,22 @@ impl Hypercorn {
     fn log(&self) -> String {
         text_of(&self.log)
     }
+}
+
+/// hypercorn serving `py/hypercorn_app.py` over TLS on `binds`.
+/// `--workers 0` serves in this very process, so killing it ends
+/// everything.
+pub(crate) fn hypercorn_command(c: &eg_tls::SelfSigned, binds: &[&str]) -> Command {
+    let app = format!("{}:app", py_dir().join("hypercorn_app").display());
+    let mut cmd = python();
+    cmd.args(["-m", "hypercorn", "--workers", "0", "--log-level", "info"])
+        .arg("--certfile")
+        .arg(&c.cert_path)
+        .arg("--keyfile")
+        .arg(&c.key_path)
+        .args(binds)
+        .arg(&app);
+    cmd
 }
 
 fn quic_port_of(line: &str) -> Option<u16> {

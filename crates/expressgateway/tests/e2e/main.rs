@@ -33,3 +33,5 @@ mod status_page;
 mod tcp;
 mod tls;
 mod upstream_pool;
+mod websocket;
+mod websocket_h2h3;

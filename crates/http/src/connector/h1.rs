@@ -169,6 +169,18 @@ impl Pooled {
         self.reused
     }
 
+    /// Send a request that upgrades the connection (a WebSocket): the
+    /// connection leaves the pool for good, whatever the answer.
+    pub async fn send_upgrade(
+        mut self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, super::SendError> {
+        self.sender
+            .try_send_request(req)
+            .await
+            .map_err(super::SendError::from_try)
+    }
+
     pub async fn send(
         mut self,
         req: Request<ProxyBody>,

@@ -216,3 +216,37 @@ pub async fn send(
         .boxed();
     Ok(Response::from_parts(parts, body))
 }
+
+/// Open an extended CONNECT tunnel (RFC 9220 WebSocket): on a 2xx the
+/// stream becomes a byte stream; any other answer comes back with its body.
+pub async fn tunnel(
+    mut sender: H3Sender,
+    req: Request<ProxyBody>,
+) -> Result<(Response<ProxyBody>, Option<tokio::io::DuplexStream>), BoxError> {
+    let (parts, _) = req.into_parts();
+    let stream = sender.send_request(Request::from_parts(parts, ())).await?;
+    let (send_half, mut recv_half) = stream.split();
+    let resp = recv_half.recv_response().await?;
+    let (parts, ()) = resp.into_parts();
+    if parts.status.is_success() {
+        let (io, pump) = h3io::tunnel(send_half, recv_half);
+        tokio::spawn(pump);
+        return Ok((Response::from_parts(parts, crate::body::empty()), Some(io)));
+    }
+    let mut send_half = send_half;
+    let _ = send_half.finish().await;
+    Ok((
+        Response::from_parts(parts, h3io::recv_body(recv_half)),
+        None,
+    ))
+}
+
+/// What the backend's SETTINGS said about extended CONNECT, once they
+/// arrived (`None` before: h3 then offers its defaults, owned).
+pub fn extended_connect(sender: &H3Sender) -> Option<bool> {
+    use ::h3::ConnectionState as _;
+    match sender.settings() {
+        std::borrow::Cow::Borrowed(s) => Some(s.enable_extended_connect()),
+        std::borrow::Cow::Owned(_) => None,
+    }
+}

@@ -37,6 +37,11 @@ pub enum AcquireError {
     Overflow(#[from] Overflow),
 }
 
+/// How often to look whether a fresh HTTP/3 backend connection has had the
+/// backend's SETTINGS yet (h3 gives no signal): a loopback round trip is
+/// well under this, so one or two looks usually settle it.
+const SETTINGS_POLL: Duration = Duration::from_millis(2);
+
 /// One backend's connections, shared by every worker thread.
 pub struct Upstream {
     pub address: String,
@@ -223,12 +228,65 @@ impl Sender {
         }
     }
 
-    /// Whether this connection takes extended CONNECT (RFC 8441), as the
-    /// backend announced in its SETTINGS (HTTP/2 only).
-    pub fn extended_connect(&self) -> bool {
+    /// Send a request that upgrades to a tunnel (HTTP/1.1 `Upgrade`, or
+    /// HTTP/2 extended CONNECT); hyper's upgrade on the response then
+    /// yields the tunnel. HTTP/3 tunnels go through `h3_stream`.
+    pub async fn send_upgrade(
+        self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<hyper::body::Incoming>, SendError> {
         match self {
-            Self::H2(_, ticket) => ticket.extended_connect(),
-            Self::H1(_) | Self::H3(_) => false,
+            Self::H1(pooled) => pooled.send_upgrade(req).await,
+            // The tunnel outlives this call; its stream is not counted
+            // against the connection (the ticket drops here), so at worst
+            // h2 queues a later stream until the backend frees one.
+            Self::H2(mut sender, _ticket) => {
+                if let Err(e) = sender.ready().await {
+                    return Err(SendError::Unsent(Box::new(req), e));
+                }
+                sender
+                    .try_send_request(req)
+                    .await
+                    .map_err(SendError::from_try)
+            }
+            Self::H3(_) => Err(SendError::H3(
+                "an HTTP/3 tunnel is not a hyper request".into(),
+            )),
+        }
+    }
+
+    /// Open an HTTP/3 extended CONNECT tunnel (see `h3::tunnel`).
+    pub async fn h3_tunnel(
+        self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<ProxyBody>, Option<tokio::io::DuplexStream>), SendError> {
+        match self {
+            Self::H3(sender) => h3::tunnel(sender, req).await.map_err(SendError::H3),
+            _ => Err(SendError::H3("not an HTTP/3 backend".into())),
+        }
+    }
+
+    /// Whether an HTTP/2 or HTTP/3 backend advertised
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3, RFC 9220 §3); waits
+    /// up to `within` for its SETTINGS on a fresh connection. HTTP/1.1:
+    /// `true`.
+    pub async fn extended_connect(&self, within: Duration) -> bool {
+        let by = tokio::time::Instant::now() + within;
+        loop {
+            let known = match self {
+                Self::H1(_) => Some(true),
+                // A new HTTP/2 connection is handed out only once the
+                // backend's first SETTINGS arrived (`h2_settings`).
+                Self::H2(_, ticket) => Some(ticket.extended_connect()),
+                Self::H3(sender) => h3::extended_connect(sender),
+            };
+            if let Some(on) = known {
+                return on;
+            }
+            if tokio::time::Instant::now() >= by {
+                return false;
+            }
+            tokio::time::sleep(SETTINGS_POLL).await;
         }
     }
 

@@ -282,76 +282,84 @@ impl Exchange<'_> {
         HeadWait::HeadTimeout
     }
 
-    /// Pick a backend and get a connection to it; a failed dial moves on
-    /// to another backend, at most once per backend.
     async fn acquire(
         &self,
         tried: &mut Vec<usize>,
     ) -> Result<(InFlight, Arc<Upstream>, Sender, RequestSlot), ProxyError> {
-        let pool = &self.pool.pool;
-        let total = self.pool.upstreams.len();
-        let mut dial_failures = 0usize;
-        // A place in the pool's queue, kept across backends once taken.
-        let mut waiting = None;
-        loop {
-            let ctx = PickContext {
-                client_ip: Some(self.conn.peer.ip()),
-                hash: self.keys.hash,
-                affinity: self.keys.affinity,
-                exclude: tried,
-            };
-            let Some(picked) = pool.pick(&ctx) else {
-                return Err(if dial_failures == 0 && tried.is_empty() {
-                    ProxyError::NoHealthyBackend
-                } else if dial_failures > 0 {
-                    ProxyError::ConnectFailed
-                } else {
-                    ProxyError::UpstreamFailed
-                });
-            };
-            let index = picked.backend().index;
-            let Some(upstream) = self.pool.upstreams.get(index) else {
-                return Err(ProxyError::NoHealthyBackend);
-            };
-            // Each dial and queue wait is bounded by connect_timeout_ms; the
-            // whole search (retries, several backends) by the request's own
-            // deadline.
-            let acquired = tokio::time::timeout_at(
-                self.deadline,
-                upstream.acquire(&self.pool.queue, &mut waiting),
-            )
-            .await
-            .map_err(|_| ProxyError::UpstreamTimeout)?;
-            match acquired {
-                Ok((sender, slot)) => return Ok((picked, Arc::clone(upstream), sender, slot)),
-                Err(AcquireError::Overflow(o)) => {
-                    o.count();
-                    return Err(ProxyError::Overloaded);
+        // Each dial and queue wait is bounded by connect_timeout_ms; the
+        // whole search (retries, several backends) by the request's own
+        // deadline.
+        tokio::time::timeout_at(
+            self.deadline,
+            acquire(self.pool, self.conn, self.keys, tried),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout)?
+    }
+}
+
+/// Pick a backend and get a connection to it; a failed dial moves on
+/// to another backend, at most once per backend.
+pub(crate) async fn acquire(
+    handle: &PoolHandle,
+    conn: &ConnInfo,
+    keys: &Keys,
+    tried: &mut Vec<usize>,
+) -> Result<(InFlight, Arc<Upstream>, Sender, RequestSlot), ProxyError> {
+    let pool = &handle.pool;
+    let total = handle.upstreams.len();
+    let mut dial_failures = 0usize;
+    // A place in the pool's queue, kept across backends once taken.
+    let mut waiting = None;
+    loop {
+        let ctx = PickContext {
+            client_ip: Some(conn.peer.ip()),
+            hash: keys.hash,
+            affinity: keys.affinity,
+            exclude: tried,
+        };
+        let Some(picked) = pool.pick(&ctx) else {
+            return Err(if dial_failures == 0 && tried.is_empty() {
+                ProxyError::NoHealthyBackend
+            } else if dial_failures > 0 {
+                ProxyError::ConnectFailed
+            } else {
+                ProxyError::UpstreamFailed
+            });
+        };
+        let index = picked.backend().index;
+        let Some(upstream) = handle.upstreams.get(index) else {
+            return Err(ProxyError::NoHealthyBackend);
+        };
+        match upstream.acquire(&handle.queue, &mut waiting).await {
+            Ok((sender, slot)) => return Ok((picked, Arc::clone(upstream), sender, slot)),
+            Err(AcquireError::Overflow(o)) => {
+                o.count();
+                return Err(ProxyError::Overloaded);
+            }
+            Err(AcquireError::Dial(e)) if e.is_local() => {
+                // Out of descriptors or ports: ours to fix, not the
+                // backend's, and every other backend would fail alike.
+                eg_runtime::warn_limited!(error = %e, "no local resources to dial a backend");
+                metrics()
+                    .defence_trips_total
+                    .with_label_values(&["local_resources"])
+                    .inc();
+                return Err(ProxyError::Overloaded);
+            }
+            Err(AcquireError::Dial(e)) => {
+                eg_runtime::warn_limited!(backend = %upstream.address, error = %e, "backend dial failed");
+                picked.report(Outcome::Failure);
+                count(&pool.name, &upstream.address, "connect_failed");
+                tried.push(index);
+                dial_failures += 1;
+                if tried.len() >= total {
+                    return Err(ProxyError::ConnectFailed);
                 }
-                Err(AcquireError::Dial(e)) if e.is_local() => {
-                    // Out of descriptors or ports: ours to fix, not the
-                    // backend's, and every other backend would fail alike.
-                    eg_runtime::warn_limited!(error = %e, "no local resources to dial a backend");
-                    metrics()
-                        .defence_trips_total
-                        .with_label_values(&["local_resources"])
-                        .inc();
-                    return Err(ProxyError::Overloaded);
-                }
-                Err(AcquireError::Dial(e)) => {
-                    eg_runtime::warn_limited!(backend = %upstream.address, error = %e, "backend dial failed");
-                    picked.report(Outcome::Failure);
-                    count(&pool.name, &upstream.address, "connect_failed");
-                    tried.push(index);
-                    dial_failures += 1;
-                    if tried.len() >= total {
-                        return Err(ProxyError::ConnectFailed);
-                    }
-                    metrics()
-                        .retries_total
-                        .with_label_values(&[&pool.name])
-                        .inc();
-                }
+                metrics()
+                    .retries_total
+                    .with_label_values(&[&pool.name])
+                    .inc();
             }
         }
     }

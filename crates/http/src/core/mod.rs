@@ -2,9 +2,9 @@
 //! front, routes them, applies limits and header rules, picks a backend
 //! through the balancer and sends through that backend's connector.
 
-mod affinity;
+pub(crate) mod affinity;
 mod backend_body;
-mod forward;
+pub(crate) mod forward;
 pub mod headers;
 pub mod route;
 pub mod validate;
@@ -256,6 +256,20 @@ where
         }
         _ => Either::Left(body),
     };
+
+    if let Some(kind) = crate::websocket::detect(&parts) {
+        let keys = affinity::keys(&pool.pool, &parts.headers);
+        let ws = crate::websocket::Request {
+            settings: &settings.websocket,
+            listener: &settings.label,
+            conn,
+            pool,
+            keys: &keys,
+            authority: authority.as_deref(),
+            head_timeout: settings.limits.head_timeout,
+        };
+        return ws.open(kind, parts).await;
+    }
 
     let declared = parts
         .headers

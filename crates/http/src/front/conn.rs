@@ -29,6 +29,7 @@ use super::watch::{ConnExpiry, ConnWatch, Progress, StreamExec, Watched, GOAWAY_
 use crate::core::validate::AmbiguousFraming;
 use crate::core::{self, ConnInfo};
 use crate::settings::HttpSettings;
+use crate::websocket::Hold;
 
 /// `settings`: the snapshot at accept, for the connection's own limits and
 /// TLS; `live`: the listener's current settings, which each request reads
@@ -169,6 +170,10 @@ where
         .keep_alive_timeout(std::time::Duration::from_millis(h2.keep_alive_timeout_ms))
         .initial_stream_window_size(h2.initial_stream_window_size)
         .initial_connection_window_size(h2.initial_connection_window_size);
+    if settings.websocket.h2_extended_connect {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL = 1: WebSocket over HTTP/2 (RFC 8441).
+        builder.http2().enable_connect_protocol();
+    }
     let builder = match alpn_h2 {
         Some(true) => builder.http2_only(),
         Some(false) => builder.http1_only(),
@@ -232,6 +237,15 @@ where
                     cap_reached.notify_one();
                 }
                 let (parts, body) = resp.into_parts();
+                // A WebSocket keeps its request open (so the connection is
+                // not idle) as long as the tunnel relays.
+                let open = match parts.extensions.get::<Hold>() {
+                    Some(hold) => {
+                        hold.keep(Box::new(open));
+                        None
+                    }
+                    None => Some(open),
+                };
                 Ok::<_, Infallible>(Response::from_parts(
                     parts,
                     Watched::new(body, progress, open),

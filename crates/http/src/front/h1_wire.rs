@@ -10,7 +10,10 @@ use crate::error_map::CloseConnection;
 /// Shape `resp` for an HTTP/1.1 client; `last` when this is the
 /// connection's final response (its request cap reached).
 pub(super) fn response<B>(resp: &mut Response<B>, last: bool) {
-    let close = last || resp.extensions().get::<CloseConnection>().is_some();
+    // A 101 keeps its `Connection: Upgrade`: the connection ends with the
+    // tunnel anyway.
+    let upgrading = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    let close = !upgrading && (last || resp.extensions().get::<CloseConnection>().is_some());
     let headers = resp.headers_mut();
     if close {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -257,13 +257,13 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Watched<B> {
-    pub(super) fn new(inner: B, progress: Arc<Progress>, open: OpenRequest) -> Self {
+    pub(super) fn new(inner: B, progress: Arc<Progress>, open: Option<OpenRequest>) -> Self {
         progress.touch();
         progress.streaming.store(true, Ordering::Relaxed);
         Self {
             inner,
             progress,
-            open: Some(open),
+            open,
         }
     }
 }
@@ -330,6 +330,15 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, fut: F) {
+        // The send half of an upgraded stream (an RFC 8441 WebSocket) is
+        // spawned from its stream's task, not for a new request: it must
+        // neither take a newer request's progress nor be cut by it (the
+        // WebSocket relay bounds it). hyper does not name the type, so it
+        // is told apart by name.
+        if std::any::type_name::<F>().contains("UpgradedSendStreamTask") {
+            tokio::spawn(fut);
+            return;
+        }
         // hyper calls the service for a stream and spawns its task right
         // after, on the connection's task: the newest progress is this one.
         match self.watch.take_latest() {

@@ -2,6 +2,8 @@
 the e2e tests.
 
 GET  <path>  -> 200 "hypercorn <path>"
+WebSocket    -> echo (over HTTP/2 this is RFC 8441), subprotocol "chat.v2"
+                chosen when offered
 POST <path>  -> 200 with the request body echoed back
 
 Every answer carries `x-backend: hypercorn` and `x-http-version: <the
@@ -22,6 +24,9 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await websocket_echo(scope, receive, send)
+        return
     if scope["type"] != "http":
         return
 
@@ -51,3 +56,23 @@ async def app(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": answer})
+
+
+async def websocket_echo(scope, receive, send):
+    offered = scope.get("subprotocols", [])
+    accept = {"type": "websocket.accept"}
+    if "chat.v2" in offered:
+        accept["subprotocol"] = "chat.v2"
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send(accept)
+        elif message["type"] == "websocket.receive":
+            out = {"type": "websocket.send"}
+            if message.get("bytes") is not None:
+                out["bytes"] = message["bytes"]
+            else:
+                out["text"] = message.get("text", "")
+            await send(out)
+        else:
+            return
