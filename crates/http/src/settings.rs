@@ -9,7 +9,7 @@ use std::time::Duration;
 use eg_balancer::Pool;
 use eg_config::{BackendProtocol, Config, Listener, ListenerProtocol, PoolSpec, UnderscorePolicy};
 use eg_runtime::Carry;
-use eg_tls::{ServerTlsOptions, TlsError};
+use eg_tls::TlsError;
 use http::HeaderValue;
 use tokio_rustls::TlsAcceptor;
 
@@ -207,23 +207,13 @@ impl HttpSettings {
         let rt = &config.runtime;
         let acceptor = match &listener.tls {
             Some(tls) if listener.protocol == ListenerProtocol::H1s => {
-                let tls_err = |source| SettingsError::Tls {
-                    path: format!("{path}.tls"),
-                    source,
-                };
-                let ticketer = eg_tls::carried_ticketer(
-                    carry,
-                    &path,
-                    tls.ticket_rotation_interval_seconds,
-                    tls.ticket_rotation_overlap_seconds,
-                )
-                .map_err(tls_err)?;
-                let opts = ServerTlsOptions {
-                    tls13_only: rt.tls.tls13_only,
-                    alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-                    ticketer: Some(ticketer),
-                };
-                let server = eg_tls::server_config(tls, &opts).map_err(tls_err)?;
+                let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                let server =
+                    eg_tls::listener_server_config(carry, &path, tls, rt.tls.tls13_only, alpn)
+                        .map_err(|source| SettingsError::Tls {
+                            path: format!("{path}.tls"),
+                            source,
+                        })?;
                 Some(TlsAcceptor::from(server))
             }
             _ => None,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use eg_balancer::Pool;
 use eg_config::{BackendProtocol, Config, Listener, ListenerProtocol};
-use eg_tls::{BackendTls, ServerTlsOptions, TlsError};
+use eg_tls::{BackendTls, TlsError};
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,23 +43,13 @@ impl L4Settings {
         let path = format!("listeners[{index}]");
         let acceptor = match (&listener.tls, listener.protocol) {
             (Some(tls), ListenerProtocol::Tls) => {
-                let tls_err = |source| SettingsError::Tls {
-                    path: format!("{path}.tls"),
-                    source,
-                };
-                let ticketer = eg_tls::carried_ticketer(
-                    carry,
-                    &path,
-                    tls.ticket_rotation_interval_seconds,
-                    tls.ticket_rotation_overlap_seconds,
-                )
-                .map_err(tls_err)?;
-                let opts = ServerTlsOptions {
-                    tls13_only: config.runtime.tls.tls13_only,
-                    alpn: Vec::new(),
-                    ticketer: Some(ticketer),
-                };
-                let server = eg_tls::server_config(tls, &opts).map_err(tls_err)?;
+                let tls13_only = config.runtime.tls.tls13_only;
+                let server =
+                    eg_tls::listener_server_config(carry, &path, tls, tls13_only, Vec::new())
+                        .map_err(|source| SettingsError::Tls {
+                            path: format!("{path}.tls"),
+                            source,
+                        })?;
                 Some(TlsAcceptor::from(server))
             }
             _ => None,

@@ -45,25 +45,13 @@ pub fn server_config(
 ) -> Result<quinn::ServerConfig, QuicError> {
     let tls = ListenerTls::single(quic.cert_path.clone(), quic.key_path.clone());
     // QUIC is TLS 1.3 only: tls13_only is implied.
-    let ticketer = eg_tls::carried_ticketer(
-        carry,
-        path,
-        tls.ticket_rotation_interval_seconds,
-        tls.ticket_rotation_overlap_seconds,
-    )
-    .map_err(|source| QuicError::Tls {
-        path: format!("{path}.quic"),
-        source,
-    })?;
-    let opts = eg_tls::ServerTlsOptions {
-        tls13_only: true,
-        alpn,
-        ticketer: Some(ticketer),
-    };
-    let rustls_config = eg_tls::server_config(&tls, &opts).map_err(|source| QuicError::Tls {
-        path: format!("{path}.quic"),
-        source,
-    })?;
+    let rustls_config =
+        eg_tls::listener_server_config(carry, path, &tls, true, alpn).map_err(|source| {
+            QuicError::Tls {
+                path: format!("{path}.quic"),
+                source,
+            }
+        })?;
     let crypto = QuicServerConfig::try_from(rustls_config).map_err(|e| QuicError::Invalid {
         path: format!("{path}.quic"),
         reason: format!("TLS config unusable for QUIC: {e}"),

@@ -75,6 +75,30 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A listener's server config whose session-ticket keys carry over from
+/// the generation a reload replaces (`carried_ticketer`), so clients keep
+/// resuming.
+pub fn listener_server_config(
+    carry: &eg_runtime::Carry,
+    listener_path: &str,
+    tls: &ListenerTls,
+    tls13_only: bool,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let ticketer = crate::ticket::carried_ticketer(
+        carry,
+        listener_path,
+        tls.ticket_rotation_interval_seconds,
+        tls.ticket_rotation_overlap_seconds,
+    )?;
+    let opts = ServerTlsOptions {
+        tls13_only,
+        alpn,
+        ticketer: Some(ticketer),
+    };
+    server_config(tls, &opts)
+}
+
 /// Picks a certificate by SNI: exact name, then `*.parent` wildcard, then
 /// the listener's default certificate.
 #[derive(Debug)]

@@ -9,14 +9,6 @@ use crate::support::probe::metrics_text;
 use crate::support::raw_h1::*;
 use crate::support::*;
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn admin_addr(gw: &Gateway) -> SocketAddr {
     gw.listeners
         .iter()
@@ -33,7 +25,7 @@ async fn a_configured_token_is_asked_of_loopback_clients_too() {
          [admin]\napi_token_hash = \"{}\"\n\
          [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
          [[listeners.backends]]\naddress = \"{}\"\n",
-        sha256_hex("s3cret"),
+        api_token_hash("s3cret"),
         backend.addr
     ));
     let admin = admin_addr(&gw);

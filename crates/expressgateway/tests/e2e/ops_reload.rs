@@ -17,14 +17,6 @@ fn config(backend: std::net::SocketAddr, runtime: &str, admin: &str) -> String {
     )
 }
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_keys_apply_and_start_only_keys_are_named() {
     let backend = HttpBackend::start("a").await;
@@ -39,7 +31,7 @@ async fn live_keys_apply_and_start_only_keys_are_named() {
     );
 
     // A token and a lower connection cap: both live.
-    let token = format!("api_token_hash = \"{}\"", sha256_hex("s3cret"));
+    let token = format!("api_token_hash = \"{}\"", api_token_hash("s3cret"));
     std::fs::write(
         gw.config_path(),
         config(backend.addr, "max_inflight_connections = 1", &token),

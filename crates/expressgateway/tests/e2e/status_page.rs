@@ -9,14 +9,6 @@ use crate::h3_thirdparty::run_bounded;
 use crate::support::http::HttpBackend;
 use crate::support::*;
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Headless Chromium as the environment notes say it runs here: no
 /// sandbox as root, no background networking (the machine is offline).
 fn chromium(profile: &std::path::Path) -> Command {
@@ -50,7 +42,7 @@ fn status_page_renders_pools_and_backends_in_chromium() {
         "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n[admin]\napi_token_hash = \"{}\"\n\
          [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
          [[listeners.backends]]\naddress = \"{}\"\n[[listeners.backends]]\naddress = \"{}\"\n",
-        sha256_hex("s3cret"),
+        api_token_hash("s3cret"),
         a.addr,
         b.addr
     ));

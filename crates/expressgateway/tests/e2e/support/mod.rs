@@ -14,3 +14,12 @@ pub mod tls;
 
 pub use backends::*;
 pub use gateway::*;
+
+/// `[admin] api_token_hash` for `token`: its SHA-256 in hex.
+pub fn api_token_hash(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
