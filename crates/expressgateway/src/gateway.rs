@@ -38,9 +38,8 @@ pub struct Prepared {
     listeners: Vec<Built>,
     /// Every pool with its backends' TLS, for active health checks.
     pools: Vec<(Arc<Pool>, Vec<Option<BackendTls>>)>,
-    /// Mode B pools: listed by the admin API (and drainable), without
-    /// active checks until a QUIC probe exists (a TCP or HTTP probe would
-    /// fail against a UDP backend and mark it down).
+    /// Mode B pools: listed by the admin API (and drainable); their checks
+    /// (a QUIC handshake) start with the others.
     relay_pools: Vec<Arc<Pool>>,
     connect_timeout: Duration,
 }
@@ -50,9 +49,19 @@ impl Prepared {
     /// connections, kept where the new config names the same ones.
     pub fn new(config: &Config, carry: &eg_runtime::Carry) -> anyhow::Result<Self> {
         let clusters = eg_http::build_clusters(config, carry)?;
+        // Clusters HTTP routes send to get the HTTP side's checks; a
+        // cluster only Mode B uses is checked by its relay (a QUIC
+        // handshake in the relay's ALPN), not by HTTP probes.
+        let routed: std::collections::HashSet<&str> = config
+            .listeners
+            .iter()
+            .filter(|l| l.quic.as_ref().is_none_or(|q| q.raw_proxy.is_none()))
+            .flat_map(|l| l.routes.iter().filter_map(|r| r.cluster.as_deref()))
+            .collect();
         let mut pools: Vec<_> = clusters
-            .values()
-            .map(|h| (Arc::clone(&h.pool), h.backend_tls()))
+            .iter()
+            .filter(|(name, _)| routed.contains(name.as_str()))
+            .map(|(_, h)| (Arc::clone(&h.pool), h.backend_tls()))
             .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut relay_pools = Vec::new();
@@ -109,6 +118,11 @@ impl Prepared {
         for (pool, tls) in self.pools.drain(..) {
             eg_http::health::spawn(&pool, tls, self.connect_timeout);
             live.push(pool);
+        }
+        for built in &self.listeners {
+            if let Built::Relay(s, _) = built {
+                eg_quic::relay::spawn_health_checks(s);
+            }
         }
         live.append(&mut self.relay_pools);
         live

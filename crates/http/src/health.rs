@@ -27,7 +27,10 @@ pub fn spawn(pool: &Arc<Pool>, tls: Vec<Option<BackendTls>>, connect_timeout: Du
         return;
     };
     let probe: Arc<dyn Probe> = match spec.kind {
-        HealthCheckKind::Tcp => Arc::new(TcpProbe),
+        HealthCheckKind::Tcp => Arc::new(ConnectProbe {
+            tls,
+            connect_timeout,
+        }),
         HealthCheckKind::Http | HealthCheckKind::Https | HealthCheckKind::Grpc => {
             Arc::new(HttpProbe {
                 grpc: spec.kind == HealthCheckKind::Grpc,
@@ -44,6 +47,31 @@ pub fn spawn(pool: &Arc<Pool>, tls: Vec<Option<BackendTls>>, connect_timeout: Du
         }
     };
     active::spawn(pool, probe);
+}
+
+/// `kind = "tcp"`: a connect in the backend's own transport, a TCP connect,
+/// or for an h3 backend a verified QUIC handshake (ALPN h3).
+struct ConnectProbe {
+    tls: Vec<Option<BackendTls>>,
+    connect_timeout: Duration,
+}
+
+impl Probe for ConnectProbe {
+    fn check<'a>(
+        &'a self,
+        backend: &'a BackendState,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            if backend.protocol != eg_config::BackendProtocol::H3 {
+                return TcpProbe.check(backend).await;
+            }
+            let tls = self.tls.get(backend.index).and_then(Option::as_ref);
+            crate::connector::probe::quic_handshake(&backend.address, tls, self.connect_timeout)
+                .await
+                .map_err(|e| tracing::debug!(backend = %backend.address, error = %e, "QUIC connect check failed"))
+                .is_ok()
+        })
+    }
 }
 
 struct HttpProbe {

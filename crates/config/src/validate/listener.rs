@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::pool::{check_host_port, check_pool, is_token_byte, PoolUse};
 use super::{Findings, MAX_TIMEOUT_MS};
-use crate::{Listener, ListenerProtocol};
+use crate::{HealthCheckKind, Listener, ListenerProtocol};
 
 pub(super) fn check_listener(
     f: &mut Findings,
@@ -161,12 +161,16 @@ pub(super) fn check_listener(
                      max_relay_streams and max_connections_per_ip",
                 );
             }
-            if l.health_check.is_some() {
+            if let Some(h) = l
+                .health_check
+                .as_ref()
+                .filter(|h| h.kind != HealthCheckKind::Tcp)
+            {
                 f.fail(
-                    format!("{p}.health_check"),
-                    "(present)",
-                    "active checks of a raw QUIC relay's backends are not run (their \
-                     protocol is opaque to the relay); passive health ejects failing ones",
+                    format!("{p}.health_check.kind"),
+                    format!("{:?}", h.kind),
+                    "a raw QUIC relay's backends speak an opaque protocol: only kind = \"tcp\" \
+                     (for them, a verified QUIC handshake offering the first raw_proxy.alpn)",
                 );
             }
             if l.connection_pool.is_some() {

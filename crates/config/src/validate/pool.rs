@@ -209,9 +209,9 @@ fn check_backend(f: &mut Findings, p: &str, b: &Backend, used_by: PoolUse) {
     }
 }
 
-/// A probe kind must be one the pool's backends can answer: a TCP connect
-/// proves nothing of a QUIC (h3) backend, and gRPC health needs HTTP/2 or
-/// HTTP/3.
+/// A probe kind must be one the pool's backends can answer: gRPC health
+/// needs HTTP/2 or HTTP/3. (`tcp` is a connect check in the backend's own
+/// transport: a QUIC handshake for h3 backends.)
 fn check_probe_fits(f: &mut Findings, p: &str, h: &HealthCheck, pool: &PoolSpec, used_by: PoolUse) {
     let default = if used_by == PoolUse::L4 {
         BackendProtocol::Tcp
@@ -221,10 +221,6 @@ fn check_probe_fits(f: &mut Findings, p: &str, h: &HealthCheck, pool: &PoolSpec,
     for b in &pool.backends {
         let protocol = b.protocol.unwrap_or(default);
         let unfit = match (h.kind, protocol) {
-            (HealthCheckKind::Tcp, BackendProtocol::H3) => Some(
-                "a TCP connect cannot check a QUIC (h3) backend; use kind = \"http\" or \
-                 \"https\" (sent over HTTP/3) or \"grpc\"",
-            ),
             (HealthCheckKind::Grpc, BackendProtocol::H1 | BackendProtocol::Tcp) => {
                 Some("gRPC health needs HTTP/2 or HTTP/3 backends (protocol = \"h2\" or \"h3\")")
             }

@@ -149,12 +149,6 @@ fn connection_pool_keys_are_checked() {
 fn a_probe_the_backends_cannot_answer_is_refused() {
     refused(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
-         [listeners.health_check]\nkind = \"tcp\"\n\
-         [[listeners.backends]]\naddress = \"127.0.0.1:9\"\nprotocol = \"h3\"\ntls = true\n",
-        "listeners[0].health_check.kind",
-    );
-    refused(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
          [listeners.health_check]\nkind = \"grpc\"\n\
          [[listeners.backends]]\naddress = \"127.0.0.1:9\"\n",
         "gRPC health needs HTTP/2 or HTTP/3",

@@ -374,3 +374,62 @@ async fn backend_dying_after_the_dial_is_ejected() {
         gw.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_b_checks_its_backends_with_a_quic_handshake() {
+    let dir = scratch();
+    let backend_cert = cert(dir.path(), "backend");
+    let good = QuicEchoBackend::start(&backend_cert, &[ALPN]).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let dead = silent.local_addr().expect("addr");
+    let front = cert(dir.path(), "front");
+    let backend = |a: std::net::SocketAddr| {
+        format!(
+            "[[clusters.backends]]\naddress = \"{a}\"\nprotocol = \"h3\"\nsni = \"localhost\"\n\
+             tls_ca_path = \"{}\"\n",
+            backend_cert.cert_path.display()
+        )
+    };
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n\
+             [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+             [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+             [listeners.quic.raw_proxy]\ncluster = \"q\"\nalpn = [\"{ALPN}\"]\n\
+             [[clusters]]\nname = \"q\"\n[clusters.health_check]\nkind = \"tcp\"\n\
+             interval_ms = 100\ntimeout_ms = 100\nrise = 1\nfall = 1\n{}{}",
+            front.cert_path.display(),
+            front.key_path.display(),
+            backend(good.addr),
+            backend(dead),
+        ),
+    );
+    let up = |m: &str, b: std::net::SocketAddr| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("expressgateway_backend_up{") && l.contains(&format!("\"{b}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let mut seen = (None, None);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = crate::support::probe::metrics_text(&gw).await;
+        seen = (up(&m, good.addr), up(&m, dead));
+        if seen == (Some(1), Some(0)) {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        (Some(1), Some(0)),
+        "the live backend passes, the silent one fails"
+    );
+    // Every relayed connection goes to the backend that passes.
+    for _ in 0..4 {
+        let conn = quic_connect(gw.addr(0), &front.cert_pem, ALPN).await;
+        assert_eq!(quic_ask(&conn, b"hi").await.expect("echo"), b"hi");
+    }
+    drop(silent);
+}

@@ -25,6 +25,18 @@ pub struct ProbeTarget<'a> {
     pub connect_timeout: Duration,
 }
 
+/// A fresh QUIC connection (and HTTP/3 setup) to an h3 backend, dropped
+/// at once: the connect check of `kind = "tcp"` for h3.
+pub async fn quic_handshake(
+    address: &str,
+    tls: Option<&BackendTls>,
+    connect_timeout: Duration,
+) -> Result<(), BoxError> {
+    let conn = super::h3::H3Conn::new(tls);
+    conn.sender(address, tls, connect_timeout).await?;
+    Ok(())
+}
+
 /// Send `parts` + `body` and return the response (its body streams; the
 /// connection lives as long as it).
 pub async fn probe_exchange(

@@ -4,6 +4,7 @@
 //! relay streams (both kinds, opened by either side) and RFC 9221
 //! datagrams both ways until either side closes.
 
+mod health;
 mod pipe;
 mod settings;
 
@@ -17,6 +18,7 @@ use eg_runtime::metrics::metrics;
 use eg_runtime::{CancellationToken, TaskTracker};
 
 use crate::endpoint::{Gate, Pass};
+pub use health::spawn_health_checks;
 pub use settings::{server_config_for, RelaySettings};
 
 /// After shutdown, how long the endpoints may take to deliver the close

@@ -28,6 +28,7 @@ const DGRAM_SEND_BUFFER_BYTES: usize = 64 * 1500;
 const MAX_UPSTREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// One backend as the relay dials it.
+#[derive(Clone)]
 pub(crate) struct Target {
     /// TLS server name sent and verified.
     pub(crate) server_name: String,
@@ -53,6 +54,8 @@ pub struct RelaySettings {
     pub pool: Arc<Pool>,
     /// Indexed like `pool.backends()`.
     pub(crate) targets: Vec<Target>,
+    /// The ALPN a health check offers: the first of `raw_proxy.alpn`.
+    pub(crate) probe_alpn: Option<Vec<u8>>,
     /// Dial plus QUIC handshake to one backend.
     pub connect_timeout: Duration,
     /// The client's QUIC handshake.
@@ -110,6 +113,7 @@ impl RelaySettings {
             label: listener.label(index),
             pool: Arc::new(Pool::carrying(&spec, BackendProtocol::H3, carry)),
             targets,
+            probe_alpn: raw.alpn.first().map(|a| a.as_bytes().to_vec()),
             connect_timeout: Duration::from_millis(rt.connect_timeout_ms),
             handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
             dgram_queue_cap: usize::try_from(raw.dgram_queue_cap).unwrap_or(usize::MAX),
