@@ -504,11 +504,13 @@ impl Gateway {
             .await;
         }
         self.shutdown.cancel();
+        // Open WebSockets hear 1001 and finish their close handshakes
+        // within the same budget.
+        eg_runtime::closing().cancel();
+        eg_runtime::tunnels().close();
         self.tracker.close();
-        if tokio::time::timeout(budget, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        let all = async { tokio::join!(self.tracker.wait(), eg_runtime::tunnels().wait()) };
+        if tokio::time::timeout(budget, all).await.is_err() {
             tracing::warn!(
                 open = self.tracker.len(),
                 "drain budget spent; closing remaining connections"

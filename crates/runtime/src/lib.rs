@@ -30,6 +30,20 @@ pub fn draining() -> bool {
     DRAINING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Long-lived tunnels (WebSockets) that outlive the request that opened
+/// them: the drain tells them to close (`closing`) and waits for them
+/// (`tunnels`) as it does for connections.
+pub fn tunnels() -> &'static TaskTracker {
+    static TUNNELS: std::sync::OnceLock<TaskTracker> = std::sync::OnceLock::new();
+    TUNNELS.get_or_init(TaskTracker::new)
+}
+
+/// Cancelled when the drain asks open tunnels to close.
+pub fn closing() -> &'static CancellationToken {
+    static CLOSING: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    CLOSING.get_or_init(CancellationToken::new)
+}
+
 /// UDP socket buffers for QUIC endpoints. The 208 KiB Linux default drops
 /// bursts from a single fast peer (each drop costs a congestion back-off);
 /// 4 MiB matches the common `net.core.rmem_max`, beyond which the kernel

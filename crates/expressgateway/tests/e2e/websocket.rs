@@ -223,3 +223,32 @@ async fn websocket_disabled_is_answered_with_501() {
     let report = client(&url, "status", None).await;
     assert_eq!(report["status"], 501, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_open_websockets_with_1001_within_the_drain() {
+    let origin = Origin::start();
+    let mut gw = Gateway::start(&format!(
+        "[runtime]\nreadiness_settle_ms = 200\ndrain_timeout_ms = 8000\n{}",
+        h1_config(origin.port, "")
+    ));
+    let url = format!("ws://{}/hold", gw.addr(0));
+    let hold = tokio::spawn(async move { client(&url, "hold:20", None).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    gw.signal("TERM");
+    let report = hold.await.expect("join");
+    assert_eq!(
+        report["close_code"], 1001,
+        "the client hears going-away: {report}"
+    );
+    let closes = origin.closes(1, Duration::from_secs(5));
+    assert!(
+        closes.iter().any(|c| c.starts_with("CLOSED 1001")),
+        "the origin hears going-away too: {closes:?}"
+    );
+    let code = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
+    assert_eq!(
+        code,
+        Some(0),
+        "a clean exit once the close handshakes are done"
+    );
+}

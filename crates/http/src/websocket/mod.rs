@@ -214,7 +214,8 @@ impl Request<'_> {
         resp.extensions_mut().insert(hold.clone());
         let limits = self.settings.limits.clone();
         let listener = self.listener.to_owned();
-        tokio::spawn(async move {
+        // Tracked, so the drain waits for its close handshake.
+        eg_runtime::tunnels().spawn(async move {
             // The balancer's in-flight count and the breaker's request slot
             // stay taken while the tunnel relays.
             let _held = (in_flight, slot);

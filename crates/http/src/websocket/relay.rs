@@ -63,6 +63,8 @@ enum End {
     Limit(Leg, CloseCode, &'static str, &'static str),
     /// `from` broke the protocol (it gets `code`), or went away (`None`).
     Broken(Leg, Option<CloseCode>),
+    /// The gateway drains: both legs get 1001.
+    GoingAway,
 }
 
 type Ws = WebSocketStream<Marked>;
@@ -86,11 +88,14 @@ pub(super) async fn run(client: BoxIo, backend: BoxIo, limits: &Limits, listener
     let end = tokio::select! {
         end = pump(Leg::Client, &mut c_rx, &c_mark, &mut b_tx, limits, &activity) => end,
         end = pump(Leg::Backend, &mut b_rx, &b_mark, &mut c_tx, limits, &activity) => end,
+        // The gateway is shutting down: both legs hear 1001.
+        () = eg_runtime::closing().cancelled() => End::GoingAway,
     };
     let code = match &end {
         End::Closed(_, frame) => frame.as_ref().map(|f| f.code),
         End::Limit(_, code, ..) => Some(*code),
         End::Broken(_, code) => Some(code.unwrap_or(CloseCode::Abnormal)),
+        End::GoingAway => Some(CloseCode::Away),
     };
     metrics()
         .websocket_closes_total
@@ -233,6 +238,10 @@ async fn finish(end: End, client: Halves, backend: Halves) {
                 Leg::Client => (own, other),
                 Leg::Backend => (other, own),
             }
+        }
+        End::GoingAway => {
+            let away = || Some(frame(CloseCode::Away, "gateway shutting down"));
+            (away(), away())
         }
     };
     // A leg that itself sent the close already has tungstenite's reply
