@@ -21,42 +21,22 @@
 # target/release/expressgateway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${SECONDS_PER_CASE:-10}
 BASE=${BENCH_BASE_PORT:-25400}
 HAPROXY_TLS=$((BASE + 1)); GATEWAY_TLS=$((BASE + 2))
 GATEWAY_BIN=${GATEWAY_BIN:-${CARGO_TARGET_DIR:-target}/release/expressgateway}
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2"
-  apt-get install -y -qq "$2" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }
-}
 need haproxy haproxy
 need h2load nghttp2-client
 need openssl openssl
 python3 -c 'import grpc, grpc_health.v1.health' 2>/dev/null \
   || PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q grpcio grpcio-health-checking
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
-die() { echo "error: $*" >&2; exit 1; }
 
-for port in $HAPROXY_TLS $GATEWAY_TLS; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port is already in use; set BENCH_BASE_PORT"
-  fi
-done
+for port in $HAPROXY_TLS $GATEWAY_TLS; do tcp_free "$port" BENCH_BASE_PORT; done
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj /CN=localhost \

@@ -29,6 +29,8 @@
 # `cargo build --release` of the gateway and h3load when both exist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${SECONDS_PER_CASE:-10}
 CONNS=${CONNS:-8}
@@ -39,58 +41,19 @@ ORIGIN_PORT=$((BASE + 1)); GATEWAY_TLS=$((BASE + 2)); GATEWAY_QUIC=$((BASE + 3))
 GATEWAY_BIN=target/release/expressgateway
 H3LOAD_BIN=target/release/examples/h3load
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2"
-  apt-get install -y -qq "$2" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }
-}
 need nginx nginx
 need h2load nghttp2-client
 need curl curl
 need openssl openssl
 need python3 python3
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  local p kids=()
-  for p in "${PIDS[@]}"; do kids+=($(pgrep -P "$p" 2>/dev/null || true)); done
-  for p in "${PIDS[@]}" "${kids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 30); do
-    local alive=0
-    for p in "${PIDS[@]}" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${PIDS[@]}" "${kids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
 
-die() { echo "error: $*" >&2; exit 1; }
 
 # Refuse to start if a port is taken (TCP for the origin and h1s, UDP for
 # quic): a stranger answering there would be benchmarked instead.
-for port in "$ORIGIN_PORT" "$GATEWAY_TLS"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port (tcp) is already in use; set BENCH_BASE_PORT"
-  fi
-done
-python3 -c "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('127.0.0.1',int(sys.argv[1])))" \
-  "$GATEWAY_QUIC" 2>/dev/null || die "127.0.0.1:$GATEWAY_QUIC (udp) is already in use; set BENCH_BASE_PORT"
+for port in "$ORIGIN_PORT" "$GATEWAY_TLS"; do tcp_free "$port" BENCH_BASE_PORT; done
+udp_free "$GATEWAY_QUIC" BENCH_BASE_PORT
 
-# wait_http URL PID SECONDS -> 0 once URL answers 200, 1 on timeout or exit
-wait_http() {
-  local url=$1 pid=$2 secs=$3 i
-  for i in $(seq $((secs * 20))); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(curl -sk -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null || true)" = 200 ] && return 0
-    sleep 0.05
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------- build --
 if [ -x "$GATEWAY_BIN" ] && [ -x "$H3LOAD_BIN" ] && [ "${REBUILD:-1}" = 0 ]; then :

@@ -23,6 +23,8 @@
 # REBUILD=0 (skip `cargo build --release` when the binary exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${SECONDS_PER_CASE:-10}
 BASE=${BENCH_BASE_PORT:-25300}
@@ -32,12 +34,6 @@ HAPROXY_H1=$((BASE + 4)); HAPROXY_TLS=$((BASE + 5))
 GATEWAY_H1=$((BASE + 6)); GATEWAY_TLS=$((BASE + 7))
 GATEWAY_BIN=target/release/expressgateway
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2"
-  apt-get install -y -qq "$2" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }
-}
 need nginx nginx
 need haproxy haproxy
 need wrk wrk
@@ -45,46 +41,12 @@ need h2load nghttp2-client
 need curl curl
 need openssl openssl
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  local p kids=()
-  # nginx workers are children of their master; collect them before the
-  # master goes so nothing outlives the script.
-  for p in "${PIDS[@]}"; do kids+=($(pgrep -P "$p" 2>/dev/null || true)); done
-  for p in "${PIDS[@]}" "${kids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 30); do
-    local alive=0
-    for p in "${PIDS[@]}" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${PIDS[@]}" "${kids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
 
-die() { echo "error: $*" >&2; exit 1; }
 
 # Refuse to start if any port is taken: a stranger answering on our port
 # would be benchmarked in place of the server we failed to start.
-for port in $(seq $((BASE + 1)) $((BASE + 7))); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port is already in use; set BENCH_BASE_PORT"
-  fi
-done
+for port in $(seq $((BASE + 1)) $((BASE + 7))); do tcp_free "$port" BENCH_BASE_PORT; done
 
-# wait_http URL PID SECONDS -> 0 once URL answers 200, 1 on timeout or exit
-wait_http() {
-  local url=$1 pid=$2 secs=$3 i
-  for i in $(seq $((secs * 20))); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(curl -sk -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null || true)" = 200 ] && return 0
-    sleep 0.05
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------- cert ---
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \

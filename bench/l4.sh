@@ -10,21 +10,18 @@
 # seconds per GiB moved, and the gateway/HAProxy ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${SECONDS_PER_CASE:-10}
 STREAMS=${STREAMS:-4}
 BASE=${BENCH_BASE_PORT:-25200}
 BACKEND_PORT=$((BASE + 1)); HAPROXY_PORT=$((BASE + 2)); GATEWAY_PORT=$((BASE + 3))
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
 need iperf3 iperf3
 need haproxy haproxy
 [ -x target/release/expressgateway ] && [ "${REBUILD:-1}" = 0 ] || cargo build --release -q
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 iperf3 -s -p "$BACKEND_PORT" -D --pidfile "$WORK/iperf.pid" >/dev/null
 sleep 0.3; PIDS+=("$(cat "$WORK/iperf.pid")")

@@ -48,6 +48,8 @@
 # the temp dir (configs, gateway log, per-attack JSON lines) for a post-mortem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 if [ "${QUICK:-0}" = 1 ]; then
   DURATION=$(( ${SOAK_MINUTES:-2} * 60 ))
@@ -75,12 +77,6 @@ HEADER_MS=3000; BODY_MS=4000; IDLE_MS=8000; HANDSHAKE_MS=3000
 
 [ "$WARMUP" -lt "$DURATION" ] || { echo "error: WARMUP_SECONDS ($WARMUP) must be below the soak duration (${DURATION}s)" >&2; exit 1; }
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2"
-  apt-get install -y -qq "$2" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }
-}
 need nginx nginx
 need wrk wrk
 need h2load nghttp2-client
@@ -101,53 +97,13 @@ python3 -c 'import aioquic' 2>/dev/null || {
     || { H3_ATTACK=0; echo "warning: no aioquic; the H3 slow reader is skipped"; }
 }
 
-WORK=$(mktemp -d)
-PIDS=()
-# kill_tree PID: the process and all its descendants (the loops below are
-# subshells whose children are wrk, h2load, python...).
-kill_tree() {
-  local p=$1 c
-  for c in $(pgrep -P "$p" 2>/dev/null || true); do kill_tree "$c"; done
-  kill "$p" 2>/dev/null || true
-}
-cleanup() {
-  local p kids=()
-  for p in "${PIDS[@]}"; do kids+=($(pgrep -P "$p" 2>/dev/null || true)); done
-  for p in "${PIDS[@]}"; do kill_tree "$p"; done
-  for _ in $(seq 30); do
-    local alive=0
-    for p in "${PIDS[@]}" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${PIDS[@]}" "${kids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
 
-die() { echo "error: $*" >&2; exit 1; }
 
 # Refuse to start if a port is taken: a stranger answering there would be
 # soaked in place of the gateway.
-for port in "$ORIGIN1" "$ORIGIN2" "$GW_H1" "$GW_TLS" "$GW_ADMIN"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port (tcp) is already in use; set SOAK_BASE_PORT"
-  fi
-done
-python3 -c "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('127.0.0.1',int(sys.argv[1])))" \
-  "$GW_QUIC" 2>/dev/null || die "127.0.0.1:$GW_QUIC (udp) is already in use; set SOAK_BASE_PORT"
+for port in "$ORIGIN1" "$ORIGIN2" "$GW_H1" "$GW_TLS" "$GW_ADMIN"; do tcp_free "$port" SOAK_BASE_PORT; done
+udp_free "$GW_QUIC" SOAK_BASE_PORT
 
-# wait_http URL PID SECONDS -> 0 once URL answers 200, 1 on timeout or exit
-wait_http() {
-  local url=$1 pid=$2 secs=$3 i
-  for i in $(seq $((secs * 20))); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(curl -sk -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null || true)" = 200 ] && return 0
-    sleep 0.05
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------- build --
 if [ -x "$GATEWAY_BIN" ] && [ -x "$H3LOAD_BIN" ] && [ "${REBUILD:-1}" = 0 ]; then :

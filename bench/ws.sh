@@ -22,6 +22,8 @@
 # release builds when both binaries exist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${SECONDS_PER_CASE:-10}
 CONNS=${CONNS:-16}
@@ -33,32 +35,10 @@ TARGET=${CARGO_TARGET_DIR:-target}
 GATEWAY_BIN=$TARGET/release/expressgateway
 WSLOAD_BIN=$TARGET/release/examples/wsload
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2"
-  apt-get install -y -qq "$2" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }
-}
 need haproxy haproxy
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
-die() { echo "error: $*" >&2; exit 1; }
 
-for port in "$ORIGIN_PORT" "$GATEWAY_PORT" "$HAPROXY_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port is already in use; set BENCH_BASE_PORT"
-  fi
-done
+for port in "$ORIGIN_PORT" "$GATEWAY_PORT" "$HAPROXY_PORT"; do tcp_free "$port" BENCH_BASE_PORT; done
 
 if [ "${REBUILD:-1}" != 0 ] || [ ! -x "$GATEWAY_BIN" ] || [ ! -x "$WSLOAD_BIN" ]; then
   cargo build --release -q -p expressgateway --bin expressgateway --example wsload

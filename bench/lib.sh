@@ -1,0 +1,64 @@
+# Shared by the bench scripts (sourced, not run): installing a peer, a
+# work directory whose processes are stopped on exit, refusing a port a
+# stranger holds, and waiting for an HTTP endpoint.
+
+# need COMMAND PACKAGE: install the Debian package when the command is missing.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2"
+  apt-get install -y -qq "$2" >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }
+}
+
+die() { echo "error: $*" >&2; exit 1; }
+
+# kill_tree PID: the process and all its descendants (nginx workers,
+# subshell loops running wrk or h2load...).
+kill_tree() {
+  local p=$1 c
+  for c in $(pgrep -P "$p" 2>/dev/null || true); do kill_tree "$c"; done
+  kill "$p" 2>/dev/null || true
+}
+
+# WORK: a scratch directory; PIDS: processes started into it. On exit both
+# go (KEEP_WORK=1 keeps the directory for a look).
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  local p kids=()
+  for p in "${PIDS[@]}"; do kids+=($(pgrep -P "$p" 2>/dev/null || true)); done
+  for p in "${PIDS[@]}"; do kill_tree "$p"; done
+  for _ in $(seq 30); do
+    local alive=0
+    for p in "${PIDS[@]}" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}" "${kids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# tcp_free PORT HINT / udp_free PORT HINT: refuse to start when a stranger
+# holds the port (it would be measured in place of ours).
+tcp_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "127.0.0.1:$1 (tcp) is already in use; set $2"
+  fi
+}
+udp_free() {
+  python3 -c "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('127.0.0.1',int(sys.argv[1])))" \
+    "$1" 2>/dev/null || die "127.0.0.1:$1 (udp) is already in use; set $2"
+}
+
+# wait_http URL PID SECONDS -> 0 once URL answers 200, 1 on timeout or exit
+wait_http() {
+  local url=$1 pid=$2 secs=$3 i
+  for i in $(seq $((secs * 20))); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    [ "$(curl -sk -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null || true)" = 200 ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
