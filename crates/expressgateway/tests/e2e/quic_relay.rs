@@ -322,6 +322,15 @@ async fn silent_after_handshake(target: std::net::SocketAddr) -> std::net::Socke
     addr
 }
 
+/// A `[[clusters.backends]]` entry for a relay backend verified with `ca`.
+fn cluster_backend(a: std::net::SocketAddr, ca: &eg_tls::SelfSigned) -> String {
+    format!(
+        "[[clusters.backends]]\naddress = \"{a}\"\nprotocol = \"h3\"\nsni = \"localhost\"\n\
+         tls_ca_path = \"{}\"\n",
+        ca.cert_path.display()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_dying_after_the_dial_is_ejected() {
     let dir = scratch();
@@ -330,13 +339,7 @@ async fn backend_dying_after_the_dial_is_ejected() {
     let doomed = QuicEchoBackend::start(&backend_cert, &[ALPN]).await;
     let bad = silent_after_handshake(doomed.addr).await;
     let front = cert(dir.path(), "front");
-    let backend = |a: std::net::SocketAddr| {
-        format!(
-            "[[clusters.backends]]\naddress = \"{a}\"\nprotocol = \"h3\"\nsni = \"localhost\"\n\
-             tls_ca_path = \"{}\"\n",
-            backend_cert.cert_path.display()
-        )
-    };
+    let backend = |a| cluster_backend(a, &backend_cert);
     let config = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
          [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\nmax_idle_timeout_ms = 1000\n\
@@ -383,13 +386,7 @@ async fn mode_b_checks_its_backends_with_a_quic_handshake() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     let dead = silent.local_addr().expect("addr");
     let front = cert(dir.path(), "front");
-    let backend = |a: std::net::SocketAddr| {
-        format!(
-            "[[clusters.backends]]\naddress = \"{a}\"\nprotocol = \"h3\"\nsni = \"localhost\"\n\
-             tls_ca_path = \"{}\"\n",
-            backend_cert.cert_path.display()
-        )
-    };
+    let backend = |a| cluster_backend(a, &backend_cert);
     let gw = Gateway::start_in(
         dir,
         &format!(
