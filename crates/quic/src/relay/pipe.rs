@@ -42,6 +42,17 @@ pub(crate) const SHUTTING_DOWN: VarInt = VarInt::from_u32(0x100);
 /// connection open.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// How long a new stream waits for a `max_relay_streams` slot before it is
+/// refused. The client leg's stream limit equals the cap, so a client
+/// using only the credit it was given can open a stream the moment quinn
+/// frees the one it replaces, before that stream's copies have seen their
+/// last acknowledgement and given the slot back (a loopback round trip
+/// against a task wake-up and the backend's ACK delay, 25 ms by default).
+/// Refusing then would reject a well-behaved client's request; one second
+/// covers a loaded machine and still refuses a peer past the cap (its
+/// uni and bidi streams together) promptly.
+const SLOT_GRACE: Duration = Duration::from_secs(1);
+
 /// Application error code for a stream the relay cut because its
 /// receiver gave no credit for `Bounds::write_stall`, sent both ways
 /// (RESET_STREAM to the receiver, STOP_SENDING to the sender):
@@ -195,7 +206,7 @@ async fn mirror_bi(
         let Ok((mut send_a, mut recv_a)) = from.accept_bi().await else {
             return;
         };
-        let Ok(permit) = Arc::clone(cap).try_acquire_owned() else {
+        let Some(permit) = slot(cap).await else {
             count("quic_relay_streams_cap");
             let _ = recv_a.stop(STREAM_REFUSED);
             let _ = send_a.reset(STREAM_REFUSED);
@@ -213,6 +224,17 @@ async fn mirror_bi(
     }
 }
 
+/// A relay slot for a new stream, waiting at most `SLOT_GRACE` for one.
+async fn slot(cap: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = Arc::clone(cap).try_acquire_owned() {
+        return Some(permit);
+    }
+    tokio::time::timeout(SLOT_GRACE, Arc::clone(cap).acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
 /// Mirror unidirectional streams opened by `from`'s peer onto `to`.
 async fn mirror_uni(
     from: &Connection,
@@ -225,7 +247,7 @@ async fn mirror_uni(
         let Ok(mut recv_a) = from.accept_uni().await else {
             return;
         };
-        let Ok(permit) = Arc::clone(cap).try_acquire_owned() else {
+        let Some(permit) = slot(cap).await else {
             count("quic_relay_streams_cap");
             let _ = recv_a.stop(STREAM_REFUSED);
             continue;
