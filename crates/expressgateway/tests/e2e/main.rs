@@ -27,6 +27,8 @@ mod ops;
 mod ops_reload;
 mod packaging;
 mod quic;
+mod quic_interop;
+mod quic_interop_relay;
 mod quic_relay;
 mod reload_state;
 mod status_page;

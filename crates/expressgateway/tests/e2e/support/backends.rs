@@ -65,6 +65,61 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Largest body `file_reply` makes: above any test's download.
+const MAX_FILE_BYTES: usize = 64 << 20;
+/// Longest pause `file_reply` makes a download take.
+const MAX_FILE_PAUSE_MS: u64 = 10_000;
+
+/// Bytes per step of a paced download.
+const PACE_CHUNK: usize = 16 << 10;
+
+/// A download of the QUIC interop cases: its first `head` bytes at once,
+/// then the rest after `pause` or, `paced`, spread evenly over `pause`
+/// (so the client keeps acknowledging) : a test acts in mid-transfer
+/// (moves the client, blackholes the path).
+pub struct FileReply {
+    pub body: Vec<u8>,
+    pub pause: Duration,
+    pub head: usize,
+    pub paced: bool,
+}
+
+impl FileReply {
+    /// The body as (delay before it, byte range) steps.
+    pub fn steps(&self) -> Vec<(Duration, std::ops::Range<usize>)> {
+        let len = self.body.len();
+        let mut steps = vec![(Duration::ZERO, 0..self.head)];
+        if !self.paced {
+            steps.push((self.pause, self.head..len));
+            return steps;
+        }
+        let starts: Vec<usize> = (self.head..len).step_by(PACE_CHUNK).collect();
+        let each = self.pause / u32::try_from(starts.len().max(1)).unwrap_or(u32::MAX);
+        for start in starts {
+            steps.push((each, start..(start + PACE_CHUNK).min(len)));
+        }
+        steps
+    }
+}
+
+/// The download bodies of the QUIC interop cases, served by the HTTP and
+/// HTTP/3 test backends: `/files/<seed>_<size>[_<ms>_<head>[_paced]]` is
+/// `pattern(size, seed)`, so a test knows the digest of every download.
+pub fn file_reply(path: &str) -> Option<FileReply> {
+    let mut parts = path.strip_prefix("/files/")?.split('_');
+    let seed = parts.next()?.parse().ok()?;
+    let size: usize = parts.next()?.parse().ok()?;
+    let pause_ms: u64 = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+    let head: usize = parts.next().map_or(Some(size), |p| p.parse().ok())?;
+    let paced = parts.next() == Some("paced");
+    (size <= MAX_FILE_BYTES && pause_ms <= MAX_FILE_PAUSE_MS).then(|| FileReply {
+        body: pattern(size, seed),
+        pause: Duration::from_millis(pause_ms),
+        head: head.min(size),
+        paced,
+    })
+}
+
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }

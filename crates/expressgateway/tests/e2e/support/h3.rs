@@ -116,6 +116,21 @@ where
                 stream.send_data(bytes).await?;
             }
         }
+        p if p.starts_with("/files/") => {
+            let Some(file) = crate::support::file_reply(p) else {
+                let missing = Response::builder().status(StatusCode::NOT_FOUND).body(())?;
+                stream.send_response(missing).await?;
+                stream.finish().await?;
+                return Ok(());
+            };
+            stream.send_response(resp).await?;
+            for (delay, range) in file.steps() {
+                tokio::time::sleep(delay).await;
+                for chunk in file.body.get(range).unwrap_or_default().chunks(64 * 1024) {
+                    stream.send_data(Bytes::copy_from_slice(chunk)).await?;
+                }
+            }
+        }
         "/trailers" => {
             stream.send_response(resp).await?;
             stream

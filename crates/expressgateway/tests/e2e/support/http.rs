@@ -186,6 +186,14 @@ async fn handle(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Response::new(text("late"))
         }
+        p if p.starts_with("/files/") => match crate::support::file_reply(p) {
+            Some(file) => Response::new(paused_body(file)),
+            None => {
+                let mut r = Response::new(text("no such file"));
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                r
+            }
+        },
         "/status500" => {
             let mut r = Response::new(text("fail"));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -196,6 +204,21 @@ async fn handle(
     resp.headers_mut()
         .insert("x-backend", http::HeaderValue::from_static(name));
     Ok(resp)
+}
+
+/// A download's body, step by step (`FileReply::steps`).
+fn paused_body(file: crate::support::FileReply) -> TestBody {
+    let steps = file.steps();
+    let body = Bytes::from(file.body);
+    let stream =
+        futures_util::StreamExt::then(futures_util::stream::iter(steps), move |(delay, range)| {
+            let part = body.slice(range);
+            async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(part))
+            }
+        });
+    StreamBody::new(stream).boxed()
 }
 
 pub fn text(s: &str) -> TestBody {

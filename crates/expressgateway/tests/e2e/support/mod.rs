@@ -6,11 +6,13 @@ pub mod backends;
 pub mod gateway;
 pub mod h3;
 pub mod http;
+pub mod interop;
 pub mod probe;
 pub mod quic;
 pub mod raw_h1;
 pub mod raw_h2;
 pub mod tls;
+pub mod udp_relay;
 
 pub use backends::*;
 pub use gateway::*;
