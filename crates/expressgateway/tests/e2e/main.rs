@@ -27,6 +27,7 @@ mod ops;
 mod ops_reload;
 mod packaging;
 mod quic;
+mod quic_0rtt;
 mod quic_relay;
 mod reload_state;
 mod status_page;
