@@ -30,6 +30,10 @@ pub struct Metrics {
     /// (held until the handshake completed), `refused` (the handshake
     /// never completed, so the held request was never forwarded).
     pub zero_rtt_requests_total: IntCounterVec,
+    /// Resumption attempts on listeners with 0-RTT on: `resumed` (a
+    /// session used for the first time) or `refused` (unknown or already
+    /// used: a full handshake, no early data; replays land here).
+    pub zero_rtt_resumptions_total: IntCounterVec,
     /// WebSocket tunnels relaying now, per listener.
     pub websockets_open: IntGaugeVec,
     /// Ended WebSockets by the close code that ended them (bucketed: a
@@ -134,6 +138,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener", "outcome"],
     )?;
     registry.register(Box::new(zero_rtt_requests_total.clone()))?;
+    let zero_rtt_resumptions_total = IntCounterVec::new(
+        Opts::new(
+            "zero_rtt_resumptions_total",
+            "Resumptions on 0-RTT listeners: resumed, or refused (session unknown or used)",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(zero_rtt_resumptions_total.clone()))?;
     let websockets_open = IntGaugeVec::new(
         Opts::new("websockets_open", "WebSocket tunnels relaying now"),
         &["listener"],
@@ -173,6 +185,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         access_log_lines_dropped_total,
         quic_retries_sent_total,
         zero_rtt_requests_total,
+        zero_rtt_resumptions_total,
         websockets_open,
         websocket_closes_total,
         runtime_tasks_alive,

@@ -46,7 +46,19 @@ impl rustls::server::StoresServerSessions for EarlyDataSessions {
         self.0.get(key)
     }
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.take(key)
+        // Called for each resumption attempt: a miss is a session used
+        // before (a replay), evicted or from another instance, and its
+        // client gets a full handshake without early data.
+        let session = self.0.take(key);
+        eg_runtime::metrics::metrics()
+            .zero_rtt_resumptions_total
+            .with_label_values(&[if session.is_some() {
+                "resumed"
+            } else {
+                "refused"
+            }])
+            .inc();
+        session
     }
     fn can_cache(&self) -> bool {
         self.0.can_cache()

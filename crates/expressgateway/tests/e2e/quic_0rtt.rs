@@ -90,6 +90,8 @@ async fn early_gets_are_served_marked_posts_wait_and_a_ticket_is_single_use() {
     let m = metrics_text(&gw).await;
     assert_eq!(zero_rtt_count(&m, "served"), 1, "{m}");
     assert_eq!(zero_rtt_count(&m, "deferred"), 1, "{m}");
+    let replays = "expressgateway_zero_rtt_resumptions_total{outcome=\"refused\"} 1";
+    assert!(m.contains(replays), "the replayed ticket is counted: {m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
