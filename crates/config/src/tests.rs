@@ -197,3 +197,22 @@ fn admin_off_loopback_requires_a_token() {
     let e = err(&text);
     assert!(e.contains("observability.metrics_bind"), "{e}");
 }
+
+#[test]
+fn zero_rtt_is_refused_on_a_raw_relay_and_the_quic_handshake_bound_is_checked() {
+    let e = err(r#"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "quic"
+[listeners.quic]
+cert_path = "/nonexistent/c.pem"
+key_path = "/nonexistent/k.pem"
+allow_0rtt = true
+handshake_timeout_ms = 10
+[listeners.quic.raw_proxy]
+backend_addr = "127.0.0.1:9000"
+"#);
+    assert!(e.contains("listeners[0].quic.allow_0rtt"), "{e}");
+    assert!(e.contains("raw QUIC relay"), "{e}");
+    assert!(e.contains("listeners[0].quic.handshake_timeout_ms"), "{e}");
+}

@@ -309,7 +309,6 @@ impl Gateway {
                     gate_of_slot = Some(Arc::clone(&gate));
                     let limits = H3Limits {
                         max_requests_per_connection: rt.max_requests_per_h3_connection,
-                        handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
                     };
                     let s = Arc::new(ArcSwap::from_pointee(s));
                     tokio::spawn(eg_quic::front::serve(

@@ -28,10 +28,6 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         serves_h3 && o.max_requests_per_h3_connection != n.max_requests_per_h3_connection,
     );
     differs(
-        "runtime.handshake_timeout_ms (HTTP/3 listeners)",
-        serves_h3 && o.handshake_timeout_ms != n.handshake_timeout_ms,
-    );
-    differs(
         "observability.metrics_bind",
         old.observability.metrics_bind != new.observability.metrics_bind,
     );

@@ -183,7 +183,11 @@ pub struct HttpSettings {
     pub strict_te: bool,
     pub max_keepalive_requests: u32,
     pub alt_svc: Option<HeaderValue>,
+    /// The client's TLS handshake; on a `quic` listener its QUIC handshake
+    /// (`[listeners.quic] handshake_timeout_ms`).
     pub handshake_timeout: Duration,
+    /// `[listeners.quic] allow_0rtt`: serve safe requests from early data.
+    pub allow_0rtt: bool,
     /// `[listeners.http] max_inflight_requests` and the live count.
     pub max_inflight_requests: u32,
     pub inflight: Arc<InflightRequests>,
@@ -271,7 +275,13 @@ impl HttpSettings {
             strict_te: config.security.strict_te,
             max_keepalive_requests: rt.max_keepalive_requests,
             alt_svc,
-            handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
+            handshake_timeout: Duration::from_millis(
+                listener
+                    .quic
+                    .as_ref()
+                    .map_or(rt.handshake_timeout_ms, |q| q.handshake_timeout_ms),
+            ),
+            allow_0rtt: listener.quic.as_ref().is_some_and(|q| q.allow_0rtt),
             max_inflight_requests: h.max_inflight_requests,
             inflight: Arc::default(),
             access_log: access_log(config, carry)?,

@@ -44,14 +44,17 @@ pub fn server_config(
     carry: &eg_runtime::Carry,
 ) -> Result<quinn::ServerConfig, QuicError> {
     let tls = ListenerTls::single(quic.cert_path.clone(), quic.key_path.clone());
+    let early_data = quic
+        .allow_0rtt
+        .then(|| eg_tls::carried_early_data_sessions(carry, path));
     // QUIC is TLS 1.3 only: tls13_only is implied.
-    let rustls_config =
-        eg_tls::listener_server_config(carry, path, &tls, true, alpn).map_err(|source| {
-            QuicError::Tls {
-                path: format!("{path}.quic"),
-                source,
-            }
-        })?;
+    let rustls_config = eg_tls::listener_server_config_with(
+        carry, path, &tls, true, alpn, early_data,
+    )
+    .map_err(|source| QuicError::Tls {
+        path: format!("{path}.quic"),
+        source,
+    })?;
     let crypto = QuicServerConfig::try_from(rustls_config).map_err(|e| QuicError::Invalid {
         path: format!("{path}.quic"),
         reason: format!("TLS config unusable for QUIC: {e}"),

@@ -20,6 +20,7 @@ use h3_quinn::BidiStream;
 use http::{Request, Response, Version};
 use tokio::time::Instant;
 
+use crate::early_data::Handshake;
 use crate::endpoint::{Gate, Pass};
 
 /// RFC 9114 §8.1: the request was not processed; safe to retry.
@@ -45,7 +46,6 @@ type RecvHalf = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 #[derive(Debug, Clone, Copy)]
 pub struct H3Limits {
     pub max_requests_per_connection: u32,
-    pub handshake_timeout: Duration,
 }
 
 /// Accept QUIC connections until `shutdown`, then ask each open one to
@@ -84,32 +84,58 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let peer = incoming.remote_address();
-    let conn = match incoming.accept() {
-        Ok(connecting) => match tokio::time::timeout(limits.handshake_timeout, connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "QUIC handshake failed");
-                return;
-            }
-            Err(_) => {
-                metrics()
-                    .defence_trips_total
-                    .with_label_values(&["handshake_timeout"])
-                    .inc();
-                return;
-            }
-        },
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "QUIC connection not accepted");
             return;
         }
     };
-    pass.handshake_done();
+    let within = settings.handshake_timeout;
     let active = metrics()
         .connections_active
         .with_label_values(&[&settings.label]);
+    // With 0-RTT on, requests are served from the first flight (0.5-RTT);
+    // a server-side conversion always succeeds.
+    let connecting = if settings.allow_0rtt {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                let (handshake, watcher) = Handshake::watch(accepted, conn.clone(), within);
+                let watcher = async {
+                    if watcher.await {
+                        pass.handshake_done();
+                    }
+                };
+                active.inc();
+                let serve =
+                    serve_connection(conn, peer, settings, live, limits, shutdown, handshake);
+                tokio::join!(watcher, serve);
+                active.dec();
+                return;
+            }
+            Err(connecting) => connecting,
+        }
+    } else {
+        connecting
+    };
+    let conn = match tokio::time::timeout(within, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics()
+                .defence_trips_total
+                .with_label_values(&["handshake_timeout"])
+                .inc();
+            return;
+        }
+    };
+    pass.handshake_done();
     active.inc();
-    serve_connection(conn, peer, settings, live, limits, shutdown).await;
+    let handshake = Handshake::complete();
+    serve_connection(conn, peer, settings, live, limits, shutdown, handshake).await;
     active.dec();
     drop(pass);
 }
@@ -128,6 +154,7 @@ async fn serve_connection(
     live: Arc<ArcSwap<HttpSettings>>,
     limits: H3Limits,
     shutdown: CancellationToken,
+    handshake: Handshake,
 ) {
     let info = Arc::new(ConnInfo {
         peer,
@@ -203,12 +230,16 @@ async fn serve_connection(
             Ok(Some(resolver)) => {
                 served = served.saturating_add(1);
                 let (settings, info) = (live.load_full(), Arc::clone(&info));
+                let mut handshake = handshake.clone();
                 requests.spawn(async move {
                     let started = Instant::now();
                     let within = settings.limits.header_timeout;
-                    let Some((req, stream)) = read_head(resolver, within).await else {
+                    let Some((mut req, stream)) = read_head(resolver, within).await else {
                         return;
                     };
+                    if !handshake.admit(&mut req, &settings.label).await {
+                        return;
+                    }
                     if let Err(e) = request(req, stream, &settings, &info, started).await {
                         tracing::debug!(error = %e, "HTTP/3 request ended with an error");
                     }

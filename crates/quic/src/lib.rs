@@ -2,6 +2,7 @@
 //! relay (Mode B), on quinn endpoints configured from `[listeners.quic]`.
 #![forbid(unsafe_code)]
 
+mod early_data;
 pub mod endpoint;
 pub mod front;
 pub mod relay;

@@ -25,6 +25,15 @@ pub struct Metrics {
     /// Access-log lines dropped because the writer's queue was full.
     pub access_log_lines_dropped_total: prometheus::IntCounter,
     pub quic_retries_sent_total: IntCounterVec,
+    /// HTTP/3 requests that arrived in 0-RTT early data, by what was done
+    /// with them: `served` (a safe method, forwarded at once), `deferred`
+    /// (held until the handshake completed), `refused` (the handshake
+    /// never completed, so the held request was never forwarded).
+    pub zero_rtt_requests_total: IntCounterVec,
+    /// Resumption attempts on listeners with 0-RTT on: `resumed` (a
+    /// session used for the first time) or `refused` (unknown or already
+    /// used: a full handshake, no early data; replays land here).
+    pub zero_rtt_resumptions_total: IntCounterVec,
     /// WebSocket tunnels relaying now, per listener.
     pub websockets_open: IntGaugeVec,
     /// Ended WebSockets by the close code that ended them (bucketed: a
@@ -121,6 +130,22 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener"],
     )?;
     registry.register(Box::new(quic_retries_sent_total.clone()))?;
+    let zero_rtt_requests_total = IntCounterVec::new(
+        Opts::new(
+            "zero_rtt_requests_total",
+            "HTTP/3 requests received in 0-RTT early data, by outcome",
+        ),
+        &["listener", "outcome"],
+    )?;
+    registry.register(Box::new(zero_rtt_requests_total.clone()))?;
+    let zero_rtt_resumptions_total = IntCounterVec::new(
+        Opts::new(
+            "zero_rtt_resumptions_total",
+            "Resumptions on 0-RTT listeners: resumed, or refused (session unknown or used)",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(zero_rtt_resumptions_total.clone()))?;
     let websockets_open = IntGaugeVec::new(
         Opts::new("websockets_open", "WebSocket tunnels relaying now"),
         &["listener"],
@@ -159,6 +184,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         backend_ejections_total,
         access_log_lines_dropped_total,
         quic_retries_sent_total,
+        zero_rtt_requests_total,
+        zero_rtt_resumptions_total,
         websockets_open,
         websocket_closes_total,
         runtime_tasks_alive,

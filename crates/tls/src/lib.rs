@@ -16,7 +16,10 @@ pub use client::{client_config, UpstreamTls};
 pub use error::TlsError;
 pub use load::{load_ca, load_certified_key, load_certs};
 pub use selfsigned::{self_signed, SelfSigned};
-pub use server::{listener_server_config, server_config, ServerTlsOptions};
+pub use server::{
+    carried_early_data_sessions, listener_server_config, listener_server_config_with,
+    server_config, EarlyDataSessions, ServerTlsOptions,
+};
 pub use ticket::{carried_ticketer, SessionTicketer};
 
 /// Install the process-wide crypto provider (ring: it builds fastest here

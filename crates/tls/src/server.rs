@@ -22,6 +22,84 @@ pub struct ServerTlsOptions {
     /// Session-ticket keys carried over from the config this one replaces,
     /// so clients keep resuming across a reload; new ones when `None`.
     pub ticketer: Option<Arc<SessionTicketer>>,
+    /// QUIC 0-RTT: resume statefully from this cache, whose sessions are
+    /// single use, and accept early data. `None`: stateless tickets, no
+    /// early data.
+    pub early_data: Option<Arc<EarlyDataSessions>>,
+}
+
+/// The session cache behind QUIC 0-RTT. rustls accepts early data only on
+/// stateful resumption and takes each session out of the cache when it is
+/// used (RFC 8446 §8.1, single-use tickets): a replayed ClientHello finds
+/// its session gone and gets a full handshake, its early data discarded.
+/// Carried across reloads, so the anti-replay state outlives a generation.
+#[derive(Debug)]
+pub struct EarlyDataSessions(Arc<rustls::server::ServerSessionMemoryCache>);
+
+// The server config holds this very value (not the cache inside), so the
+// carry finds it alive at the next reload.
+impl rustls::server::StoresServerSessions for EarlyDataSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.put(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(key)
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        // Called for each resumption attempt: a miss is a session used
+        // before (a replay), evicted or from another instance, and its
+        // client gets a full handshake without early data.
+        let session = self.0.take(key);
+        eg_runtime::metrics::metrics()
+            .zero_rtt_resumptions_total
+            .with_label_values(&[if session.is_some() {
+                "resumed"
+            } else {
+                "refused"
+            }])
+            .inc();
+        session
+    }
+    fn can_cache(&self) -> bool {
+        self.0.can_cache()
+    }
+}
+
+/// Sessions remembered for 0-RTT resumption per listener. rustls issues
+/// two per handshake, about 200 bytes each: 64 Ki sessions bound the cache
+/// near 16 MiB and cover 32 Ki clients returning within the cache's reach;
+/// older ones simply get a full 1-RTT handshake.
+const EARLY_DATA_SESSIONS: usize = 64 * 1024;
+
+/// The carried 0-RTT session cache of the listener at `listener_path`.
+pub fn carried_early_data_sessions(
+    carry: &eg_runtime::Carry,
+    listener_path: &str,
+) -> Arc<EarlyDataSessions> {
+    carry.get_or_make(format!("{listener_path}\0early-data-sessions"), || {
+        EarlyDataSessions(rustls::server::ServerSessionMemoryCache::new(
+            EARLY_DATA_SESSIONS,
+        ))
+    })
+}
+
+/// No session tickets: with 0-RTT on, resumption is stateful.
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Build a server config: default cert, SNI certs, optional client auth,
@@ -65,13 +143,20 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = opts.alpn.clone();
-    config.ticketer = match &opts.ticketer {
-        Some(t) => Arc::clone(t) as Arc<dyn rustls::server::ProducesTickets>,
-        None => Arc::new(SessionTicketer::new(
+    config.ticketer = match (&opts.early_data, &opts.ticketer) {
+        (Some(_), _) => Arc::new(NoTickets),
+        (None, Some(t)) => Arc::clone(t) as Arc<dyn rustls::server::ProducesTickets>,
+        (None, None) => Arc::new(SessionTicketer::new(
             tls.ticket_rotation_interval_seconds,
             tls.ticket_rotation_overlap_seconds,
         )?),
     };
+    if let Some(sessions) = &opts.early_data {
+        config.session_storage = Arc::clone(sessions) as Arc<_>;
+        // QUIC allows no other value (RFC 9001 §4.6.1): the amount is
+        // bounded by the transport's flow control instead.
+        config.max_early_data_size = u32::MAX;
+    }
     Ok(Arc::new(config))
 }
 
@@ -85,6 +170,18 @@ pub fn listener_server_config(
     tls13_only: bool,
     alpn: Vec<Vec<u8>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    listener_server_config_with(carry, listener_path, tls, tls13_only, alpn, None)
+}
+
+/// `listener_server_config`, with QUIC 0-RTT from `early_data` when given.
+pub fn listener_server_config_with(
+    carry: &eg_runtime::Carry,
+    listener_path: &str,
+    tls: &ListenerTls,
+    tls13_only: bool,
+    alpn: Vec<Vec<u8>>,
+    early_data: Option<Arc<EarlyDataSessions>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let ticketer = crate::ticket::carried_ticketer(
         carry,
         listener_path,
@@ -95,6 +192,7 @@ pub fn listener_server_config(
         tls13_only,
         alpn,
         ticketer: Some(ticketer),
+        early_data,
     };
     server_config(tls, &opts)
 }

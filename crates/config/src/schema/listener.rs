@@ -203,6 +203,15 @@ pub struct ListenerQuic {
     pub retry_under_load_threshold: u32,
     #[serde(default = "default_quic_idle")]
     pub max_idle_timeout_ms: u64,
+    /// The bound on a QUIC handshake: sized for lossy paths, where the
+    /// handshake's flights back off (RFC 9002 PTO doubling) well past the
+    /// few seconds a TCP+TLS handshake gets.
+    #[serde(default = "default_quic_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    /// Serve safe requests from TLS early data (0-RTT) of resumed clients;
+    /// unsafe ones wait for the handshake. HTTP/3 listeners only.
+    #[serde(default)]
+    pub allow_0rtt: bool,
     #[serde(default = "default_udp_payload")]
     pub max_recv_udp_payload_size: u16,
     #[serde(default = "default_quic_per_ip")]
@@ -236,6 +245,14 @@ fn default_retry_load_threshold() -> u32 {
 }
 fn default_quic_idle() -> u64 {
     30_000
+}
+/// 10 s, as Chromium's QUIC handshake timeout: at 30 % loss each way a
+/// handshake that lost three flights in a row still completes (PTO backoff
+/// from quinn's 333 ms initial RTT: about 1 + 2 + 4 s), while a client
+/// that stalls a handshake holds its slot for a bounded time.
+pub const DEFAULT_QUIC_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+fn default_quic_handshake_timeout() -> u64 {
+    DEFAULT_QUIC_HANDSHAKE_TIMEOUT_MS
 }
 fn default_udp_payload() -> u16 {
     1350

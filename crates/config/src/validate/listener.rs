@@ -100,6 +100,12 @@ pub(super) fn check_listener(
             600_000,
         );
         f.range(
+            format!("{p}.quic.handshake_timeout_ms"),
+            q.handshake_timeout_ms,
+            100,
+            600_000,
+        );
+        f.range(
             format!("{p}.quic.max_recv_udp_payload_size"),
             q.max_recv_udp_payload_size,
             1200,
@@ -133,6 +139,14 @@ pub(super) fn check_listener(
         );
         if let Some(rp) = raw_proxy {
             let rpp = format!("{p}.quic.raw_proxy");
+            if q.allow_0rtt {
+                f.fail(
+                    format!("{p}.quic.allow_0rtt"),
+                    true,
+                    "a raw QUIC relay cannot tell a safe request from an unsafe one in early \
+                     data, so it never accepts 0-RTT; allow_0rtt is for HTTP/3 listeners",
+                );
+            }
             match (&rp.backend_addr, &rp.cluster) {
                 (Some(addr), None) => check_host_port(f, format!("{rpp}.backend_addr"), addr),
                 (None, Some(c)) => {

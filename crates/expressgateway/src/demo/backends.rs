@@ -78,6 +78,7 @@ pub fn h3_hello(name: &'static str, cert: &eg_tls::SelfSigned) -> anyhow::Result
         tls13_only: true,
         alpn: vec![b"h3".to_vec()],
         ticketer: None,
+        early_data: None,
     };
     let rustls_config = eg_tls::server_config(&tls, &opts)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config)?;

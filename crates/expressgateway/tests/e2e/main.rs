@@ -27,6 +27,7 @@ mod ops;
 mod ops_reload;
 mod packaging;
 mod quic;
+mod quic_0rtt;
 mod quic_interop;
 mod quic_interop_relay;
 mod quic_relay;

@@ -115,7 +115,7 @@ impl RelaySettings {
             targets,
             probe_alpn: raw.alpn.first().map(|a| a.as_bytes().to_vec()),
             connect_timeout: Duration::from_millis(rt.connect_timeout_ms),
-            handshake_timeout: Duration::from_millis(rt.handshake_timeout_ms),
+            handshake_timeout: Duration::from_millis(quic.handshake_timeout_ms),
             dgram_queue_cap: usize::try_from(raw.dgram_queue_cap).unwrap_or(usize::MAX),
             max_relay_streams: raw.max_relay_streams,
             write_stall: Duration::from_millis(quic.max_idle_timeout_ms),

@@ -102,6 +102,8 @@ pub(super) fn listener_quic(cert: &eg_tls::SelfSigned) -> eg_config::ListenerQui
         retry: eg_config::RetryMode::Never,
         retry_under_load_threshold: 128,
         max_idle_timeout_ms: 30_000,
+        handshake_timeout_ms: eg_config::DEFAULT_QUIC_HANDSHAKE_TIMEOUT_MS,
+        allow_0rtt: false,
         max_recv_udp_payload_size: 1350,
         max_connections_per_ip: 64,
         receive_window_bytes: eg_config::DEFAULT_QUIC_RECEIVE_WINDOW,

@@ -199,6 +199,15 @@ async fn handle(
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r
         }
+        // The request's `<name>` header as the body ("-" when absent).
+        p if p.starts_with("/header/") => {
+            let value = req
+                .headers()
+                .get(&p["/header/".len()..])
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            Response::new(text(value))
+        }
         _ => Response::new(text(&format!("backend {name} {path}\n"))),
     };
     resp.headers_mut()
