@@ -316,7 +316,15 @@ fn early_data_header(http: &crate::support::http::HttpBackend) -> Option<String>
 /// forwarded with `Early-Data: 1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zerortt_is_accepted_by_the_h3_front_with_allow_0rtt() {
-    let s = Interop::start(Mode::Front, "allow_0rtt = true").await;
+    let s = Interop::start_with(
+        Mode::Front,
+        Extra {
+            quic: "allow_0rtt = true",
+            metrics: true,
+            ..Extra::default()
+        },
+    )
+    .await;
     let state = crate::support::scratch();
     let first = [File::new(17, 1024)];
     resumable(Gtls::new(s.addr(), &first), state.path())
@@ -340,4 +348,11 @@ async fn zerortt_is_accepted_by_the_h3_front_with_allow_0rtt() {
     );
     let http = s.http.as_ref().expect("front backend");
     assert_eq!(early_data_header(http).as_deref(), Some("1"));
+    let served = s
+        .counter(
+            "expressgateway_zero_rtt_requests_total",
+            "outcome=\"served\"",
+        )
+        .await;
+    assert_eq!(served, 1, "the early GET is counted served");
 }

@@ -19,7 +19,7 @@ use crate::support::*;
 
 /// How long one gtlsclient run may take: its own handshake timeout (10 s)
 /// plus a transfer of a few MiB, with room for a loaded CI machine.
-const GTLS_LIMIT: Duration = Duration::from_secs(25);
+const GTLS_LIMIT: Duration = Duration::from_secs(30);
 const GTLS: &str = "gtlsclient";
 
 /// Which server the `quic` listener is.
@@ -51,6 +51,8 @@ pub struct Extra<'a> {
     /// Certificates appended to the listener's: a long chain makes a big
     /// first server flight.
     pub chain: usize,
+    /// Serve `/metrics` (`[observability] metrics_bind`).
+    pub metrics: bool,
 }
 
 impl Interop {
@@ -82,8 +84,12 @@ impl Interop {
             }
             std::fs::write(&front.cert_path, chain).expect("write chain");
         }
+        let observability = match extra.metrics {
+            true => "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n",
+            false => "",
+        };
         let listener = format!(
-            "[runtime]\n{}\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+            "{observability}[runtime]\n{}\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
              [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n{}\n",
             extra.runtime,
             front.cert_path.display(),
@@ -122,6 +128,17 @@ impl Interop {
 
     pub fn addr(&self) -> SocketAddr {
         self.gw.addr(0)
+    }
+
+    /// The sum of metric `name` over its series whose labels include
+    /// `label` (e.g. `outcome="served"`).
+    pub async fn counter(&self, name: &str, label: &str) -> u64 {
+        let text = crate::support::probe::metrics_text(&self.gw).await;
+        let prefix = format!("{name}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 }
 
@@ -205,7 +222,7 @@ impl Gtls {
                 "--no-http-dump",
                 "--exit-on-all-streams-close",
                 // Idle: a run that lost its peer ends well within GTLS_LIMIT.
-                "--timeout=15s",
+                "--timeout=10s",
             ])
             .arg(target.ip().to_string())
             .arg(target.port().to_string())
