@@ -240,6 +240,13 @@ impl Gtls {
         self.arg("-q")
     }
 
+    /// Run it; panic unless every one of `files` checks out.
+    pub async fn fetch(self, files: &[File]) -> GtlsRun {
+        let run = self.run().await;
+        run.assert_downloads(files);
+        run
+    }
+
     pub async fn run(self) -> GtlsRun {
         let Self { cmd, downloads } = self;
         let (ok, stdout, stderr) =
@@ -252,6 +259,12 @@ impl Gtls {
             downloads,
         }
     }
+}
+
+/// Download `files` from `target` on one connection, without a
+/// per-packet log; panic unless every one checks out.
+pub async fn download(target: SocketAddr, files: &[File]) {
+    Gtls::new(target, files).quiet().fetch(files).await;
 }
 
 /// What a gtlsclient run left: its exit status, its log, its downloads.
@@ -304,6 +317,12 @@ impl GtlsRun {
 
     pub fn has(&self, needle: &str) -> bool {
         self.log.contains(needle)
+    }
+
+    /// Panic with `what` and the end of the log unless a line contains
+    /// every one of `needles`.
+    pub fn expect(&self, needles: &[&str], what: &str) {
+        assert!(self.count(needles) > 0, "{what}:\n{}", self.tail());
     }
 
     /// Lines that contain every one of `needles`.
