@@ -319,6 +319,19 @@ impl GtlsRun {
         self.log.contains(needle)
     }
 
+    /// The client's address (its first packet's source), from the log.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let line = self
+            .log
+            .lines()
+            .find(|l| l.starts_with("Sent packet: local="))?;
+        let addr = line
+            .strip_prefix("Sent packet: local=")?
+            .split(' ')
+            .next()?;
+        addr.replace(['[', ']'], "").parse().ok()
+    }
+
     /// Panic with `what` and the end of the log unless a line contains
     /// every one of `needles`.
     pub fn expect(&self, needles: &[&str], what: &str) {

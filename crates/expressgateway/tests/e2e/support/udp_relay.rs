@@ -178,6 +178,14 @@ impl UdpRelay {
             .collect()
     }
 
+    /// Whether any datagram of `client` has reached the gateway.
+    pub fn heard_from(&self, client: SocketAddr) -> bool {
+        self.shared.traces.lock().is_ok_and(|t| {
+            t.get(&client)
+                .is_some_and(|seen| seen.iter().any(|d| d.dir == Dir::ToServer && !d.dropped))
+        })
+    }
+
     /// The first datagrams of each flow, in order.
     pub fn traces(&self) -> Vec<Vec<Seen>> {
         self.shared
