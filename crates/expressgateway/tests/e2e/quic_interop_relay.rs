@@ -81,6 +81,14 @@ async fn rebind_to(mode: Mode, ip: [u8; 4], seed: u64) {
     assert_ne!(before, after);
     let run = run.await.expect("client task");
     run.assert_downloads(&files);
+    // Most of the 2 MiB (some 1500 datagrams) left after the move: the
+    // gateway sent it to the new address, not the old mapping.
+    let moved = relay.rebound_datagrams();
+    eprintln!("rebind ({mode:?}) to {after:?}: {moved} datagrams from there to the client");
+    assert!(
+        moved > 500,
+        "only {moved} datagrams reached the client from {after:?}"
+    );
     assert!(
         run.count(&["frm rx", "PATH_CHALLENGE"]) > 0,
         "the listener did not validate the new path {after:?}:\n{}",

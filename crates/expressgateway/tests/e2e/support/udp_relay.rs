@@ -52,6 +52,8 @@ struct Control {
     blackhole: AtomicBool,
     dropped: AtomicU64,
     passed: AtomicU64,
+    /// Datagrams towards clients passed from sockets a rebind made.
+    rebound: AtomicU64,
 }
 
 struct Flow {
@@ -159,6 +161,7 @@ impl UdpRelay {
                 Arc::clone(&up),
                 *client,
                 flow_rng(self.shared.seed, flow.index, Dir::ToClient),
+                true,
             ));
             let old = std::mem::replace(&mut flow.back, back);
             if let Some(older) = flow.retired.replace(old) {
@@ -167,6 +170,12 @@ impl UdpRelay {
             flow.up = up;
         }
         moved
+    }
+
+    /// Datagrams the gateway sent to the addresses a rebind made (and the
+    /// relay passed to clients): how much of the traffic moved.
+    pub fn rebound_datagrams(&self) -> u64 {
+        self.shared.ctl.rebound.load(Ordering::Relaxed)
     }
 
     /// The gateway-facing address each client's flow uses now.
@@ -270,6 +279,7 @@ async fn towards_server(shared: Arc<Shared>) {
                 Arc::clone(&up),
                 client,
                 flow_rng(shared.seed, index, Dir::ToClient),
+                false,
             ));
             flows.insert(
                 client,
@@ -298,6 +308,7 @@ async fn towards_client(
     up: Arc<UdpSocket>,
     client: SocketAddr,
     mut rng: SmallRng,
+    rebound: bool,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -308,6 +319,9 @@ async fn towards_client(
         let dropped = lose(&shared, Dir::ToClient, &mut rng);
         record(&shared, client, Dir::ToClient, datagram, dropped);
         if !dropped {
+            if rebound {
+                shared.ctl.rebound.fetch_add(1, Ordering::Relaxed);
+            }
             let _ = shared.front.send_to(datagram, client).await;
         }
     }
