@@ -36,6 +36,7 @@ use crate::{
     },
     token::{IncomingToken, InvalidRetryTokenError, Token, TokenPayload},
     transport_parameters::{PreferredAddress, TransportParameters},
+    version_negotiation::{self, VersionInformation},
 };
 
 /// The main entry point to the library
@@ -365,6 +366,9 @@ impl Endpoint {
             None,
             &mut self.rng,
         );
+        let mut params = params;
+        params.version_information =
+            Some(VersionInformation::new(config.version, &[config.version]));
         let tls = config
             .crypto
             .start_session(config.version, server_name, &params)
@@ -646,11 +650,35 @@ impl Endpoint {
             });
         }
 
-        let tls = server_config.crypto.clone().start_session(version, &params);
+        // Compatible version negotiation (RFC 9368 §2.3): answer in the best version the
+        // client's first flight offers; its Initial keys come from the same client DCID.
+        let client_versions = version_negotiation::client_version_information(
+            incoming.packet.payload.clone().freeze(),
+        );
+        let negotiated = version_negotiation::server_choice(
+            version,
+            client_versions.as_ref(),
+            &self.config.supported_versions,
+        );
+        if negotiated != version {
+            debug!(
+                from = version,
+                to = negotiated,
+                "compatible version negotiation"
+            );
+        }
+        params.version_information = Some(VersionInformation::new(
+            negotiated,
+            &self.config.supported_versions,
+        ));
+        let tls = server_config
+            .crypto
+            .clone()
+            .start_session(negotiated, &params);
         let transport_config = server_config.transport.clone();
         let mut conn = self.add_connection(
             ch,
-            version,
+            negotiated,
             dst_cid,
             loc_cid,
             src_cid,
@@ -665,6 +693,7 @@ impl Endpoint {
             },
         );
         self.index.insert_initial(dst_cid, ch);
+        conn.set_original_version(version);
 
         match conn.handle_first_packet(
             incoming.received_at,

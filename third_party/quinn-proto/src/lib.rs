@@ -34,6 +34,7 @@ mod range_set;
 mod tests;
 pub mod transport_parameters;
 mod varint;
+mod version_negotiation;
 
 pub use varint::{VarInt, VarIntBoundsExceeded};
 
@@ -165,7 +166,17 @@ pub const DEFAULT_SUPPORTED_VERSIONS: &[u32] = &[
     0xff00_0020,
     0xff00_0021,
     0xff00_0022,
+    VERSION_2,
 ];
+
+/// QUIC version 1 (RFC 9000)
+pub const VERSION_1: u32 = 0x0000_0001;
+
+/// QUIC version 2 (RFC 9369)
+///
+/// Compatible with version 1 (RFC 9369 §4): a server that receives a v1 Initial whose
+/// version_information transport parameter offers v2 moves the connection to v2.
+pub const VERSION_2: u32 = 0x6b33_43cf;
 
 /// Whether an endpoint was the initiator of a connection
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]

@@ -292,7 +292,7 @@ impl Header {
                 number,
                 version,
             }) => {
-                w.write(u8::from(LongHeaderType::Initial) | number.tag());
+                w.write(LongHeaderType::Initial.to_byte(version) | number.tag());
                 w.write(version);
                 dst_cid.encode_long(w);
                 src_cid.encode_long(w);
@@ -313,7 +313,7 @@ impl Header {
                 number,
                 version,
             } => {
-                w.write(u8::from(LongHeaderType::Standard(ty)) | number.tag());
+                w.write(LongHeaderType::Standard(ty).to_byte(version) | number.tag());
                 w.write(version);
                 dst_cid.encode_long(w);
                 src_cid.encode_long(w);
@@ -330,7 +330,7 @@ impl Header {
                 ref src_cid,
                 version,
             } => {
-                w.write(u8::from(LongHeaderType::Retry));
+                w.write(LongHeaderType::Retry.to_byte(version));
                 w.write(version);
                 dst_cid.encode_long(w);
                 src_cid.encode_long(w);
@@ -618,7 +618,7 @@ impl ProtectedHeader {
                 });
             }
 
-            match LongHeaderType::from_byte(first)? {
+            match LongHeaderType::from_byte(first, version)? {
                 LongHeaderType::Initial => {
                     let token_len = buf.get_var()? as usize;
                     let token_start = buf.position() as usize;
@@ -815,28 +815,30 @@ pub(crate) enum LongHeaderType {
 }
 
 impl LongHeaderType {
-    fn from_byte(b: u8) -> Result<Self, PacketDecodeError> {
+    // The two type bits are version-dependent: QUIC v2 permutes them so that
+    // middleboxes ossified on v1's values do not mistake v2 packets (RFC 9369
+    // §3.2). Every version we support other than v2 uses v1's values.
+    fn from_byte(b: u8, version: u32) -> Result<Self, PacketDecodeError> {
         use {LongHeaderType::*, LongType::*};
         debug_assert!(b & LONG_HEADER_FORM != 0, "not a long packet");
-        Ok(match (b & 0x30) >> 4 {
-            0x0 => Initial,
-            0x1 => Standard(ZeroRtt),
-            0x2 => Standard(Handshake),
-            0x3 => Retry,
-            _ => unreachable!(),
+        let bits = (b & 0x30) >> 4;
+        Ok(match (version == crate::VERSION_2, bits) {
+            (false, 0x0) | (true, 0x1) => Initial,
+            (false, 0x1) | (true, 0x2) => Standard(ZeroRtt),
+            (false, 0x2) | (true, 0x3) => Standard(Handshake),
+            _ => Retry,
         })
     }
-}
 
-impl From<LongHeaderType> for u8 {
-    fn from(ty: LongHeaderType) -> Self {
+    fn to_byte(self, version: u32) -> u8 {
         use {LongHeaderType::*, LongType::*};
-        match ty {
-            Initial => LONG_HEADER_FORM | FIXED_BIT,
-            Standard(ZeroRtt) => LONG_HEADER_FORM | FIXED_BIT | (0x1 << 4),
-            Standard(Handshake) => LONG_HEADER_FORM | FIXED_BIT | (0x2 << 4),
-            Retry => LONG_HEADER_FORM | FIXED_BIT | (0x3 << 4),
-        }
+        let bits: u8 = match (version == crate::VERSION_2, self) {
+            (false, Initial) | (true, Retry) => 0x0,
+            (false, Standard(ZeroRtt)) | (true, Initial) => 0x1,
+            (false, Standard(Handshake)) | (true, Standard(ZeroRtt)) => 0x2,
+            (false, Retry) | (true, Standard(Handshake)) => 0x3,
+        };
+        LONG_HEADER_FORM | FIXED_BIT | (bits << 4)
     }
 }
 

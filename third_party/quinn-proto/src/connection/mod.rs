@@ -245,6 +245,9 @@ pub struct Connection {
     stats: ConnectionStats,
     /// QUIC version used for the connection.
     version: u32,
+    /// The version of the client's first packets: `version` unless compatible version
+    /// negotiation (RFC 9368) moved the connection
+    original_version: u32,
 }
 
 impl Connection {
@@ -363,6 +366,7 @@ impl Connection {
             rng,
             stats: ConnectionStats::default(),
             version,
+            original_version: version,
         };
         if path_validated {
             this.on_path_validated();
@@ -1264,6 +1268,16 @@ impl Connection {
     ///
     /// [`StreamEvent::Finished`]: crate::StreamEvent::Finished
     pub fn close(&mut self, now: Instant, error_code: VarInt, reason: Bytes) {
+        // ExpressGateway patch: a server that abandons a handshake (its application dropped
+        // the `Connecting`, or closed it, e.g. at a handshake deadline) refuses the connection.
+        // RFC 9000 §10.2.3 turns an application close in Initial/Handshake packets into
+        // APPLICATION_ERROR, which tells the client nothing; CONNECTION_REFUSED (§20.1) is the
+        // transport code for "the server refused to accept a new connection", and clients report
+        // it as such. Clients keep the application close: CONNECTION_REFUSED is a server's code.
+        if self.side.is_server() && self.state.is_handshake() {
+            let close = TransportError::CONNECTION_REFUSED(String::from_utf8_lossy(&reason));
+            return self.close_inner(now, close.into());
+        }
         self.close_inner(
             now,
             Close::Application(frame::ApplicationClose { error_code, reason }),
@@ -2010,6 +2024,17 @@ impl Connection {
     ///
     /// Decrypting the first packet in the `Endpoint` allows stateless packet handling to be more
     /// efficient.
+    /// The QUIC version the connection runs in (after any compatible version negotiation)
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Record that the client's first flight was in `version`, which compatible version
+    /// negotiation replaced; its version_information must name it (RFC 9368 §5)
+    pub(crate) fn set_original_version(&mut self, version: u32) {
+        self.original_version = version;
+    }
+
     pub(crate) fn handle_first_packet(
         &mut self,
         now: Instant,
@@ -3506,6 +3531,20 @@ impl Connection {
             return Err(TransportError::TRANSPORT_PARAMETER_ERROR(
                 "CID authentication failure",
             ));
+        }
+        // RFC 9368 §5: the client's Chosen Version is the version of its first packets, the
+        // server's is the version the connection runs in. A peer without the parameter does not
+        // do version negotiation, which is allowed.
+        if let Some(info) = params.version_information {
+            let expected = match self.side.is_server() {
+                true => self.original_version,
+                false => self.version,
+            };
+            if info.chosen != expected {
+                return Err(TransportError::VERSION_NEGOTIATION_ERROR(
+                    "chosen version does not match",
+                ));
+            }
         }
 
         self.set_peer_params(params);

@@ -37,6 +37,8 @@ use util::*;
 
 mod token;
 
+mod version2;
+
 #[cfg(all(target_family = "wasm", target_os = "unknown"))]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -1541,6 +1543,8 @@ fn instant_close_2() {
     );
 }
 
+// ExpressGateway patch: a server closing during the handshake refuses the connection
+// (CONNECTION_REFUSED) instead of the APPLICATION_ERROR of RFC 9000 §10.2.3.
 #[test]
 fn instant_server_close() {
     let _guard = subscribe();
@@ -1561,7 +1565,7 @@ fn instant_server_close() {
         pair.client_conn_mut(server_ch).poll(),
         Some(Event::ConnectionLost {
             reason: ConnectionError::ConnectionClosed(ConnectionClose {
-                error_code: TransportErrorCode::APPLICATION_ERROR,
+                error_code: TransportErrorCode::CONNECTION_REFUSED,
                 ..
             }),
         })
