@@ -29,6 +29,7 @@ mod packaging;
 mod quic;
 mod quic_0rtt;
 mod quic_relay;
+mod quic_versions;
 mod reload_state;
 mod status_page;
 mod tcp;

@@ -1,0 +1,185 @@
+//! QUIC versions on `quic` listeners (issue 15 item 2) and the close a
+//! gateway-abandoned handshake carries (item 3), driven by real clients:
+//! aioquic (`py/quic_version.py`), which speaks QUIC v2 (RFC 9369) and
+//! compatible version negotiation (RFC 9368), and ngtcp2's `gtlsclient`
+//! (Debian `ngtcp2-client` 0.12.1), which sends and checks the
+//! version_information transport parameter but knows only the pre-RFC v2
+//! draft (0x709a50c4), so it is the v1 client here.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded, run_json};
+use crate::support::http::HttpBackend;
+use crate::support::tls::cert;
+use crate::support::*;
+
+const V1: &str = "0x1";
+const V2: &str = "0x6b3343cf";
+
+/// A `quic` (HTTP/3) listener in front of one HTTP backend, with `extra`
+/// appended (e.g. a `[runtime]` table).
+fn h3_listener(dir: &std::path::Path, backend: &HttpBackend, extra: &str) -> String {
+    let c = cert(dir, "srv");
+    std::fs::write(dir.join("ca.pem"), &c.cert_pem).expect("write ca");
+    format!(
+        "{extra}[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+         [[listeners.backends]]\naddress = \"{}\"\n",
+        c.cert_path.display(),
+        c.key_path.display(),
+        backend.addr
+    )
+}
+
+/// aioquic GETs `/` on `port` offering `versions` (best first) from a first
+/// Initial in `original`; returns its report.
+async fn aioquic_get(
+    dir: &std::path::Path,
+    port: u16,
+    versions: &str,
+    original: &str,
+) -> serde_json::Value {
+    let mut cmd = python();
+    cmd.arg(py_dir().join("quic_version.py"))
+        .arg("get")
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .args(["--port", &port.to_string(), "--versions", versions])
+        .args(["--original", original, "--wait", "8"]);
+    run_json(cmd, "aioquic QUIC version client", Duration::from_secs(10)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_only_client_is_served_in_v2() {
+    require_python_modules(&["aioquic"]);
+    let backend = HttpBackend::start("v2").await;
+    let dir = scratch();
+    let config = h3_listener(dir.path(), &backend, "");
+    let path = dir.path().to_path_buf();
+    let gw = Gateway::start_in(dir, &config);
+    let report = aioquic_get(&path, gw.addr(0).port(), V2, V2).await;
+    assert_eq!(report["version"], V2, "{report}");
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(backend.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_client_offering_v2_is_moved_to_v2() {
+    require_python_modules(&["aioquic"]);
+    let backend = HttpBackend::start("compat").await;
+    let dir = scratch();
+    let config = h3_listener(dir.path(), &backend, "");
+    let path = dir.path().to_path_buf();
+    let gw = Gateway::start_in(dir, &config);
+    // Its first Initial is v1; its version_information offers v1 and v2.
+    // The gateway answers in v2 and the connection runs in v2, without the
+    // round trip a Version Negotiation packet would cost.
+    for offer in [format!("{V1},{V2}"), format!("{V2},{V1}")] {
+        let report = aioquic_get(&path, gw.addr(0).port(), &offer, V1).await;
+        assert_eq!(report["original"], V1, "{report}");
+        assert_eq!(report["version"], V2, "offer {offer}: {report}");
+        assert_eq!(report["status"], 200, "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_only_clients_stay_on_v1() {
+    require_python_modules(&["aioquic"]);
+    let backend = HttpBackend::start("v1").await;
+    let dir = scratch();
+    let config = h3_listener(dir.path(), &backend, "");
+    let path = dir.path().to_path_buf();
+    let gw = Gateway::start_in(dir, &config);
+    let port = gw.addr(0).port();
+    let report = aioquic_get(&path, port, V1, V1).await;
+    assert_eq!(report["version"], V1, "{report}");
+    assert_eq!(report["status"], 200, "{report}");
+
+    // gtlsclient sends version_information and refuses a server whose own
+    // is wrong (ngtcp2 checks the server's Chosen Version); an offer of
+    // the v2 draft, which is not compatible with v1 here, keeps v1.
+    for extra in [&[][..], &["--other-versions=v1,v2draft"][..]] {
+        let mut cmd = Command::new("gtlsclient");
+        cmd.args(extra)
+            .args(["--exit-on-all-streams-close", "--timeout=5s"])
+            .args(["127.0.0.1", &port.to_string(), "https://localhost/"]);
+        let (ok, out, err) = tokio::task::spawn_blocking(move || {
+            run_bounded(cmd, Duration::from_secs(10))
+        })
+        .await
+        .expect("join");
+        assert!(ok, "gtlsclient {extra:?} failed:\n{err}\n{out}");
+        let all = format!("{out}{err}");
+        assert!(
+            all.contains("the negotiated version is 0x00000001"),
+            "gtlsclient {extra:?} did not run v1:\n{all}"
+        );
+        assert!(all.contains("[:status: 200]"), "no 200:\n{all}");
+    }
+    assert_eq!(backend.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_b_relays_a_v2_client() {
+    use crate::support::h3::H3Backend;
+    require_python_modules(&["aioquic"]);
+    let dir = scratch();
+    let backend_cert = cert(dir.path(), "backend");
+    let front = cert(dir.path(), "front");
+    std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
+    let backend = H3Backend::start("origin", &backend_cert).await;
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+         [listeners.quic.raw_proxy]\nbackend_addr = \"{}\"\nsni = \"localhost\"\n\
+         backend_ca_path = \"{}\"\n",
+        front.cert_path.display(),
+        front.key_path.display(),
+        backend.addr,
+        backend_cert.cert_path.display(),
+    );
+    let path = dir.path().to_path_buf();
+    let gw = Gateway::start_in(dir, &config);
+    let port = gw.addr(0).port();
+    // v2 from the first packet, and v2 reached by compatible negotiation;
+    // the backend leg is v1 (see third_party/quinn-proto/README.md).
+    for (versions, original) in [(V2.to_owned(), V2), (format!("{V1},{V2}"), V1)] {
+        let report = aioquic_get(&path, port, &versions, original).await;
+        assert_eq!(report["version"], V2, "{report}");
+        assert_eq!(report["status"], 200, "{report}");
+    }
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_handshake_is_closed_with_connection_refused() {
+    require_python_modules(&["aioquic"]);
+    let backend = HttpBackend::start("never").await;
+    let dir = scratch();
+    // A short deadline; the QUIC idle timeout (30 s by default) stays
+    // longer, so it is the gateway's deadline that ends the handshake.
+    let config = h3_listener(dir.path(), &backend, "[runtime]\nhandshake_timeout_ms = 1000\n");
+    let path = dir.path().to_path_buf();
+    let gw = Gateway::start_in(dir, &config);
+    // Offering v1 only, then offering v2 too (the close then travels in v2).
+    for versions in [V1.to_owned(), format!("{V1},{V2}")] {
+        let mut cmd = python();
+        cmd.arg(py_dir().join("quic_version.py"))
+            .arg("stall")
+            .arg("--ca")
+            .arg(path.join("ca.pem"))
+            .args(["--port", &gw.addr(0).port().to_string()])
+            .args(["--versions", &versions, "--wait", "8"]);
+        let report = run_json(cmd, "aioquic stalled handshake", Duration::from_secs(10)).await;
+        let close = &report["closes"][0];
+        // A transport close (CONNECTION_CLOSE 0x1c), CONNECTION_REFUSED,
+        // not APPLICATION_ERROR (0xc), and in a handshake packet: the
+        // client has no 1-RTT keys.
+        assert_eq!(close["error_space"], "transport", "{report}");
+        assert_eq!(close["error_code"], 2, "{report}");
+        let space = close["packet_type"].as_str().unwrap_or_default();
+        assert!(["initial", "handshake"].contains(&space), "{report}");
+    }
+    assert_eq!(backend.hits(), 0);
+}
