@@ -79,6 +79,15 @@ pub trait Session: Send + Sync + 'static {
     /// Verify the integrity of a retry packet
     fn is_valid_retry(&self, orig_dst_cid: &ConnectionId, header: &[u8], payload: &[u8]) -> bool;
 
+    /// Move a client session to `version` before the server's first flight is read
+    ///
+    /// ExpressGateway patch: compatible version negotiation (RFC 9368), where the server
+    /// answers in another version than the client's first flight. The session then derives its
+    /// initial, handshake and 1-RTT keys for `version`. Sessions that cannot refuse.
+    fn set_version(&mut self, _version: u32) -> Result<(), UnsupportedVersion> {
+        Err(UnsupportedVersion)
+    }
+
     /// Fill `output` with `output.len()` bytes of keying material derived
     /// from the [Session]'s secrets, using `label` and `context` for domain
     /// separation.

@@ -366,9 +366,15 @@ impl Endpoint {
             None,
             &mut self.rng,
         );
+        // Offer the compatible version too (best first), so a server that has it can move the
+        // connection to it without a round trip, and one that has not ignores it.
+        let offer =
+            version_negotiation::client_offer(config.version, &self.config.supported_versions);
         let mut params = params;
-        params.version_information =
-            Some(VersionInformation::new(config.version, &[config.version]));
+        params.version_information = Some(match offer {
+            Some(other) => VersionInformation::new(config.version, &[other, config.version]),
+            None => VersionInformation::new(config.version, &[config.version]),
+        });
         let tls = config
             .crypto
             .start_session(config.version, server_name, &params)
@@ -377,7 +383,7 @@ impl Endpoint {
                 self.index.connection_ids.remove(&loc_cid);
             })?;
 
-        let conn = self.add_connection(
+        let mut conn = self.add_connection(
             ch,
             config.version,
             remote_id,
@@ -395,6 +401,7 @@ impl Endpoint {
                 server_name: server_name.into(),
             },
         );
+        conn.set_compatible_target(offer);
         Ok((ch, conn))
     }
 
@@ -675,6 +682,11 @@ impl Endpoint {
             .crypto
             .clone()
             .start_session(negotiated, &params);
+        // The client keeps sending in `version` until it hears from us.
+        let original_keys = match negotiated != version {
+            true => server_config.crypto.initial_keys(version, &dst_cid).ok(),
+            false => None,
+        };
         let transport_config = server_config.transport.clone();
         let mut conn = self.add_connection(
             ch,
@@ -693,7 +705,9 @@ impl Endpoint {
             },
         );
         self.index.insert_initial(dst_cid, ch);
-        conn.set_original_version(version);
+        if let Some(keys) = original_keys {
+            conn.set_original_version(version, keys);
+        }
 
         match conn.handle_first_packet(
             incoming.received_at,

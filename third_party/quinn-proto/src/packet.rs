@@ -91,6 +91,17 @@ impl PartialDecode {
         }
     }
 
+    /// The version of a long-header packet
+    pub(crate) fn version(&self) -> Option<u32> {
+        match self.plain_header {
+            ProtectedHeader::Initial(ref header) => Some(header.version),
+            ProtectedHeader::Long { version, .. } | ProtectedHeader::Retry { version, .. } => {
+                Some(version)
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_0rtt(&self) -> bool {
         match self.plain_header {
             ProtectedHeader::Long { ty, .. } => ty == LongType::ZeroRtt,

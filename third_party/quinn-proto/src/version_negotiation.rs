@@ -98,6 +98,14 @@ fn compatible_with(original: u32) -> &'static [u32] {
     }
 }
 
+/// The other version a client starting in `original` offers the server (RFC 9368 §2.3)
+pub(crate) fn client_offer(original: u32, supported: &[u32]) -> Option<u32> {
+    compatible_with(original)
+        .iter()
+        .copied()
+        .find(|v| *v != original && supported.contains(v))
+}
+
 /// The version a server answers a first flight of `original` with
 ///
 /// We prefer v2 to v1: with both on offer, v2 exercises the version-agnostic paths middleboxes
@@ -118,10 +126,13 @@ pub(crate) fn server_choice(
         .unwrap_or(original)
 }
 
-/// The version_information of the ClientHello in a decrypted first Initial payload
+/// The version_information of the ClientHello in a decrypted first Initial payload, if the
+/// server may act on it
 ///
 /// `None` when the ClientHello is not whole in this packet (a large ClientHello spans several
-/// Initials): the server then stays on the client's version, which RFC 9368 §2.4 allows.
+/// Initials), or when it asks for early data: the server then stays on the client's version,
+/// which RFC 9368 §2.3 allows. Early data is the client's 0-RTT packets, sent in its version
+/// and keyed for it; switching would throw them away.
 pub(crate) fn client_version_information(payload: Bytes) -> Option<VersionInformation> {
     let mut chunks = Vec::new();
     for frame in frame::Iter::new(payload).ok()? {
@@ -146,6 +157,8 @@ pub(crate) fn client_version_information(payload: Bytes) -> Option<VersionInform
 
 /// TLS extension carrying QUIC transport parameters (RFC 9001 §8.2)
 const QUIC_TRANSPORT_PARAMETERS_EXT: u16 = 0x39;
+/// TLS early_data extension (RFC 8446 §4.2.10)
+const EARLY_DATA_EXT: u16 = 0x2a;
 
 fn client_hello_version_information(mut b: &[u8]) -> Option<VersionInformation> {
     // Handshake { msg_type = client_hello (1), length (24) } (RFC 8446 §4)
@@ -165,16 +178,19 @@ fn client_hello_version_information(mut b: &[u8]) -> Option<VersionInformation> 
     b = b.get(1 + compression..)?;
     let ext_len = usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]));
     let mut exts = b.get(2..2 + ext_len)?;
+    let mut found = None;
     while exts.len() >= 4 {
         let ty = u16::from_be_bytes([exts[0], exts[1]]);
         let len = usize::from(u16::from_be_bytes([exts[2], exts[3]]));
         let data = exts.get(4..4 + len)?;
-        if ty == QUIC_TRANSPORT_PARAMETERS_EXT {
-            return params_version_information(data);
+        match ty {
+            EARLY_DATA_EXT => return None,
+            QUIC_TRANSPORT_PARAMETERS_EXT => found = params_version_information(data),
+            _ => {}
         }
         exts = &exts[4 + len..];
     }
-    None
+    found
 }
 
 fn params_version_information(mut r: &[u8]) -> Option<VersionInformation> {
@@ -295,7 +311,15 @@ mod tests {
     /// A ClientHello carrying `params` as its quic_transport_parameters, in CRYPTO frames
     /// split at `split` and delivered out of order
     fn first_flight(params: &[u8], split: usize) -> Bytes {
+        first_flight_with(params, split, false)
+    }
+
+    fn first_flight_with(params: &[u8], split: usize, early_data: bool) -> Bytes {
         let mut exts = Vec::new();
+        if early_data {
+            exts.extend_from_slice(&EARLY_DATA_EXT.to_be_bytes());
+            exts.extend_from_slice(&0u16.to_be_bytes());
+        }
         exts.extend_from_slice(&0x002bu16.to_be_bytes()); // supported_versions
         exts.extend_from_slice(&3u16.to_be_bytes());
         exts.extend_from_slice(&[2, 3, 4]);
@@ -338,6 +362,8 @@ mod tests {
         assert_eq!(got, vi);
         // without version_information
         assert!(client_version_information(first_flight(&[0x01, 0x01, 0x05], 30)).is_none());
+        // asking for 0-RTT, which is bound to the client's version
+        assert!(client_version_information(first_flight_with(&params, 30, true)).is_none());
     }
 
     #[test]

@@ -248,6 +248,12 @@ pub struct Connection {
     /// The version of the client's first packets: `version` unless compatible version
     /// negotiation (RFC 9368) moved the connection
     original_version: u32,
+    /// Client: the version it offered besides its own, which the server's first packets may
+    /// move the connection to
+    compatible_target: Option<u32>,
+    /// Server that moved the connection: initial keys of `original_version`, for the client's
+    /// Initials sent before it heard from us
+    original_initial_keys: Option<Keys>,
 }
 
 impl Connection {
@@ -367,6 +373,8 @@ impl Connection {
             stats: ConnectionStats::default(),
             version,
             original_version: version,
+            compatible_target: None,
+            original_initial_keys: None,
         };
         if path_validated {
             this.on_path_validated();
@@ -2029,10 +2037,16 @@ impl Connection {
         self.version
     }
 
+    /// Client: let the server's first packets move the connection to `version`
+    pub(crate) fn set_compatible_target(&mut self, version: Option<u32>) {
+        self.compatible_target = version;
+    }
+
     /// Record that the client's first flight was in `version`, which compatible version
     /// negotiation replaced; its version_information must name it (RFC 9368 §5)
-    pub(crate) fn set_original_version(&mut self, version: u32) {
+    pub(crate) fn set_original_version(&mut self, version: u32, initial_keys: Keys) {
         self.original_version = version;
+        self.original_initial_keys = Some(initial_keys);
     }
 
     pub(crate) fn handle_first_packet(
@@ -2262,10 +2276,15 @@ impl Connection {
         self.path.total_recvd = self.path.total_recvd.saturating_add(data.len() as u64);
         let mut remaining = Some(data);
         while let Some(data) = remaining {
+            let other = match self.side.is_server() {
+                true => self.original_version,
+                false => self.compatible_target.unwrap_or(self.version),
+            };
+            let versions = [self.version, other];
             match PartialDecode::new(
                 data,
                 &FixedLengthConnectionIdParser::new(self.local_cid_state.cid_len()),
-                &[self.version],
+                &versions,
                 self.endpoint_config.grease_quic_bit,
             ) {
                 Ok((partial_decode, rest)) => {
@@ -2287,6 +2306,16 @@ impl Connection {
         ecn: Option<EcnCodepoint>,
         partial_decode: PartialDecode,
     ) {
+        if let Some(target) = self.compatible_target {
+            if partial_decode.version() == Some(target) {
+                return self.handle_compatible_switch(now, remote, ecn, partial_decode, target);
+            }
+        }
+        if self.original_version != self.version
+            && partial_decode.version() == Some(self.original_version)
+        {
+            return self.handle_original_version(now, remote, ecn, partial_decode);
+        }
         if let Some(decoded) = packet_crypto::unprotect_header(
             partial_decode,
             &self.spaces,
@@ -2295,6 +2324,118 @@ impl Connection {
         ) {
             self.handle_packet(now, remote, ecn, decoded.packet, decoded.stateless_reset);
         }
+    }
+
+    /// Server that moved the connection: an Initial the client sent in its original version
+    /// before it heard from us (a retransmission, an ACK, a close), read with that version's
+    /// initial keys. Other packet types in the original version (0-RTT) are dropped.
+    fn handle_original_version(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        partial_decode: PartialDecode,
+    ) {
+        if !partial_decode.is_initial() || self.spaces[SpaceId::Initial].crypto.is_none() {
+            trace!("dropping packet in the original version");
+            return;
+        }
+        let Some(original) = self.original_initial_keys.take() else {
+            return;
+        };
+        let current = self.spaces[SpaceId::Initial].crypto.replace(original);
+        let decoded = packet_crypto::unprotect_header(
+            partial_decode,
+            &self.spaces,
+            self.zero_rtt_crypto.as_ref(),
+            self.peer_params.stateless_reset_token,
+        );
+        if let Some(decoded) = decoded {
+            self.handle_packet(now, remote, ecn, decoded.packet, decoded.stateless_reset);
+        }
+        // Put the negotiated version's keys back, unless the packet ended the Initial space
+        if let Some(original) = self.spaces[SpaceId::Initial].crypto.take() {
+            self.original_initial_keys = Some(original);
+            self.spaces[SpaceId::Initial].crypto = current;
+        }
+    }
+
+    /// Client: the server answered in `target`, the other version we offered (RFC 9368 §2.3)
+    ///
+    /// Only its first Initial can do so, which is protected
+    /// with `target`'s initial keys from the DCID our Initials use. The switch is kept only if
+    /// the packet authenticates with those keys, so a forged packet cannot move us.
+    fn handle_compatible_switch(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        partial_decode: PartialDecode,
+        target: u32,
+    ) {
+        // Before the server's first Initial, whose SCID we then adopt (a Retry may come first)
+        let first_server_initial =
+            matches!(self.state, State::Handshake(ref hs) if !hs.rem_cid_set);
+        if !first_server_initial || !partial_decode.is_initial() {
+            trace!("dropping packet in {target:#x}: the version is settled");
+            return;
+        }
+        let original = self.version;
+        if self.crypto.set_version(target).is_err() {
+            debug!("crypto layer cannot move to version {target:#x}");
+            return;
+        }
+        let keys = self
+            .crypto
+            .initial_keys(&self.rem_handshake_cid, self.side.side());
+        let previous = self.spaces[SpaceId::Initial].crypto.replace(keys);
+        let decoded = packet_crypto::unprotect_header(
+            partial_decode,
+            &self.spaces,
+            self.zero_rtt_crypto.as_ref(),
+            self.peer_params.stateless_reset_token,
+        );
+        let authentic = decoded
+            .as_ref()
+            .and_then(|d| d.packet.as_ref())
+            .is_some_and(|packet| {
+                let space = &self.spaces[SpaceId::Initial];
+                let (Some(number), Some(crypto)) = (packet.header.number(), &space.crypto) else {
+                    return false;
+                };
+                let mut payload = packet.payload.clone();
+                crypto
+                    .packet
+                    .remote
+                    .decrypt(
+                        number.expand(space.rx_packet + 1),
+                        &packet.header_data,
+                        &mut payload,
+                    )
+                    .is_ok()
+            });
+        let Some(decoded) = decoded.filter(|_| authentic) else {
+            debug!("packet in {target:#x} failed to authenticate; staying in {original:#x}");
+            self.spaces[SpaceId::Initial].crypto = previous;
+            let _ = self.crypto.set_version(original);
+            return;
+        };
+        debug!(
+            from = original,
+            to = target,
+            "server moved the connection to a compatible version"
+        );
+        self.version = target;
+        self.compatible_target = None;
+        if self.zero_rtt_crypto.is_some() {
+            // 0-RTT already sent in the original version is lost and resent; what follows uses
+            // the new version's keys.
+            self.zero_rtt_crypto = self
+                .crypto
+                .early_crypto()
+                .map(|(header, packet)| ZeroRttCrypto { header, packet });
+        }
+        self.handle_packet(now, remote, ecn, decoded.packet, decoded.stateless_reset);
     }
 
     fn handle_packet(
@@ -3545,6 +3686,11 @@ impl Connection {
                     "chosen version does not match",
                 ));
             }
+        } else if self.version != self.original_version {
+            // A server that moved us must say so in its version_information.
+            return Err(TransportError::VERSION_NEGOTIATION_ERROR(
+                "version changed without version_information",
+            ));
         }
 
         self.set_peer_params(params);

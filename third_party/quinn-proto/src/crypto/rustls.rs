@@ -205,6 +205,19 @@ impl crypto::Session for TlsSession {
             .map_err(|_| ExportKeyingMaterialError)?;
         Ok(())
     }
+
+    fn set_version(&mut self, version: u32) -> Result<(), UnsupportedVersion> {
+        let version = interpret_version(version)?;
+        match self.inner {
+            Connection::Client(ref mut session) => session
+                .set_quic_version(version)
+                .map_err(|_| UnsupportedVersion)?,
+            // A server picks its version before it starts its session.
+            Connection::Server(_) => return Err(UnsupportedVersion),
+        }
+        self.version = version;
+        Ok(())
+    }
 }
 
 const RETRY_INTEGRITY_KEY_DRAFT: [u8; 16] = [

@@ -55,12 +55,40 @@ fn v2_retry_round_trip() {
 }
 
 #[test]
-fn v1_client_is_still_served_in_v1() {
+fn v1_client_offers_v2_and_is_moved() {
     let _guard = subscribe();
     let mut pair = Pair::default();
     let (client_ch, server_ch) = pair.connect();
+    assert_eq!(pair.client_conn_mut(client_ch).version(), VERSION_2);
+    assert_eq!(pair.server_conn_mut(server_ch).version(), VERSION_2);
+}
+
+#[test]
+fn v1_client_of_a_v1_only_server_stays_on_v1() {
+    let _guard = subscribe();
+    let mut endpoint = crate::EndpointConfig::default();
+    endpoint.supported_versions(vec![VERSION_1]);
+    let server = crate::Endpoint::new(
+        Arc::new(endpoint),
+        Some(Arc::new(server_config())),
+        true,
+        None,
+    );
+    let client = crate::Endpoint::new(Default::default(), None, true, None);
+    let mut pair = Pair::new_from_endpoint(client, server);
+    let (client_ch, server_ch) = pair.connect();
     assert_eq!(pair.client_conn_mut(client_ch).version(), VERSION_1);
     assert_eq!(pair.server_conn_mut(server_ch).version(), VERSION_1);
+}
+
+#[test]
+fn v1_client_offering_v2_through_retry_is_moved() {
+    let _guard = subscribe();
+    let mut pair = Pair::default();
+    pair.server.handle_incoming = Box::new(validate_incoming);
+    let (client_ch, server_ch) = pair.connect();
+    assert_eq!(pair.client_conn_mut(client_ch).version(), VERSION_2);
+    assert_eq!(pair.server_conn_mut(server_ch).version(), VERSION_2);
 }
 
 /// RFC 9369 Appendix A.4
@@ -111,8 +139,8 @@ fn retry_integrity_tag_v2_vector() {
     );
 }
 
-/// A client crypto config whose transport parameters offer `available` (our client does not
-/// offer v2 from a v1 first flight yet; see the README), to drive the server's switch
+/// A client crypto config whose transport parameters offer `available` in place of what the
+/// endpoint offers
 struct Offering {
     inner: Arc<crate::crypto::rustls::QuicClientConfig>,
     available: &'static [u32],
@@ -184,10 +212,10 @@ fn server_switches_v1_client_offering_v2() {
         .unwrap();
     assert!(frames.iter().any(|f| matches!(f, Frame::Crypto(_))));
 
-    // Our client cannot follow (it would need rustls to re-key its session), so it drops the
-    // v2 packets and stays in the handshake
-    pair.drive_client();
-    assert!(pair.client_conn_mut(client_ch).is_handshaking());
+    // and the client follows
+    pair.drive();
+    assert_eq!(pair.client_conn_mut(client_ch).version(), VERSION_2);
+    assert!(!pair.client_conn_mut(client_ch).is_handshaking());
 }
 
 #[test]
