@@ -1,15 +1,19 @@
-//! QUIC versions on `quic` listeners (issue 15 item 2) and the close a
-//! gateway-abandoned handshake carries (item 3), driven by real clients:
-//! aioquic (`py/quic_version.py`), which speaks QUIC v2 (RFC 9369) and
-//! compatible version negotiation (RFC 9368), and ngtcp2's `gtlsclient`
-//! (Debian `ngtcp2-client` 0.12.1), which sends and checks the
+//! QUIC versions (issue 15 item 2) on `quic` listeners and on the gateway's
+//! own QUIC legs to backends (the HTTP/3 connector, Mode B), and the close a
+//! gateway-abandoned handshake carries (item 3), with real peers: aioquic
+//! (`py/quic_version.py`), which speaks QUIC v2 (RFC 9369) and compatible
+//! version negotiation (RFC 9368) as client and as server, and ngtcp2's
+//! `gtlsclient` (Debian `ngtcp2-client` 0.12.1), which sends and checks the
 //! version_information transport parameter but knows only the pre-RFC v2
 //! draft (0x709a50c4), so it is the v1 client here.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded, run_json};
+use crate::h3_thirdparty::{
+    py_dir, python, require_python_modules, run_bounded, run_json, Killed,
+};
 use crate::support::http::HttpBackend;
 use crate::support::tls::cert;
 use crate::support::*;
@@ -142,8 +146,8 @@ async fn mode_b_relays_a_v2_client() {
     let path = dir.path().to_path_buf();
     let gw = Gateway::start_in(dir, &config);
     let port = gw.addr(0).port();
-    // v2 from the first packet, and v2 reached by compatible negotiation;
-    // the backend leg is v1 (see third_party/quinn-proto/README.md).
+    // v2 from the first packet, and v2 reached by compatible negotiation
+    // (the backend leg, to our quinn H3 backend, is moved to v2 as well).
     for (versions, original) in [(V2.to_owned(), V2), (format!("{V1},{V2}"), V1)] {
         let report = aioquic_get(&path, port, &versions, original).await;
         assert_eq!(report["version"], V2, "{report}");
@@ -182,4 +186,110 @@ async fn abandoned_handshake_is_closed_with_connection_refused() {
         assert!(["initial", "handshake"].contains(&space), "{report}");
     }
     assert_eq!(backend.hits(), 0);
+}
+
+/// An aioquic HTTP/3 backend offering `versions` (its preference order)
+/// that answers every request with "version=0x..", the version of the
+/// gateway's connection to it.
+struct VersionBackend {
+    _child: Killed,
+    addr: std::net::SocketAddr,
+}
+
+impl VersionBackend {
+    fn start(c: &eg_tls::SelfSigned, versions: &str) -> Self {
+        let mut cmd = python();
+        cmd.arg(py_dir().join("quic_version.py"))
+            .arg("serve")
+            .arg("--cert")
+            .arg(&c.cert_path)
+            .arg("--key")
+            .arg(&c.key_path)
+            .args(["--versions", versions])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = Killed(cmd.spawn().expect("python3 runs"));
+        let stdout = child.0.stdout.take().expect("stdout");
+        // Its first line, {"port": N}, comes once it listens; a dead child
+        // ends the stream, so this read ends too.
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let report: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("aioquic backend did not start ({e}): {line:?}"));
+        let port = report["port"].as_u64().expect("port") as u16;
+        Self {
+            _child: child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+/// A v2-capable backend (preferring v2) and a v1-only one.
+fn version_backends(dir: &std::path::Path) -> (eg_tls::SelfSigned, VersionBackend, VersionBackend) {
+    let c = cert(dir, "backend");
+    let v2 = VersionBackend::start(&c, &format!("{V2},{V1}"));
+    let v1 = VersionBackend::start(&c, V1);
+    (c, v2, v1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_connector_offers_v2_and_still_reaches_v1_only_backends() {
+    use crate::support::http::{client, get, send, ClientProto};
+    require_python_modules(&["aioquic"]);
+    let dir = scratch();
+    let (c, v2, v1) = version_backends(dir.path());
+    let mut config = String::new();
+    for backend in [&v2, &v1] {
+        config.push_str(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{}\"\nprotocol = \"h3\"\ntls_ca_path = \"{}\"\n",
+            backend.addr,
+            c.cert_path.display()
+        ));
+    }
+    let gw = Gateway::start_in(dir, &config);
+    let cl = client(ClientProto::H1);
+    // The connector's first flight is v1 and offers v2: the v2 backend
+    // moves it to v2, the v1-only one answers in v1.
+    for (listener, expected) in [(0, V2), (1, V1)] {
+        let r = send(&cl, get(&format!("http://{}/", gw.addr(listener)))).await;
+        assert_eq!(r.status, ::http::StatusCode::OK);
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            format!("version={expected}"),
+            "backend leg of listener {listener}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_b_backend_leg_offers_v2_and_still_reaches_v1_only_backends() {
+    require_python_modules(&["aioquic"]);
+    let dir = scratch();
+    let (c, v2, v1) = version_backends(dir.path());
+    let front = cert(dir.path(), "front");
+    std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
+    let mut config = String::new();
+    for backend in [&v2, &v1] {
+        config.push_str(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+             [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+             [listeners.quic.raw_proxy]\nbackend_addr = \"{}\"\nsni = \"localhost\"\n\
+             backend_ca_path = \"{}\"\n",
+            front.cert_path.display(),
+            front.key_path.display(),
+            backend.addr,
+            c.cert_path.display(),
+        ));
+    }
+    let path = dir.path().to_path_buf();
+    let gw = Gateway::start_in(dir, &config);
+    // A v1-only client: the client leg stays v1; the backend leg is what
+    // the backend makes of the relay's v1 first flight offering v2.
+    for (listener, expected) in [(0, V2), (1, V1)] {
+        let report = aioquic_get(&path, gw.addr(listener).port(), V1, V1).await;
+        assert_eq!(report["version"], V1, "{report}");
+        assert_eq!(report["status"], 200, "{report}");
+        assert_eq!(report["body"], format!("version={expected}"), "{report}");
+    }
 }

@@ -3,6 +3,7 @@
 Usage:
     quic_version.py get    --ca CERT --port PORT --versions V[,V...] [--original V]
     quic_version.py stall  --ca CERT --port PORT [--wait SECONDS]
+    quic_version.py serve  --cert CERT --key KEY [--versions V[,V...]]
 
 Versions are hex ("0x1", "0x6b3343cf"). `--versions` are the client's
 supported versions (its version_information Available Versions, best
@@ -10,7 +11,7 @@ first); `--original` the version of its first Initial (default: the first
 of `--versions`).
 
 get: one HTTP/3 GET / on one connection. Prints
-    {"original": "0x1", "version": "0x6b3343cf", "status": 200}
+    {"original": "0x1", "version": "0x6b3343cf", "status": 200, "body": "..."}
 where "version" is the version the connection ran in after the handshake.
 
 stall: a handshake that never completes, as on a path that loses everything
@@ -21,6 +22,11 @@ budget (RFC 9000 §8.1) to send its CONNECTION_CLOSE. The client reads what
 the server sends, never answers, and prints the CONNECTION_CLOSE frames it
 received, from aioquic's qlog trace:
     {"closes": [{"error_space": "transport", "error_code": 2, "reason": "..."}]}
+
+serve: an HTTP/3 server (a backend) on 127.0.0.1, port chosen by the system;
+prints {"port": N} once listening, then answers every request with 200 and
+the body "version=0x..." naming the version that connection runs in. It
+serves until killed.
 
 Exits non-zero (reason on stderr) when the GET fails or nothing was closed.
 """
@@ -33,6 +39,7 @@ import sys
 import time
 
 from aioquic.asyncio.client import connect
+from aioquic.asyncio.server import serve as quic_serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
@@ -50,6 +57,7 @@ class Getter(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self._http = H3Connection(self._quic)
         self.status = None
+        self.body = bytearray()
         self.done = asyncio.get_running_loop().create_future()
 
     def get(self, authority: str) -> None:
@@ -72,6 +80,8 @@ class Getter(QuicConnectionProtocol):
                 for name, value in h3.headers:
                     if name == b":status":
                         self.status = int(value)
+            if isinstance(h3, DataReceived):
+                self.body.extend(h3.data)
             if isinstance(h3, (HeadersReceived, DataReceived)) and h3.stream_ended:
                 if not self.done.done():
                     self.done.set_result(True)
@@ -95,6 +105,7 @@ async def get(args) -> int:
             "original": hex(config.original_version),
             "version": hex(client._quic._version),
             "status": client.status,
+            "body": client.body.decode(errors="replace"),
         }
     print(json.dumps(report))
     return 0 if report["status"] == 200 else 1
@@ -149,18 +160,55 @@ def stall(args) -> int:
     return 0 if closes else 1
 
 
+class Answerer(QuicConnectionProtocol):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._http = H3Connection(self._quic)
+
+    def quic_event_received(self, event) -> None:
+        for h3 in self._http.handle_event(event):
+            if isinstance(h3, HeadersReceived) and h3.stream_ended:
+                self.answer(h3.stream_id)
+            elif isinstance(h3, DataReceived) and h3.stream_ended:
+                self.answer(h3.stream_id)
+
+    def answer(self, stream_id: int) -> None:
+        body = f"version={hex(self._quic._version)}".encode()
+        self._http.send_headers(
+            stream_id,
+            [(b":status", b"200"), (b"content-length", str(len(body)).encode())],
+        )
+        self._http.send_data(stream_id, body, end_stream=True)
+        self.transmit()
+
+
+async def serve(args) -> int:
+    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
+    config.load_cert_chain(args.cert, args.key)
+    config.supported_versions = versions(args.versions)
+    server = await quic_serve("127.0.0.1", 0, configuration=config, create_protocol=Answerer)
+    port = server._transport.get_extra_info("sockname")[1]
+    print(json.dumps({"port": port}), flush=True)
+    await asyncio.Future()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["get", "stall"])
-    parser.add_argument("--ca", required=True)
+    parser.add_argument("mode", choices=["get", "stall", "serve"])
+    parser.add_argument("--ca")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--versions", default="0x1")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--versions", default="0x1,0x6b3343cf")
     parser.add_argument("--original")
     parser.add_argument("--wait", type=float, default=8.0)
     args = parser.parse_args()
     if args.mode == "get":
         return asyncio.run(get(args))
+    if args.mode == "serve":
+        return asyncio.run(serve(args))
     return stall(args)
 
 
