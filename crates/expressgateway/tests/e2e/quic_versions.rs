@@ -11,9 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::h3_thirdparty::{
-    py_dir, python, require_python_modules, run_bounded, run_json, Killed,
-};
+use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded, run_json, Killed};
 use crate::support::http::HttpBackend;
 use crate::support::tls::cert;
 use crate::support::*;
@@ -108,11 +106,10 @@ async fn v1_only_clients_stay_on_v1() {
         cmd.args(extra)
             .args(["--exit-on-all-streams-close", "--timeout=5s"])
             .args(["127.0.0.1", &port.to_string(), "https://localhost/"]);
-        let (ok, out, err) = tokio::task::spawn_blocking(move || {
-            run_bounded(cmd, Duration::from_secs(10))
-        })
-        .await
-        .expect("join");
+        let (ok, out, err) =
+            tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(10)))
+                .await
+                .expect("join");
         assert!(ok, "gtlsclient {extra:?} failed:\n{err}\n{out}");
         let all = format!("{out}{err}");
         assert!(
@@ -163,7 +160,11 @@ async fn abandoned_handshake_is_closed_with_connection_refused() {
     let dir = scratch();
     // A short deadline; the QUIC idle timeout (30 s by default) stays
     // longer, so it is the gateway's deadline that ends the handshake.
-    let config = h3_listener(dir.path(), &backend, "[runtime]\nhandshake_timeout_ms = 1000\n");
+    let config = h3_listener(
+        dir.path(),
+        &backend,
+        "[runtime]\nhandshake_timeout_ms = 1000\n",
+    );
     let path = dir.path().to_path_buf();
     let gw = Gateway::start_in(dir, &config);
     // Offering v1 only, then offering v2 too (the close then travels in v2).
