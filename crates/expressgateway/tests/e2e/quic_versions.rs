@@ -13,25 +13,31 @@ use std::time::Duration;
 
 use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded, run_json, Killed};
 use crate::support::http::HttpBackend;
+use crate::support::quic::mode_b_listener;
 use crate::support::tls::cert;
 use crate::support::*;
 
 const V1: &str = "0x1";
 const V2: &str = "0x6b3343cf";
 
-/// A `quic` (HTTP/3) listener in front of one HTTP backend, with `extra`
-/// appended (e.g. a `[runtime]` table).
-fn h3_listener(dir: &std::path::Path, backend: &HttpBackend, extra: &str) -> String {
-    let c = cert(dir, "srv");
-    std::fs::write(dir.join("ca.pem"), &c.cert_pem).expect("write ca");
-    format!(
+/// An HTTP backend named `name` behind a `quic` (HTTP/3) listener, with
+/// `extra` (e.g. a `[runtime]` table) ahead of it; the scratch folder (its
+/// `ca.pem` trusts the listener) lives as long as the gateway.
+async fn h3_gateway(name: &str, extra: &str) -> (HttpBackend, Gateway, std::path::PathBuf) {
+    let backend = HttpBackend::start(name).await;
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    std::fs::write(dir.path().join("ca.pem"), &c.cert_pem).expect("write ca");
+    let config = format!(
         "{extra}[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
          [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
          [[listeners.backends]]\naddress = \"{}\"\n",
         c.cert_path.display(),
         c.key_path.display(),
         backend.addr
-    )
+    );
+    let path = dir.path().to_path_buf();
+    (backend, Gateway::start_in(dir, &config), path)
 }
 
 /// aioquic GETs `/` on `port` offering `versions` (best first) from a first
@@ -55,11 +61,7 @@ async fn aioquic_get(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_only_client_is_served_in_v2() {
     require_python_modules(&["aioquic"]);
-    let backend = HttpBackend::start("v2").await;
-    let dir = scratch();
-    let config = h3_listener(dir.path(), &backend, "");
-    let path = dir.path().to_path_buf();
-    let gw = Gateway::start_in(dir, &config);
+    let (backend, gw, path) = h3_gateway("v2", "").await;
     let report = aioquic_get(&path, gw.addr(0).port(), V2, V2).await;
     assert_eq!(report["version"], V2, "{report}");
     assert_eq!(report["status"], 200, "{report}");
@@ -69,11 +71,7 @@ async fn v2_only_client_is_served_in_v2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_client_offering_v2_is_moved_to_v2() {
     require_python_modules(&["aioquic"]);
-    let backend = HttpBackend::start("compat").await;
-    let dir = scratch();
-    let config = h3_listener(dir.path(), &backend, "");
-    let path = dir.path().to_path_buf();
-    let gw = Gateway::start_in(dir, &config);
+    let (backend, gw, path) = h3_gateway("compat", "").await;
     // Its first Initial is v1; its version_information offers v1 and v2.
     // The gateway answers in v2 and the connection runs in v2, without the
     // round trip a Version Negotiation packet would cost.
@@ -88,11 +86,7 @@ async fn v1_client_offering_v2_is_moved_to_v2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_only_clients_stay_on_v1() {
     require_python_modules(&["aioquic"]);
-    let backend = HttpBackend::start("v1").await;
-    let dir = scratch();
-    let config = h3_listener(dir.path(), &backend, "");
-    let path = dir.path().to_path_buf();
-    let gw = Gateway::start_in(dir, &config);
+    let (backend, gw, path) = h3_gateway("v1", "").await;
     let port = gw.addr(0).port();
     let report = aioquic_get(&path, port, V1, V1).await;
     assert_eq!(report["version"], V1, "{report}");
@@ -130,16 +124,7 @@ async fn mode_b_relays_a_v2_client() {
     let front = cert(dir.path(), "front");
     std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
     let backend = H3Backend::start("origin", &backend_cert).await;
-    let config = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
-         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
-         [listeners.quic.raw_proxy]\nbackend_addr = \"{}\"\nsni = \"localhost\"\n\
-         backend_ca_path = \"{}\"\n",
-        front.cert_path.display(),
-        front.key_path.display(),
-        backend.addr,
-        backend_cert.cert_path.display(),
-    );
+    let config = mode_b_listener(&front, backend.addr, &backend_cert.cert_path);
     let path = dir.path().to_path_buf();
     let gw = Gateway::start_in(dir, &config);
     let port = gw.addr(0).port();
@@ -272,16 +257,7 @@ async fn mode_b_backend_leg_offers_v2_and_still_reaches_v1_only_backends() {
     std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
     let mut config = String::new();
     for backend in [&v2, &v1] {
-        config.push_str(&format!(
-            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
-             [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
-             [listeners.quic.raw_proxy]\nbackend_addr = \"{}\"\nsni = \"localhost\"\n\
-             backend_ca_path = \"{}\"\n",
-            front.cert_path.display(),
-            front.key_path.display(),
-            backend.addr,
-            c.cert_path.display(),
-        ));
+        config.push_str(&mode_b_listener(&front, backend.addr, &c.cert_path));
     }
     let path = dir.path().to_path_buf();
     let gw = Gateway::start_in(dir, &config);
