@@ -21,16 +21,16 @@ const V1: &str = "0x1";
 const V2: &str = "0x6b3343cf";
 
 /// An HTTP backend named `name` behind a `quic` (HTTP/3) listener, with
-/// `extra` (e.g. a `[runtime]` table) ahead of it; the scratch folder (its
-/// `ca.pem` trusts the listener) lives as long as the gateway.
-async fn h3_gateway(name: &str, extra: &str) -> (HttpBackend, Gateway, std::path::PathBuf) {
+/// `quic` (more `[listeners.quic]` keys); the scratch folder (its `ca.pem`
+/// trusts the listener) lives as long as the gateway.
+async fn h3_gateway(name: &'static str, quic: &str) -> (HttpBackend, Gateway, std::path::PathBuf) {
     let backend = HttpBackend::start(name).await;
     let dir = scratch();
     let c = cert(dir.path(), "srv");
     std::fs::write(dir.path().join("ca.pem"), &c.cert_pem).expect("write ca");
     let config = format!(
-        "{extra}[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
-         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n{quic}\
          [[listeners.backends]]\naddress = \"{}\"\n",
         c.cert_path.display(),
         c.key_path.display(),
@@ -71,7 +71,7 @@ async fn v2_only_client_is_served_in_v2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_client_offering_v2_is_moved_to_v2() {
     require_python_modules(&["aioquic"]);
-    let (backend, gw, path) = h3_gateway("compat", "").await;
+    let (_backend, gw, path) = h3_gateway("compat", "").await;
     // Its first Initial is v1; its version_information offers v1 and v2.
     // The gateway answers in v2 and the connection runs in v2, without the
     // round trip a Version Negotiation packet would cost.
@@ -138,40 +138,77 @@ async fn mode_b_relays_a_v2_client() {
     assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// A short handshake deadline; the QUIC idle timeout (30 s by default)
+/// stays longer, so it is the gateway's deadline that ends the handshake.
+const SHORT_HANDSHAKE: &str = "handshake_timeout_ms = 1000\n";
+
+/// aioquic starts a handshake on `port` that never completes; returns the
+/// first CONNECTION_CLOSE it received.
+async fn stalled_handshake_close(
+    dir: &std::path::Path,
+    port: u16,
+    versions: &str,
+) -> serde_json::Value {
+    let mut cmd = python();
+    cmd.arg(py_dir().join("quic_version.py"))
+        .arg("stall")
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .args(["--port", &port.to_string()])
+        .args(["--versions", versions, "--wait", "8"]);
+    let report = run_json(cmd, "aioquic stalled handshake", Duration::from_secs(10)).await;
+    report["closes"][0].clone()
+}
+
+/// A transport close (CONNECTION_CLOSE 0x1c) with CONNECTION_REFUSED, not
+/// APPLICATION_ERROR (0xc), in a handshake packet (the client has no 1-RTT
+/// keys).
+fn assert_refused(close: &serde_json::Value, what: &str) {
+    assert_eq!(close["error_space"], "transport", "{what}: {close}");
+    assert_eq!(close["error_code"], 2, "{what}: {close}");
+    let space = close["packet_type"].as_str().unwrap_or_default();
+    assert!(["initial", "handshake"].contains(&space), "{what}: {close}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_handshake_is_closed_with_connection_refused() {
     require_python_modules(&["aioquic"]);
-    let backend = HttpBackend::start("never").await;
+    // The HTTP/3 front drops the `Connecting` at its deadline; with 0-RTT
+    // on it closes the connection it already has.
+    for quic in [
+        SHORT_HANDSHAKE.to_owned(),
+        format!("{SHORT_HANDSHAKE}allow_0rtt = true\n"),
+    ] {
+        let (backend, gw, path) = h3_gateway("never", &quic).await;
+        // Offering v1 only, then v2 too (the close then travels in v2).
+        for versions in [V1.to_owned(), format!("{V1},{V2}")] {
+            let close = stalled_handshake_close(&path, gw.addr(0).port(), &versions).await;
+            assert_refused(&close, &format!("{quic} offering {versions}"));
+        }
+        assert_eq!(backend.hits(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_b_abandoned_handshake_is_closed_with_connection_refused() {
+    require_python_modules(&["aioquic"]);
     let dir = scratch();
-    // A short deadline; the QUIC idle timeout (30 s by default) stays
-    // longer, so it is the gateway's deadline that ends the handshake.
-    let config = h3_listener(
-        dir.path(),
-        &backend,
-        "[runtime]\nhandshake_timeout_ms = 1000\n",
+    let front = cert(dir.path(), "front");
+    std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
+    // The relay never dials its backend: the client's handshake is cut first.
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n{SHORT_HANDSHAKE}\
+         [listeners.quic.raw_proxy]\nbackend_addr = \"127.0.0.1:9\"\nsni = \"localhost\"\n\
+         backend_ca_path = \"{}\"\n",
+        front.cert_path.display(),
+        front.key_path.display(),
+        front.cert_path.display(),
     );
     let path = dir.path().to_path_buf();
     let gw = Gateway::start_in(dir, &config);
-    // Offering v1 only, then offering v2 too (the close then travels in v2).
-    for versions in [V1.to_owned(), format!("{V1},{V2}")] {
-        let mut cmd = python();
-        cmd.arg(py_dir().join("quic_version.py"))
-            .arg("stall")
-            .arg("--ca")
-            .arg(path.join("ca.pem"))
-            .args(["--port", &gw.addr(0).port().to_string()])
-            .args(["--versions", &versions, "--wait", "8"]);
-        let report = run_json(cmd, "aioquic stalled handshake", Duration::from_secs(10)).await;
-        let close = &report["closes"][0];
-        // A transport close (CONNECTION_CLOSE 0x1c), CONNECTION_REFUSED,
-        // not APPLICATION_ERROR (0xc), and in a handshake packet: the
-        // client has no 1-RTT keys.
-        assert_eq!(close["error_space"], "transport", "{report}");
-        assert_eq!(close["error_code"], 2, "{report}");
-        let space = close["packet_type"].as_str().unwrap_or_default();
-        assert!(["initial", "handshake"].contains(&space), "{report}");
-    }
-    assert_eq!(backend.hits(), 0);
+    let close = stalled_handshake_close(&path, gw.addr(0).port(), &format!("{V1},{V2}")).await;
+    assert_refused(&close, "Mode B");
 }
 
 /// An aioquic HTTP/3 backend offering `versions` (its preference order)
