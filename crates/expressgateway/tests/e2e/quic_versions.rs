@@ -7,8 +7,7 @@
 //! version_information transport parameter but knows only the pre-RFC v2
 //! draft (0x709a50c4), so it is the v1 client here.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded, run_json, Killed};
@@ -16,6 +15,7 @@ use crate::support::http::HttpBackend;
 use crate::support::quic::mode_b_listener;
 use crate::support::tls::cert;
 use crate::support::*;
+use crate::websocket_h2h3::{port_line, py_serve, spawn_origin};
 
 const V1: &str = "0x1";
 const V2: &str = "0x6b3343cf";
@@ -40,21 +40,36 @@ async fn h3_gateway(name: &'static str, quic: &str) -> (HttpBackend, Gateway, st
     (backend, Gateway::start_in(dir, &config), path)
 }
 
-/// aioquic GETs `/` on `port` offering `versions` (best first) from a first
-/// Initial in `original`; returns its report.
+/// The gateway's certificate, trusted by the `ca.pem` next to it.
+fn front_cert(dir: &std::path::Path) -> eg_tls::SelfSigned {
+    let front = cert(dir, "front");
+    std::fs::write(dir.join("ca.pem"), &front.cert_pem).expect("write ca");
+    front
+}
+
+/// `py/quic_version.py MODE` as a client of `port` trusting `dir/ca.pem`,
+/// offering `versions` (best first), waiting up to 8 s.
+fn quic_version_client(mode: &str, dir: &std::path::Path, port: u16, versions: &str) -> Command {
+    let mut cmd = python();
+    cmd.arg(py_dir().join("quic_version.py"))
+        .arg(mode)
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .args(["--port", &port.to_string(), "--versions", versions])
+        .args(["--wait", "8"]);
+    cmd
+}
+
+/// aioquic GETs `/` on `port` offering `versions` from a first Initial in
+/// `original`; returns its report.
 async fn aioquic_get(
     dir: &std::path::Path,
     port: u16,
     versions: &str,
     original: &str,
 ) -> serde_json::Value {
-    let mut cmd = python();
-    cmd.arg(py_dir().join("quic_version.py"))
-        .arg("get")
-        .arg("--ca")
-        .arg(dir.join("ca.pem"))
-        .args(["--port", &port.to_string(), "--versions", versions])
-        .args(["--original", original, "--wait", "8"]);
+    let mut cmd = quic_version_client("get", dir, port, versions);
+    cmd.args(["--original", original]);
     run_json(cmd, "aioquic QUIC version client", Duration::from_secs(10)).await
 }
 
@@ -121,8 +136,7 @@ async fn mode_b_relays_a_v2_client() {
     require_python_modules(&["aioquic"]);
     let dir = scratch();
     let backend_cert = cert(dir.path(), "backend");
-    let front = cert(dir.path(), "front");
-    std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
+    let front = front_cert(dir.path());
     let backend = H3Backend::start("origin", &backend_cert).await;
     let config = mode_b_listener(&front, backend.addr, &backend_cert.cert_path);
     let path = dir.path().to_path_buf();
@@ -149,13 +163,7 @@ async fn stalled_handshake_close(
     port: u16,
     versions: &str,
 ) -> serde_json::Value {
-    let mut cmd = python();
-    cmd.arg(py_dir().join("quic_version.py"))
-        .arg("stall")
-        .arg("--ca")
-        .arg(dir.join("ca.pem"))
-        .args(["--port", &port.to_string()])
-        .args(["--versions", versions, "--wait", "8"]);
+    let cmd = quic_version_client("stall", dir, port, versions);
     let report = run_json(cmd, "aioquic stalled handshake", Duration::from_secs(10)).await;
     report["closes"][0].clone()
 }
@@ -193,8 +201,7 @@ async fn abandoned_handshake_is_closed_with_connection_refused() {
 async fn mode_b_abandoned_handshake_is_closed_with_connection_refused() {
     require_python_modules(&["aioquic"]);
     let dir = scratch();
-    let front = cert(dir.path(), "front");
-    std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
+    let front = front_cert(dir.path());
     // The relay never dials its backend: the client's handshake is cut first.
     let config = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
@@ -221,25 +228,9 @@ struct VersionBackend {
 
 impl VersionBackend {
     fn start(c: &eg_tls::SelfSigned, versions: &str) -> Self {
-        let mut cmd = python();
-        cmd.arg(py_dir().join("quic_version.py"))
-            .arg("serve")
-            .arg("--cert")
-            .arg(&c.cert_path)
-            .arg("--key")
-            .arg(&c.key_path)
-            .args(["--versions", versions])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = Killed(cmd.spawn().expect("python3 runs"));
-        let stdout = child.0.stdout.take().expect("stdout");
-        // Its first line, {"port": N}, comes once it listens; a dead child
-        // ends the stream, so this read ends too.
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        let report: serde_json::Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("aioquic backend did not start ({e}): {line:?}"));
-        let port = report["port"].as_u64().expect("port") as u16;
+        let mut cmd = py_serve("quic_version.py", c);
+        cmd.args(["--versions", versions]);
+        let (child, port) = spawn_origin(cmd, port_line);
         Self {
             _child: child,
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -290,8 +281,7 @@ async fn mode_b_backend_leg_offers_v2_and_still_reaches_v1_only_backends() {
     require_python_modules(&["aioquic"]);
     let dir = scratch();
     let (c, v2, v1) = version_backends(dir.path());
-    let front = cert(dir.path(), "front");
-    std::fs::write(dir.path().join("ca.pem"), &front.cert_pem).expect("write ca");
+    let front = front_cert(dir.path());
     let mut config = String::new();
     for backend in [&v2, &v1] {
         config.push_str(&mode_b_listener(&front, backend.addr, &c.cert_path));

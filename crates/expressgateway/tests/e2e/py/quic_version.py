@@ -24,7 +24,7 @@ received, from aioquic's qlog trace:
     {"closes": [{"error_space": "transport", "error_code": 2, "reason": "..."}]}
 
 serve: an HTTP/3 server (a backend) on 127.0.0.1, port chosen by the system;
-prints {"port": N} once listening, then answers every request with 200 and
+prints "PORT N" once listening, then answers every request with 200 and
 the body "version=0x..." naming the version that connection runs in. It
 serves until killed.
 
@@ -188,7 +188,7 @@ async def serve(args) -> int:
     config.supported_versions = versions(args.versions)
     server = await quic_serve("127.0.0.1", 0, configuration=config, create_protocol=Answerer)
     port = server._transport.get_extra_info("sockname")[1]
-    print(json.dumps({"port": port}), flush=True)
+    print(f"PORT {port}", flush=True)
     await asyncio.Future()
     return 0
 
