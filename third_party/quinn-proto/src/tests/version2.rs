@@ -316,3 +316,29 @@ fn established_server_close_stays_an_application_close() {
         })
     );
 }
+
+#[test]
+fn forged_v2_initial_does_not_move_the_client() {
+    let _guard = subscribe();
+    let mut pair = Pair::default();
+    let client_ch = pair.begin_connect(client_config());
+    pair.drive_client();
+    pair.drive_server();
+    // The server's genuine v2 answer, and a copy with a flipped byte inside
+    // its Initial's protected payload, delivered first
+    let (time, ecn, genuine) = pair.client.inbound.pop_front().unwrap();
+    assert_eq!(genuine[1..5], VERSION_2.to_be_bytes());
+    let mut forged = genuine.to_vec();
+    forged[100] ^= 0xff;
+    pair.client.inbound.clear();
+    pair.client
+        .inbound
+        .push_back((time, ecn, forged.as_slice().into()));
+    pair.drive_client();
+    assert_eq!(pair.client_conn_mut(client_ch).version(), VERSION_1);
+    // the genuine one still moves it, and the handshake completes in v2
+    pair.client.inbound.push_back((pair.time, ecn, genuine));
+    pair.drive();
+    assert_eq!(pair.client_conn_mut(client_ch).version(), VERSION_2);
+    assert!(!pair.client_conn_mut(client_ch).is_handshaking());
+}
