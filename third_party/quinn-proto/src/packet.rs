@@ -939,6 +939,54 @@ mod tests {
         check_pn(PacketNumber::new(0x10000, 0), &hex!("010000"));
     }
 
+    /// ExpressGateway patch: RFC 9000 §17.2 and RFC 9369 §3.2 long-header types
+    #[test]
+    fn long_header_types_by_version() {
+        use LongHeaderType::*;
+        use LongType::*;
+        let cases = [
+            (Initial, 0xc0, 0xd0),
+            (Standard(ZeroRtt), 0xd0, 0xe0),
+            (Standard(Handshake), 0xe0, 0xf0),
+            (Retry, 0xf0, 0xc0),
+        ];
+        for (ty, v1, v2) in cases {
+            assert_eq!(ty.to_byte(crate::VERSION_1), v1, "{ty:?} in v1");
+            assert_eq!(ty.to_byte(crate::VERSION_2), v2, "{ty:?} in v2");
+            assert_eq!(LongHeaderType::from_byte(v1, crate::VERSION_1).unwrap(), ty);
+            assert_eq!(LongHeaderType::from_byte(v2, crate::VERSION_2).unwrap(), ty);
+            // drafts use v1's values
+            assert_eq!(LongHeaderType::from_byte(v1, 0xff00_001d).unwrap(), ty);
+        }
+        // a v2 Handshake header survives encode and decode
+        let header = Header::Long {
+            ty: Handshake,
+            dst_cid: ConnectionId::new(&[1; 8]),
+            src_cid: ConnectionId::new(&[2; 8]),
+            number: PacketNumber::U8(5),
+            version: crate::VERSION_2,
+        };
+        let mut buf = Vec::new();
+        header.encode(&mut buf);
+        assert_eq!(buf[0] & 0xf0, 0xf0);
+        let mut cursor = io::Cursor::new(BytesMut::from(&buf[..]));
+        let decoded = ProtectedHeader::decode(
+            &mut cursor,
+            &FixedLengthConnectionIdParser::new(8),
+            &[crate::VERSION_2],
+            false,
+        )
+        .unwrap();
+        assert!(matches!(
+            decoded,
+            ProtectedHeader::Long {
+                ty: Handshake,
+                version: crate::VERSION_2,
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn pn_expand_roundtrip() {
         for expected in 0..1024 {

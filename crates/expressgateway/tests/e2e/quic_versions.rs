@@ -76,11 +76,18 @@ async fn aioquic_get(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_only_client_is_served_in_v2() {
     require_python_modules(&["aioquic"]);
-    let (backend, gw, path) = h3_gateway("v2", "").await;
-    let report = aioquic_get(&path, gw.addr(0).port(), V2, V2).await;
-    assert_eq!(report["version"], V2, "{report}");
-    assert_eq!(report["status"], 200, "{report}");
-    assert_eq!(backend.hits(), 1);
+    // With a stateless Retry first too: v2's Retry type bits and integrity
+    // key (RFC 9369 §3.2, §3.3.3), which aioquic checks.
+    for retry in ["never", "always"] {
+        let (backend, gw, path) = h3_gateway("v2", &format!("retry = \"{retry}\"\n")).await;
+        let report = aioquic_get(&path, gw.addr(0).port(), V2, V2).await;
+        assert_eq!(report["version"], V2, "retry {retry}: {report}");
+        assert_eq!(report["status"], 200, "retry {retry}: {report}");
+        // and a v1 client offering v2, moved after its Retry
+        let report = aioquic_get(&path, gw.addr(0).port(), &format!("{V2},{V1}"), V1).await;
+        assert_eq!(report["version"], V2, "retry {retry}: {report}");
+        assert_eq!(backend.hits(), 2);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
