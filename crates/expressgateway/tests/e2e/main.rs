@@ -31,6 +31,7 @@ mod quic_0rtt;
 mod quic_interop;
 mod quic_interop_relay;
 mod quic_relay;
+mod quic_versions;
 mod reload_state;
 mod status_page;
 mod tcp;

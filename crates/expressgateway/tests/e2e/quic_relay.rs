@@ -26,16 +26,8 @@ impl Setup {
         alpn: &str,
     ) -> Self {
         let front = cert(dir.path(), "front");
-        let config = format!(
-            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
-             [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
-             [listeners.quic.raw_proxy]\nbackend_addr = \"{}\"\nsni = \"localhost\"\n\
-             backend_ca_path = \"{}\"\nalpn = {alpn}\n",
-            front.cert_path.display(),
-            front.key_path.display(),
-            backend.addr,
-            backend_ca.display(),
-        );
+        let config =
+            mode_b_listener(&front, backend.addr, backend_ca) + &format!("alpn = {alpn}\n");
         let gw = Gateway::start_in(dir, &config);
         Self {
             gw,
@@ -246,16 +238,7 @@ async fn real_h3_client_reaches_real_h3_server_through_the_relay() {
     let front = cert(dir.path(), "front");
     let backend = H3Backend::start("origin", &backend_cert).await;
     // `alpn` left at its default, ["h3"].
-    let config = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
-         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
-         [listeners.quic.raw_proxy]\nbackend_addr = \"{}\"\nsni = \"localhost\"\n\
-         backend_ca_path = \"{}\"\n",
-        front.cert_path.display(),
-        front.key_path.display(),
-        backend.addr,
-        backend_cert.cert_path.display(),
-    );
+    let config = mode_b_listener(&front, backend.addr, &backend_cert.cert_path);
     let gw = Gateway::start_in(dir, &config);
     let mut client = H3Client::new(&front.cert_pem, gw.addr(0));
     // Only requests whose body the backend reads: a backend that answers

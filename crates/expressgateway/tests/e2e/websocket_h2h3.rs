@@ -118,8 +118,20 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
     );
 }
 
+/// `py/SCRIPT serve --cert .. --key ..` with `c`'s certificate and key.
+pub(crate) fn py_serve(script: &str, c: &eg_tls::SelfSigned) -> Command {
+    let mut cmd = python();
+    cmd.arg(py_dir().join(script))
+        .arg("serve")
+        .arg("--cert")
+        .arg(&c.cert_path)
+        .arg("--key")
+        .arg(&c.key_path);
+    cmd
+}
+
 /// A long-lived Python origin that prints the port it listens on.
-fn spawn_origin(mut cmd: Command, port_of: fn(&str) -> Option<u16>) -> (Killed, u16) {
+pub(crate) fn spawn_origin(mut cmd: Command, port_of: fn(&str) -> Option<u16>) -> (Killed, u16) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = Killed(cmd.spawn().expect("python3 (see .ci/run)"));
     let (tx, rx) = mpsc::channel();
@@ -175,7 +187,8 @@ fn hypercorn_tcp_port(line: &str) -> Option<u16> {
         .ok()
 }
 
-fn port_line(line: &str) -> Option<u16> {
+/// A `PORT <n>` line.
+pub(crate) fn port_line(line: &str) -> Option<u16> {
     line.strip_prefix("PORT ")?.trim().parse().ok()
 }
 
@@ -314,12 +327,5 @@ async fn aioquic_echo(port: &str, ca: &str) -> serde_json::Value {
 
 /// aioquic's RFC 9220 echo origin (`ws_h3.py serve`) and its UDP port.
 fn aioquic_origin(c: &eg_tls::SelfSigned) -> (Killed, u16) {
-    let mut cmd = python();
-    cmd.arg(py_dir().join("ws_h3.py"))
-        .arg("serve")
-        .arg("--cert")
-        .arg(&c.cert_path)
-        .arg("--key")
-        .arg(&c.key_path);
-    spawn_origin(cmd, port_line)
+    spawn_origin(py_serve("ws_h3.py", c), port_line)
 }

@@ -22,6 +22,25 @@ pub const BACKEND_STOP_CODE: u32 = 0x43;
 pub const BACKEND_CLOSE_CODE: u32 = 0x77;
 pub const BACKEND_CLOSE_REASON: &[u8] = b"backend bye";
 
+/// A `quic` listener relaying (Mode B) to `backend`, whose certificate
+/// `backend_ca` verifies as `localhost`; the `[listeners.quic.raw_proxy]`
+/// table comes last, so a caller may append keys to it.
+pub fn mode_b_listener(
+    front: &eg_tls::SelfSigned,
+    backend: SocketAddr,
+    backend_ca: &std::path::Path,
+) -> String {
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+         [listeners.quic.raw_proxy]\nbackend_addr = \"{backend}\"\nsni = \"localhost\"\n\
+         backend_ca_path = \"{}\"\n",
+        front.cert_path.display(),
+        front.key_path.display(),
+        backend_ca.display(),
+    )
+}
+
 /// A raw QUIC echo backend on loopback. Bidi streams echo, except those
 /// whose first five bytes are a command: `RESET` (the backend resets its
 /// side with 0x42), `STOP!` (it stops reading with 0x43), `CLOSE` (it
