@@ -228,13 +228,17 @@ async fn handshakeloss(mode: Mode) {
 }
 
 /// Why a lossy run failed, from the client's log.
-fn why_failed(run: &GtlsRun) -> &'static str {
+fn why_failed(run: &GtlsRun) -> String {
     let received = run.count(&["pkt rx"]) > 0;
-    if run.count(&["frm rx", "CONNECTION_CLOSE", "APPLICATION_ERROR(0xc)"]) > 0 {
-        "the gateway closed the connection in its handshake (APPLICATION_ERROR)"
-    } else if run.count(&["frm rx", "CONNECTION_CLOSE"]) > 0 {
-        "the gateway closed the connection"
-    } else if run.has("ERR_HANDSHAKE_TIMEOUT") && !received {
+    let closed = run
+        .log
+        .lines()
+        .find(|l| l.contains(" frm rx ") && l.contains(" CONNECTION_CLOSE("))
+        .and_then(|l| l.split("error_code=").nth(1)?.split(' ').next());
+    if let Some(code) = closed {
+        return format!("the gateway closed the connection ({code})");
+    }
+    let why = if run.has("ERR_HANDSHAKE_TIMEOUT") && !received {
         "client handshake timeout (10 s), nothing received"
     } else if run.has("ERR_HANDSHAKE_TIMEOUT") {
         "client handshake timeout (10 s)"
@@ -247,5 +251,6 @@ fn why_failed(run: &GtlsRun) -> &'static str {
         "client idle timeout (10 s) after hearing from the gateway"
     } else {
         "download incomplete"
-    }
+    };
+    why.to_owned()
 }
