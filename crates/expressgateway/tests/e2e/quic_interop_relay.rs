@@ -44,6 +44,9 @@ interop_cases!(
 /// interop runner's count; the bound is item 3 of issue 15).
 const LOSSY_HANDSHAKES: u64 = 50;
 const LOSSY_FAILURES_ALLOWED: usize = 2;
+/// How long one lossy run may take: gtlsclient's handshake timeout (10 s)
+/// and a download whose last packets the loss delays.
+const LOSSY_RUN_LIMIT: Duration = Duration::from_secs(20);
 /// Clients of the handshakeloss case running at once.
 const LOSSY_PARALLEL: usize = 10;
 /// Datagrams towards the client after which a case acts: the handshake
@@ -196,7 +199,9 @@ async fn handshakeloss(mode: Mode) {
         runs.spawn(async move {
             let _turn = gate.acquire_owned().await.expect("gate");
             let files = [File::new(300 + i, 1000)];
-            let run = Gtls::new(relay.addr, &files).run().await;
+            let run = Gtls::new(relay.addr, &files)
+                .run_within(LOSSY_RUN_LIMIT)
+                .await;
             // A client none of whose datagrams reached the gateway before
             // it gave up (every Initial lost: 0.3^4 in ten seconds) fails
             // whatever the server does; it is told apart, not counted.
@@ -237,6 +242,9 @@ fn why_failed(run: &GtlsRun) -> String {
         .and_then(|l| l.split("error_code=").nth(1)?.split(' ').next());
     if let Some(code) = closed {
         return format!("the gateway closed the connection ({code})");
+    }
+    if run.timed_out {
+        return format!("no end within {LOSSY_RUN_LIMIT:?}");
     }
     let why = if run.has("ERR_HANDSHAKE_TIMEOUT") && !received {
         "client handshake timeout (10 s), nothing received"

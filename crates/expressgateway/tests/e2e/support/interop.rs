@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 
-use crate::h3_thirdparty::run_bounded;
 use crate::support::h3::H3Backend;
 use crate::support::http::HttpBackend;
 use crate::support::tls::cert;
@@ -247,15 +246,46 @@ impl Gtls {
         run
     }
 
+    /// Run it, bounded by `GTLS_LIMIT`: a run past it is a test failure.
     pub async fn run(self) -> GtlsRun {
-        let Self { cmd, downloads } = self;
-        let (ok, stdout, stderr) =
-            tokio::task::spawn_blocking(move || run_bounded(cmd, GTLS_LIMIT))
-                .await
-                .expect("join");
+        let run = self.run_within(GTLS_LIMIT).await;
+        assert!(
+            !run.timed_out,
+            "gtlsclient did not finish within {GTLS_LIMIT:?}:\n{}",
+            run.tail()
+        );
+        run
+    }
+
+    /// Run it for at most `limit`, then kill it (`timed_out`). Its output
+    /// goes to files: nothing to drain while it runs.
+    pub async fn run_within(self, limit: Duration) -> GtlsRun {
+        let Self { mut cmd, downloads } = self;
+        let out = downloads.path().join("gtlsclient.log");
+        let file = std::fs::File::create(&out).expect("log file");
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
+        let mut child = cmd.spawn().expect("run gtlsclient");
+        let deadline = tokio::time::Instant::now() + limit;
+        let (ok, timed_out) = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break (status.success(), false);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break (false, true);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let log = String::from_utf8_lossy(&std::fs::read(&out).unwrap_or_default()).into_owned();
+        // Not a download: out of the way of `verify`'s file names.
+        let _ = std::fs::remove_file(&out);
         GtlsRun {
             ok,
-            log: format!("{stderr}{stdout}"),
+            timed_out,
+            log,
             downloads,
         }
     }
@@ -270,6 +300,8 @@ pub async fn download(target: SocketAddr, files: &[File]) {
 /// What a gtlsclient run left: its exit status, its log, its downloads.
 pub struct GtlsRun {
     pub ok: bool,
+    /// Killed at its time limit.
+    pub timed_out: bool,
     pub log: String,
     downloads: tempfile::TempDir,
 }
