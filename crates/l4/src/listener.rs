@@ -4,10 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use eg_runtime::metrics::metrics;
 use eg_runtime::{accept_loop, Admission, CancellationToken, Labelled, TaskTracker};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
 
 use crate::dial::{dial, Upstream};
 use eg_balancer::Outcome;
@@ -36,20 +34,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<L4Setting
     let result = match &settings.acceptor {
         None => forward(stream, peer, &settings).await,
         Some(acceptor) => {
-            match timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => forward(tls, peer, &settings).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "client TLS handshake failed");
-                    Ok(())
-                }
-                Err(_) => {
-                    metrics()
-                        .defence_trips_total
-                        .with_label_values(&["handshake_timeout"])
-                        .inc();
-                    tracing::debug!(%peer, "client TLS handshake timed out");
-                    Ok(())
-                }
+            let accept = acceptor.accept(stream);
+            let within = settings.handshake_timeout;
+            match eg_runtime::handshake::bounded(within, accept, peer, "client TLS handshake").await
+            {
+                Some(tls) => forward(tls, peer, &settings).await,
+                None => Ok(()),
             }
         }
     };

@@ -60,10 +60,7 @@ impl Handshake {
                 Ok(_) if conn.close_reason().is_none() => State::Complete,
                 Ok(_) => State::Failed,
                 Err(_) => {
-                    metrics()
-                        .defence_trips_total
-                        .with_label_values(&["handshake_timeout"])
-                        .inc();
+                    eg_runtime::handshake::count_timeout();
                     conn.close(quinn::VarInt::from_u32(0), b"handshake timeout");
                     State::Failed
                 }

@@ -118,19 +118,10 @@ async fn connection(
     } else {
         connecting
     };
-    let conn = match tokio::time::timeout(within, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
-            return;
-        }
-        Err(_) => {
-            metrics()
-                .defence_trips_total
-                .with_label_values(&["handshake_timeout"])
-                .inc();
-            return;
-        }
+    let Some(conn) =
+        eg_runtime::handshake::bounded(within, connecting, peer, "QUIC handshake").await
+    else {
+        return;
     };
     pass.handshake_done();
     active.inc();

@@ -5,6 +5,7 @@
 pub mod accept;
 pub mod admission;
 pub mod carried;
+pub mod handshake;
 pub mod log_limit;
 pub mod metrics;
 pub mod report;

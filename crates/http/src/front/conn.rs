@@ -64,20 +64,12 @@ pub(super) async fn connection(
         serve(io, conn, settings, drain).await;
         return;
     };
-    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "client TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            metrics()
-                .defence_trips_total
-                .with_label_values(&["handshake_timeout"])
-                .inc();
-            return;
-        }
+    let accept = acceptor.accept(stream);
+    let within = settings.handshake_timeout;
+    let Some(tls) =
+        eg_runtime::handshake::bounded(within, accept, peer, "client TLS handshake").await
+    else {
+        return;
     };
     let (_, session) = tls.get_ref();
     let sni = session.server_name().map(str::to_ascii_lowercase);

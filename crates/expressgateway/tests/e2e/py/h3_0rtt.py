@@ -22,16 +22,14 @@ Exits 0 when every request got a complete response.
 
 import argparse
 import asyncio
-import json
 import pickle
-import sys
 
 from aioquic.asyncio.client import connect
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import HandshakeCompleted
 
-from h3_client import H3Client, parse_request
+from h3_client import H3Client, parse_request, report
 
 
 class Resuming(H3Client):
@@ -131,16 +129,7 @@ def main() -> None:
     ap.add_argument("--load-ticket")
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("requests", nargs="*")
-    args = ap.parse_args()
-    try:
-        result = asyncio.run(asyncio.wait_for(run(args), args.timeout))
-    except asyncio.TimeoutError:
-        print(f"h3_0rtt: no complete answer within {args.timeout} s", file=sys.stderr)
-        sys.exit(3)
-    except Exception as e:
-        print(f"h3_0rtt: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result), flush=True)
+    report("h3_0rtt", run, ap.parse_args())
 
 
 if __name__ == "__main__":

@@ -161,14 +161,19 @@ def main() -> None:
     ap.add_argument("--server-name", default="localhost")
     ap.add_argument("--timeout", type=float, default=8.0)
     ap.add_argument("requests", nargs="+")
-    args = ap.parse_args()
+    report("h3_client", run, ap.parse_args())
+
+
+def report(name: str, run, args) -> None:
+    """Run `run(args)` within `args.timeout` and print its JSON result;
+    any failure is reported plainly to the Rust side, with a non-zero exit."""
     try:
         result = asyncio.run(asyncio.wait_for(run(args), args.timeout))
     except asyncio.TimeoutError:
-        print(f"h3_client: no complete answer within {args.timeout} s", file=sys.stderr)
+        print(f"{name}: no complete answer within {args.timeout} s", file=sys.stderr)
         sys.exit(3)
-    except Exception as e:  # report any failure plainly to the Rust side
-        print(f"h3_client: {type(e).__name__}: {e}", file=sys.stderr)
+    except Exception as e:
+        print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(result), flush=True)
 
