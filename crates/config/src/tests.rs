@@ -216,3 +216,22 @@ backend_addr = "127.0.0.1:9000"
     assert!(e.contains("raw QUIC relay"), "{e}");
     assert!(e.contains("listeners[0].quic.handshake_timeout_ms"), "{e}");
 }
+
+#[test]
+fn a_passthrough_cluster_is_probed_below_tls() {
+    let text = r#"
+[passthrough]
+bind_addr = "127.0.0.1:0"
+cluster = "quic"
+[[clusters]]
+name = "quic"
+[[clusters.backends]]
+address = "127.0.0.1:4433"
+[clusters.health_check]
+kind = "http"
+"#;
+    let e = err(text);
+    assert!(e.contains("clusters[0].health_check.kind"), "{e}");
+    let ok = text.replace("kind = \"http\"", "kind = \"tcp\"");
+    Config::from_toml(&ok).expect("tcp: a version negotiation probe");
+}

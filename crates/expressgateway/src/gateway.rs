@@ -41,6 +41,8 @@ pub struct Prepared {
     /// Mode B pools: listed by the admin API (and drainable); their checks
     /// (a QUIC handshake) start with the others.
     relay_pools: Vec<Arc<Pool>>,
+    /// `[passthrough]` (Mode A), if configured.
+    passthrough: Option<eg_passthrough::Settings>,
     connect_timeout: Duration,
 }
 
@@ -100,13 +102,12 @@ impl Prepared {
             };
             listeners.push(built);
         }
-        if config.passthrough.is_some() {
-            bail!("passthrough: QUIC passthrough is not served by this build yet");
-        }
+        let passthrough = eg_passthrough::Settings::new(config, carry)?;
         Ok(Self {
             listeners,
             pools,
             relay_pools,
+            passthrough,
             connect_timeout: Duration::from_millis(config.runtime.connect_timeout_ms),
         })
     }
@@ -125,6 +126,15 @@ impl Prepared {
             }
         }
         live.append(&mut self.relay_pools);
+        if let Some(pt) = &self.passthrough {
+            // Mode A holds no keys: its probe is a QUIC version
+            // negotiation, which every QUIC server answers.
+            eg_balancer::health::active::spawn(
+                &pt.pool,
+                Arc::new(eg_passthrough::probe::VersionProbe),
+            );
+            live.push(Arc::clone(&pt.pool));
+        }
         live
     }
 }
@@ -153,6 +163,14 @@ pub enum Trigger {
     Reload,
     /// SIGUSR1: keep the running configuration, re-read certificates and keys.
     CertRotation,
+}
+
+/// The Mode A socket: roomy buffers, as every QUIC endpoint's.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    eg_runtime::tune_udp_socket(&socket);
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
 }
 
 /// A bound socket of either transport.
@@ -190,6 +208,8 @@ pub struct Gateway {
     /// The running generation's pools, retired (their checks stopped) when
     /// a reload replaces them.
     pools: ArcSwap<Vec<Arc<Pool>>>,
+    /// `[passthrough]`'s live settings, swapped by a reload.
+    passthrough: Option<Arc<ArcSwap<eg_passthrough::Settings>>>,
 }
 
 impl Gateway {
@@ -226,6 +246,12 @@ impl Gateway {
             };
             sockets.push(socket);
         }
+        let passthrough_socket = match &config.passthrough {
+            Some(pt) => Some(bind_udp(pt.bind_addr).with_context(|| {
+                format!("passthrough.bind_addr: cannot bind {}", pt.bind_addr)
+            })?),
+            None => None,
+        };
         let admin_socket = match config.observability.metrics_bind {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -348,6 +374,24 @@ impl Gateway {
                 gate: gate_of_slot,
             });
         }
+        let mut passthrough = None;
+        if let (Some(socket), Some(settings)) = (passthrough_socket, prepared.passthrough.take()) {
+            let local = socket.local_addr()?;
+            report::listening("passthrough", "passthrough", "udp", local);
+            shown.push(eg_admin::ListenerInfo {
+                name: "passthrough".to_owned(),
+                protocol: "passthrough".to_owned(),
+                address: format!("{local}/udp"),
+            });
+            tracing::info!(address = %local, "passthrough (QUIC Mode A) listening");
+            let settings = Arc::new(ArcSwap::from_pointee(settings));
+            tracker.spawn(eg_passthrough::serve(
+                socket,
+                Arc::clone(&settings),
+                shutdown.clone(),
+            ));
+            passthrough = Some(settings);
+        }
         // Reported after the listeners, so their indices match the config.
         if let Some(addr) = admin_addr {
             report::listening("admin", "admin", "tcp", addr);
@@ -367,6 +411,7 @@ impl Gateway {
             admission,
             carry,
             pools: running_pools,
+            passthrough,
         })
     }
 
@@ -452,6 +497,9 @@ impl Gateway {
                 // HTTP/3 <-> Mode B: named by `not_applied_live`.
                 _ => {}
             }
+        }
+        if let (Some(live), Some(settings)) = (&self.passthrough, prepared.passthrough.take()) {
+            live.store(Arc::new(settings));
         }
         let rt = &config.runtime;
         self.admission

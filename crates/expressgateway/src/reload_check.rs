@@ -43,6 +43,11 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         ),
         old.listeners.len() != new.listeners.len(),
     );
+    let bind = |c: &Config| c.passthrough.as_ref().map(|p| p.bind_addr);
+    differs(
+        "passthrough.bind_addr (or [passthrough] added or removed)",
+        bind(old) != bind(new),
+    );
     for (i, (a, b)) in old.listeners.iter().zip(&new.listeners).enumerate() {
         differs(&format!("listeners[{i}].address"), a.address != b.address);
         differs(

@@ -35,11 +35,22 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
 }
 
-type Table = FlowTable<Arc<UdpSocket>>;
+type Table = FlowTable<Arc<Upstream>>;
+
+/// A flow's socket towards its backend. Sends go straight to the
+/// non-blocking socket (a dup of the same file): tokio's `try_send` on a
+/// socket the reactor has not yet seen writable would refuse at once, and
+/// a flow's first datagram, the client's Initial, would be lost.
+struct Upstream {
+    recv: UdpSocket,
+    send: std::net::UdpSocket,
+}
 
 /// State shared by the listener task and every flow task.
 struct Shared {
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
+    /// The listener socket again, for sends (see `Upstream`).
+    reply: std::net::UdpSocket,
     table: Mutex<Table>,
     epoch: Instant,
 }
@@ -70,8 +81,16 @@ pub async fn serve(
     settings: Arc<ArcSwap<Settings>>,
     shutdown: CancellationToken,
 ) {
+    let (socket, reply) = match split(socket) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(error = %e, "passthrough: cannot use the listener socket");
+            return;
+        }
+    };
     let shared = Arc::new(Shared {
-        socket: Arc::new(socket),
+        socket,
+        reply,
         table: Mutex::new(FlowTable::default()),
         epoch: Instant::now(),
     });
@@ -108,6 +127,13 @@ pub async fn serve(
             },
         }
     }
+}
+
+/// The same socket twice: for tokio's receive side and for plain sends.
+fn split(socket: UdpSocket) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
+    let std = socket.into_std()?;
+    let send = std.try_clone()?;
+    Ok((UdpSocket::from_std(std)?, send))
 }
 
 /// Find (or place) the flow of one client datagram and forward it.
@@ -260,7 +286,7 @@ fn forward(
         flow.backlog.push(datagram.to_vec());
     }
     flow.seen_from(from, now);
-    match flow.upstream.try_send(datagram) {
+    match flow.upstream.send.send(datagram) {
         Ok(_) => metrics()
             .datagrams_total
             .with_label_values(&["to_backend"])
@@ -271,7 +297,7 @@ fn forward(
 
 /// A UDP socket of the backend's family, connected to it: its replies
 /// are this flow's and nobody else's.
-fn connect_upstream(backend: SocketAddr) -> io::Result<Arc<UdpSocket>> {
+fn connect_upstream(backend: SocketAddr) -> io::Result<Arc<Upstream>> {
     let local: SocketAddr = if backend.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -280,7 +306,11 @@ fn connect_upstream(backend: SocketAddr) -> io::Result<Arc<UdpSocket>> {
     let socket = std::net::UdpSocket::bind(local)?;
     socket.connect(backend)?;
     socket.set_nonblocking(true)?;
-    Ok(Arc::new(UdpSocket::from_std(socket)?))
+    let send = socket.try_clone()?;
+    Ok(Arc::new(Upstream {
+        recv: UdpSocket::from_std(socket)?,
+        send,
+    }))
 }
 
 /// One flow's backend-to-client half, and its placement until the
@@ -290,7 +320,7 @@ struct FlowTask {
     shared: Arc<Shared>,
     flow: Arc<FlowShared>,
     settings: Arc<Settings>,
-    upstream: Arc<UdpSocket>,
+    upstream: Arc<Upstream>,
     /// Counts the flow on its backend; reports the outcome to health.
     picked: InFlight,
     /// Backends tried, for moving a flow no backend answered yet.
@@ -315,7 +345,7 @@ impl FlowTask {
             let step = tokio::select! {
                 () = self.flow.stop.cancelled() => Step::End,
                 () = tokio::time::sleep_until(deadline), if !self.answered => Step::Failed,
-                ready = self.upstream.readable() => match ready {
+                ready = self.upstream.recv.readable() => match ready {
                     Ok(()) => self.drain_upstream(),
                     Err(_) => Step::Failed,
                 },
@@ -343,7 +373,7 @@ impl FlowTask {
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             loop {
-                match self.upstream.try_recv(&mut buf) {
+                match self.upstream.recv.try_recv(&mut buf) {
                     Ok(n) => {
                         if let Some(d) = buf.get(..n) {
                             self.reply(d);
@@ -379,7 +409,7 @@ impl FlowTask {
                 self.learned.push(cid.to_vec());
             }
         }
-        let sent = self.shared.socket.try_send_to(datagram, self.flow.client());
+        let sent = self.shared.reply.send_to(datagram, self.flow.client());
         match sent {
             Ok(_) => metrics()
                 .datagrams_total
@@ -419,7 +449,7 @@ impl FlowTask {
             flow.backlog.clone()
         };
         for d in &backlog {
-            let _ = upstream.try_send(d);
+            let _ = upstream.send.send(d);
         }
         metrics::flow_event("replaced");
         self.tried.push(index);

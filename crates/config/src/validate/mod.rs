@@ -99,6 +99,7 @@ impl Config {
                             "no [[clusters]] entry has this name",
                         );
                     }
+                    self.check_passthrough_cluster(&mut f, c);
                 }
                 (None, false) => {
                     for (j, b) in pt.backends.iter().enumerate() {
@@ -149,6 +150,33 @@ impl Config {
             Ok(())
         } else {
             Err(f.0)
+        }
+    }
+
+    /// Mode A holds no keys: it can probe a backend only below TLS (a
+    /// QUIC version negotiation, `kind = "tcp"`), and hash only what the
+    /// public header and the source address show.
+    fn check_passthrough_cluster(&self, f: &mut Findings, name: &str) {
+        let Some((i, c)) = self.clusters.iter().enumerate().find(|(_, c)| c.name == name) else {
+            return;
+        };
+        if let Some(h) = &c.health_check {
+            if h.kind != crate::HealthCheckKind::Tcp {
+                f.fail(
+                    format!("clusters[{i}].health_check.kind"),
+                    format!("{:?}", h.kind).to_lowercase(),
+                    "a passthrough pool is probed below TLS: use \"tcp\" (a QUIC version negotiation)",
+                );
+            }
+        }
+        if let Some(k) = &c.hash_key {
+            if matches!(k.source, crate::HashSource::Header | crate::HashSource::Cookie) {
+                f.fail(
+                    format!("clusters[{i}].hash_key.source"),
+                    "header/cookie",
+                    "passthrough hashes the connection ID (\"cid\") or the source \"ip\"",
+                );
+            }
         }
     }
 

@@ -26,6 +26,8 @@ mod http_thirdparty;
 mod ops;
 mod ops_reload;
 mod packaging;
+mod passthrough;
+mod passthrough_interop;
 mod quic;
 mod quic_0rtt;
 mod quic_interop;
