@@ -7,6 +7,7 @@
 mod backend;
 pub mod hash;
 pub mod health;
+pub mod quic_lb;
 mod pick;
 mod policy;
 mod pool;

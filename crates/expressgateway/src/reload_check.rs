@@ -60,6 +60,11 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
             &format!("listeners[{i}].quic.max_recv_udp_payload_size"),
             payload(a) != payload(b),
         );
+        let lb = |l: &eg_config::Listener| l.quic.as_ref().and_then(|q| q.quic_lb.clone());
+        differs(
+            &format!("listeners[{i}].quic.quic_lb (connection IDs are issued by the bound endpoint)"),
+            lb(a) != lb(b),
+        );
         let mode_b =
             |l: &eg_config::Listener| l.quic.as_ref().is_some_and(|q| q.raw_proxy.is_some());
         differs(

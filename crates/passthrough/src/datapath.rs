@@ -147,7 +147,7 @@ fn route(shared: &Arc<Shared>, s: &Arc<Settings>, datagram: &[u8], from: SocketA
     let dcid = match packet {
         Packet::Short { rest } => match table.by_short(rest, s.max_dcid_len_routed) {
             Some((id, _)) => return forward(&mut table, s, id, datagram, from, now),
-            None => return metrics::drop("unknown_cid"),
+            None => return stateless(shared, &mut table, s, rest, datagram, from, now, draining),
         },
         Packet::VersionNegotiation { .. } => return metrics::drop("version_negotiation"),
         Packet::Long { dcid, .. } | Packet::OtherVersion { dcid, .. } => dcid,
@@ -169,7 +169,7 @@ fn route(shared: &Arc<Shared>, s: &Arc<Settings>, datagram: &[u8], from: SocketA
         } | Packet::OtherVersion { .. }
     );
     if !starts {
-        return metrics::drop("unknown_cid");
+        return stateless(shared, &mut table, s, dcid, datagram, from, now, draining);
     }
     if datagram.len() < MIN_INITIAL_DATAGRAM {
         return metrics::drop("small_initial");
@@ -185,6 +185,39 @@ fn route(shared: &Arc<Shared>, s: &Arc<Settings>, datagram: &[u8], from: SocketA
         return;
     };
     forward(&mut table, s, id, datagram, from, now);
+}
+
+/// A packet of a connection the table does not know (this process
+/// restarted, another instance placed it, or the client moved to an ID
+/// the backend issued encrypted): if its DCID is a QUIC-LB ID naming a
+/// backend, the flow is entered as established on that backend; else it
+/// cannot be routed.
+#[allow(clippy::too_many_arguments)]
+fn stateless(
+    shared: &Arc<Shared>,
+    table: &mut Table,
+    s: &Arc<Settings>,
+    dcid_bytes: &[u8],
+    datagram: &[u8],
+    from: SocketAddr,
+    now: u64,
+    draining: bool,
+) {
+    let Some((index, cid)) = s.quic_lb_target(dcid_bytes) else {
+        return metrics::drop("unknown_cid");
+    };
+    if draining {
+        return metrics::drop("draining");
+    }
+    let Some(picked) = s.pool.hold(index) else {
+        return metrics::drop("no_backend");
+    };
+    let Some(id) = enter(shared, table, s, picked, cid, from, now, None, true) else {
+        return;
+    };
+    table.mark_answered(id);
+    metrics::flow_event("quic_lb");
+    forward(table, s, id, datagram, from, now);
 }
 
 /// A new flow for `dcid`: pick a backend through the pool, open the
@@ -208,6 +241,26 @@ fn place(
         metrics::drop("no_backend");
         return None;
     };
+    let id = enter(shared, table, s, picked, dcid, from, now, key, false)?;
+    metrics::flow_event("placed");
+    Some(id)
+}
+
+/// Open the flow's upstream socket to `picked`, enter the flow under
+/// `cid` and start its task. `key`: the placement hash, for a move;
+/// `established`: found by a QUIC-LB ID, the connection lives there.
+#[allow(clippy::too_many_arguments)]
+fn enter(
+    shared: &Arc<Shared>,
+    table: &mut Table,
+    s: &Arc<Settings>,
+    picked: InFlight,
+    dcid: &[u8],
+    from: SocketAddr,
+    now: u64,
+    key: Option<u64>,
+    established: bool,
+) -> Option<u64> {
     let index = picked.backend().index;
     let upstream = match s.addrs.get(index).map(|a| connect_upstream(*a)) {
         Some(Ok(u)) => u,
@@ -240,7 +293,6 @@ fn place(
     if placed.evicted.is_some() {
         metrics::flow_event("evicted");
     }
-    metrics::flow_event("placed");
     eg_runtime::metrics::metrics()
         .connections_total
         .with_label_values(&[crate::settings::POOL_NAME])
@@ -255,7 +307,7 @@ fn place(
         picked,
         tried: vec![index],
         learned: Vec::new(),
-        answered: false,
+        answered: established,
         hash: key,
     };
     tokio::spawn(task.run());

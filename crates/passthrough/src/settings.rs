@@ -2,10 +2,12 @@
 //! balancer), the backends' resolved addresses, and the flow bounds. A
 //! reload swaps it whole; flows already placed keep their backend.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use eg_balancer::quic_lb::QuicLbFormat;
 use eg_balancer::Pool;
 use eg_config::{
     Backend, BackendProtocol, Config, HashKey, HashSource, LbPolicy, Passthrough, PoolSpec,
@@ -41,6 +43,25 @@ pub struct Settings {
     /// `hash_key.source = "ip"` on the cluster: place by client IP, not
     /// by connection ID.
     pub hash_by_ip: bool,
+    /// `[passthrough.quic_lb]`: the ID layout and which backend each
+    /// server ID names.
+    pub quic_lb: Option<QuicLbRouting>,
+}
+
+pub struct QuicLbRouting {
+    pub format: QuicLbFormat,
+    pub by_server_id: HashMap<Vec<u8>, usize>,
+}
+
+impl Settings {
+    /// The backend index and connection ID a QUIC-LB ID at the start of
+    /// `bytes` names, if it is one of ours.
+    pub fn quic_lb_target<'a>(&self, bytes: &'a [u8]) -> Option<(usize, &'a [u8])> {
+        let lb = self.quic_lb.as_ref()?;
+        let id = lb.format.server_id(bytes)?;
+        let index = *lb.by_server_id.get(id)?;
+        Some((index, bytes.get(..lb.format.cid_len())?))
+    }
 }
 
 impl Settings {
@@ -76,6 +97,7 @@ impl Settings {
             idle_timeout: Duration::from_millis(pt.flow_idle_timeout_ms),
             answer_timeout: Duration::from_millis(config.runtime.connect_timeout_ms),
             hash_by_ip,
+            quic_lb: quic_lb(pt),
         }))
     }
 }
@@ -131,6 +153,24 @@ fn pool_spec(config: &Config, pt: &Passthrough) -> Result<(PoolSpec, String), Se
         connection_pool: None,
     };
     Ok((spec, "passthrough.backends".to_owned()))
+}
+
+fn quic_lb(pt: &Passthrough) -> Option<QuicLbRouting> {
+    let lb = pt.quic_lb.as_ref()?;
+    let by_server_id = pt
+        .backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| Some((eg_config::parse_hex(b.server_id()?)?, i)))
+        .collect();
+    Some(QuicLbRouting {
+        format: QuicLbFormat {
+            config_rotation: lb.config_rotation,
+            server_id_len: usize::from(lb.server_id_len),
+            nonce_len: usize::from(lb.nonce_len),
+        },
+        by_server_id,
+    })
 }
 
 /// The first address `host:port` resolves to.

@@ -127,6 +127,9 @@ pub struct WeightedAddress {
     pub address: String,
     #[serde(default = "one")]
     pub weight: u32,
+    /// QUIC-LB server ID (hex) this backend puts in its connection IDs;
+    /// needs `[passthrough.quic_lb]`.
+    pub server_id: Option<String>,
 }
 
 fn one() -> u32 {
@@ -144,6 +147,12 @@ impl PassthroughBackend {
         match self {
             Self::Address(_) => 1,
             Self::Weighted(w) => w.weight,
+        }
+    }
+    pub fn server_id(&self) -> Option<&str> {
+        match self {
+            Self::Address(_) => None,
+            Self::Weighted(w) => w.server_id.as_deref(),
         }
     }
 }
@@ -168,6 +177,8 @@ pub struct Passthrough {
     pub flow_idle_timeout_ms: u64,
     #[serde(default = "d_max_dcid")]
     pub max_dcid_len_routed: u8,
+    /// Route established flows by the QUIC-LB server ID in their CIDs.
+    pub quic_lb: Option<crate::QuicLbRoute>,
 }
 
 fn d_max_conns() -> u32 {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 mod listener;
 mod pool;
+mod quic_lb;
 
 use crate::{Config, Invalid, ListenerProtocol, MAX_WEIGHT};
 use listener::check_listener;
@@ -138,6 +139,7 @@ impl Config {
                 1,
                 1024,
             );
+            quic_lb::check_route(&mut f, pt);
             f.range(
                 "passthrough.flow_idle_timeout_ms".into(),
                 pt.flow_idle_timeout_ms,

@@ -28,6 +28,7 @@ mod ops_reload;
 mod packaging;
 mod passthrough;
 mod passthrough_interop;
+mod passthrough_quic_lb;
 mod quic;
 mod quic_0rtt;
 mod quic_interop;
