@@ -7,10 +7,10 @@
 mod backend;
 pub mod hash;
 pub mod health;
-pub mod quic_lb;
 mod pick;
 mod policy;
 mod pool;
+pub mod quic_lb;
 mod retry;
 mod rng;
 

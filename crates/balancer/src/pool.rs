@@ -146,7 +146,9 @@ impl Pool {
     /// than the policy (a QUIC-LB server ID names it), whatever its health:
     /// the connection already lives there.
     pub fn hold(&self, index: usize) -> Option<InFlight> {
-        self.backends.get(index).map(|b| self.guard(b, Instant::now()))
+        self.backends
+            .get(index)
+            .map(|b| self.guard(b, Instant::now()))
     }
 
     /// Connection-level failover shared by the raw datapaths: pick a

@@ -252,9 +252,15 @@ server_id_len = 2
     assert!(e.contains("passthrough.backends[1].server_id"), "{e}");
     let e = err(&base.replace("server_id_len = 2", "server_id_len = 2\nnonce_len = 18"));
     assert!(e.contains("passthrough.quic_lb.nonce_len"), "{e}");
-    let e = err(&base.replace("server_id_len = 2", "server_id_len = 2\nconfig_rotation = 7"));
+    let e = err(&base.replace(
+        "server_id_len = 2",
+        "server_id_len = 2\nconfig_rotation = 7",
+    ));
     assert!(e.contains("passthrough.quic_lb.config_rotation"), "{e}");
-    let no_table = base.split("[passthrough.quic_lb]").next().unwrap_or_default();
+    let no_table = base
+        .split("[passthrough.quic_lb]")
+        .next()
+        .unwrap_or_default();
     let e = err(no_table);
     assert!(e.contains("passthrough.backends"), "{e}");
 }

@@ -246,12 +246,13 @@ impl Gateway {
             };
             sockets.push(socket);
         }
-        let passthrough_socket = match &config.passthrough {
-            Some(pt) => Some(bind_udp(pt.bind_addr).with_context(|| {
-                format!("passthrough.bind_addr: cannot bind {}", pt.bind_addr)
-            })?),
-            None => None,
-        };
+        let passthrough_socket =
+            match &config.passthrough {
+                Some(pt) => Some(bind_udp(pt.bind_addr).with_context(|| {
+                    format!("passthrough.bind_addr: cannot bind {}", pt.bind_addr)
+                })?),
+                None => None,
+            };
         let admin_socket = match config.observability.metrics_bind {
             Some(addr) => Some(
                 TcpListener::bind(addr)

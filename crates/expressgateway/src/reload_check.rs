@@ -62,7 +62,9 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         );
         let lb = |l: &eg_config::Listener| l.quic.as_ref().and_then(|q| q.quic_lb.clone());
         differs(
-            &format!("listeners[{i}].quic.quic_lb (connection IDs are issued by the bound endpoint)"),
+            &format!(
+                "listeners[{i}].quic.quic_lb (connection IDs are issued by the bound endpoint)"
+            ),
             lb(a) != lb(b),
         );
         let mode_b =

@@ -137,7 +137,13 @@ fn split(socket: UdpSocket) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
 }
 
 /// Find (or place) the flow of one client datagram and forward it.
-fn route(shared: &Arc<Shared>, s: &Arc<Settings>, datagram: &[u8], from: SocketAddr, draining: bool) {
+fn route(
+    shared: &Arc<Shared>,
+    s: &Arc<Settings>,
+    datagram: &[u8],
+    from: SocketAddr,
+    draining: bool,
+) {
     let packet = match header::parse(datagram) {
         Ok(p) => p,
         Err(m) => return metrics::drop(m.as_str()),
@@ -315,14 +321,7 @@ fn enter(
 }
 
 /// Send one client datagram on flow `id`'s upstream socket.
-fn forward(
-    table: &mut Table,
-    s: &Settings,
-    id: u64,
-    datagram: &[u8],
-    from: SocketAddr,
-    now: u64,
-) {
+fn forward(table: &mut Table, s: &Settings, id: u64, datagram: &[u8], from: SocketAddr, now: u64) {
     let Some(flow) = table.get_mut(id) else {
         return;
     };
@@ -447,7 +446,9 @@ impl FlowTask {
         self.flow.touch(now);
         let scid = header::parse(datagram).ok().and_then(|p| p.scid());
         let learn = scid.filter(|c| {
-            !c.is_empty() && self.learned.len() < MAX_CIDS_PER_FLOW && !self.learned.iter().any(|l| l == c)
+            !c.is_empty()
+                && self.learned.len() < MAX_CIDS_PER_FLOW
+                && !self.learned.iter().any(|l| l == c)
         });
         if !self.answered || learn.is_some() {
             let mut table = self.shared.table();
@@ -487,7 +488,8 @@ impl FlowTask {
             return false;
         };
         let index = picked.backend().index;
-        let Some(Ok(upstream)) = self.settings.addrs.get(index).map(|a| connect_upstream(*a)) else {
+        let Some(Ok(upstream)) = self.settings.addrs.get(index).map(|a| connect_upstream(*a))
+        else {
             metrics::flow_event("failed");
             return false;
         };

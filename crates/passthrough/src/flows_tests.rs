@@ -10,8 +10,15 @@ const ROOMY: Limits = Limits {
 };
 
 fn put(t: &mut FlowTable<()>, cid: &[u8], port: u16, limits: Limits) -> Result<u64, Refused> {
-    t.insert(cid, addr(port), 0, (), FlowShared::new(addr(port), 0), limits)
-        .map(|p| p.id)
+    t.insert(
+        cid,
+        addr(port),
+        0,
+        (),
+        FlowShared::new(addr(port), 0),
+        limits,
+    )
+    .map(|p| p.id)
 }
 
 #[test]
@@ -21,7 +28,11 @@ fn every_cid_of_a_flow_finds_it_and_removal_forgets_them() {
     assert!(t.add_cid(id, &[2; 5]));
     assert_eq!(t.by_cid(&[1; 8]), Some(id));
     assert_eq!(t.by_short(&[2, 2, 2, 2, 2, 9, 9], 20), Some((id, 5)));
-    assert_eq!(t.by_short(&[2, 2, 2, 2, 2, 9, 9], 4), None, "longer than routed");
+    assert_eq!(
+        t.by_short(&[2, 2, 2, 2, 2, 9, 9], 4),
+        None,
+        "longer than routed"
+    );
     let flow = t.remove(id).expect("flow");
     assert!(flow.shared.stop.is_cancelled());
     assert_eq!(t.by_cid(&[1; 8]), None);
@@ -39,7 +50,9 @@ fn cids_per_flow_are_bounded_and_never_stolen() {
     for i in 0..20u8 {
         t.add_cid(a, &[100 + i; 8]);
     }
-    let held = (0..20u8).filter(|i| t.by_cid(&[100 + i; 8]).is_some()).count();
+    let held = (0..20u8)
+        .filter(|i| t.by_cid(&[100 + i; 8]).is_some())
+        .count();
     assert_eq!(held, MAX_CIDS_PER_FLOW - 1);
     assert_eq!(put(&mut t, &[3; 21], 4, ROOMY), Err(Refused::BadCid));
 }

@@ -175,7 +175,7 @@ pub fn parse(datagram: &[u8]) -> Result<Packet<'_>, Malformed> {
     let dcid = r.cid(max)?;
     let scid = r.cid(max)?;
     if version == VERSION_NEGOTIATION {
-        if r.bytes.is_empty() || r.bytes.len() % 4 != 0 {
+        if r.bytes.is_empty() || !r.bytes.len().is_multiple_of(4) {
             return Err(Malformed::BadVersionList);
         }
         return Ok(Packet::VersionNegotiation {

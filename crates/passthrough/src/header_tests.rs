@@ -81,7 +81,10 @@ fn v1_handshake_and_retry() {
         })
     ));
     let retry = long(0xf0, VERSION_1, &[4; 8], &[5; 8], &[7; 16]);
-    assert_eq!(parse(&retry).ok().and_then(|p| p.scid()), Some(&[5u8; 8][..]));
+    assert_eq!(
+        parse(&retry).ok().and_then(|p| p.scid()),
+        Some(&[5u8; 8][..])
+    );
     let short_tag = long(0xf0, VERSION_1, &[4; 8], &[5; 8], &[7; 15]);
     assert_eq!(parse(&short_tag), Err(Malformed::Truncated));
 }
@@ -146,9 +149,7 @@ impl Noise {
 /// What every parse result must satisfy: CIDs lie inside the input.
 fn check_invariants(input: &[u8]) {
     let range = input.as_ptr_range();
-    let inside = |s: &[u8]| {
-        s.is_empty() || (range.contains(&s.as_ptr()) && s.len() <= input.len())
-    };
+    let inside = |s: &[u8]| s.is_empty() || (range.contains(&s.as_ptr()) && s.len() <= input.len());
     if let Ok(p) = parse(input) {
         assert!(p.long_dcid().is_none_or(inside));
         assert!(p.scid().is_none_or(inside));

@@ -41,7 +41,7 @@ pub const QUIC_LB_UNROUTABLE_ROTATION: u8 = 0b111;
 /// `server_id` as bytes: `None` unless an even number of hex digits.
 pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

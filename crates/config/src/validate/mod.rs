@@ -159,7 +159,12 @@ impl Config {
     /// QUIC version negotiation, `kind = "tcp"`), and hash only what the
     /// public header and the source address show.
     fn check_passthrough_cluster(&self, f: &mut Findings, name: &str) {
-        let Some((i, c)) = self.clusters.iter().enumerate().find(|(_, c)| c.name == name) else {
+        let Some((i, c)) = self
+            .clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+        else {
             return;
         };
         if let Some(h) = &c.health_check {
@@ -172,7 +177,10 @@ impl Config {
             }
         }
         if let Some(k) = &c.hash_key {
-            if matches!(k.source, crate::HashSource::Header | crate::HashSource::Cookie) {
+            if matches!(
+                k.source,
+                crate::HashSource::Header | crate::HashSource::Cookie
+            ) {
                 f.fail(
                     format!("clusters[{i}].hash_key.source"),
                     "header/cookie",

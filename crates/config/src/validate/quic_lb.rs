@@ -91,7 +91,10 @@ pub(super) fn check_route(f: &mut Findings, pt: &Passthrough) {
             _ => f.fail(
                 path,
                 format!("{hex:?}"),
-                format!("{} bytes in hex (passthrough.quic_lb.server_id_len)", lb.server_id_len),
+                format!(
+                    "{} bytes in hex (passthrough.quic_lb.server_id_len)",
+                    lb.server_id_len
+                ),
             ),
         }
     }

@@ -53,6 +53,30 @@ async fn backend_of(cl: &mut H3Client, path: &str) -> String {
     String::from_utf8_lossy(r.headers.get("x-backend").expect("x-backend").as_bytes()).into_owned()
 }
 
+/// One quinn HTTP/3 backend named `name` behind a passthrough gateway.
+pub(crate) struct OneBackend {
+    pub c: eg_tls::SelfSigned,
+    pub gw: Gateway,
+    pub target: SocketAddr,
+    _backend: H3Backend,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) async fn one_backend(name: &'static str, extra: &str) -> OneBackend {
+    let dir = scratch();
+    let c = cert(dir.path(), "origin");
+    let backend = H3Backend::start(name, &c).await;
+    let gw = Gateway::start_in(scratch(), &pt_config(&[backend.addr], extra));
+    let target = pt_addr(&gw);
+    OneBackend {
+        c,
+        gw,
+        target,
+        _backend: backend,
+        _dir: dir,
+    }
+}
+
 async fn three_backends(c: &eg_tls::SelfSigned) -> Vec<H3Backend> {
     vec![
         H3Backend::start("b0", c).await,
@@ -100,7 +124,11 @@ async fn passthrough_spreads_40_connections_and_keeps_each_on_its_backend() {
     }
     assert!(metric(&gw, "expressgateway_passthrough_flows_active").await >= 41);
     assert!(
-        metric(&gw, "expressgateway_passthrough_datagrams_total{direction=\"to_client\"}").await
+        metric(
+            &gw,
+            "expressgateway_passthrough_datagrams_total{direction=\"to_client\"}"
+        )
+        .await
             > 100
     );
 }
@@ -199,12 +227,9 @@ async fn passthrough_connection_survives_three_client_port_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_strict_source_binding_refuses_a_moved_client() {
-    let dir = scratch();
-    let c = cert(dir.path(), "origin");
-    let b = H3Backend::start("b0", &c).await;
-    let config = pt_config(&[b.addr], "strict_source_binding = true\n");
-    let gw = Gateway::start_in(scratch(), &config);
-    let mut nat = Nat::start(pt_addr(&gw)).await;
+    let pt = one_backend("b0", "strict_source_binding = true\n").await;
+    let (c, gw, target) = (&pt.c, &pt.gw, pt.target);
+    let mut nat = Nat::start(target).await;
     let mut cl = H3Client::new(&c.cert_pem, nat.inside);
     assert_eq!(backend_of(&mut cl, "/before").await, "b0");
     nat.rebind().await;
@@ -217,10 +242,7 @@ async fn passthrough_strict_source_binding_refuses_a_moved_client() {
         crate::support::h3::exchange(&mut sender, req, Bytes::new()),
     )
     .await;
-    assert!(
-        !matches!(moved, Ok(Ok(_))),
-        "a moved source is not served"
-    );
+    assert!(!matches!(moved, Ok(Ok(_))), "a moved source is not served");
     assert!(
         metric(
             &gw,
@@ -329,21 +351,20 @@ async fn passthrough_killed_backend_moves_only_its_flows() {
         assert_ne!(name, victim, "a new flow on the killed backend");
     }
     assert!(
-        metric(&gw, "expressgateway_passthrough_flows_total{event=\"replaced\"}").await >= 1,
+        metric(
+            &gw,
+            "expressgateway_passthrough_flows_total{event=\"replaced\"}"
+        )
+        .await
+            >= 1,
         "no new flow was moved off the killed backend"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_max_quic_connections_refuses_the_excess() {
-    let dir = scratch();
-    let c = cert(dir.path(), "origin");
-    let b = H3Backend::start("b0", &c).await;
-    let gw = Gateway::start_in(
-        scratch(),
-        &pt_config(&[b.addr], "max_quic_connections = 2\n"),
-    );
-    let target = pt_addr(&gw);
+    let pt = one_backend("b0", "max_quic_connections = 2\n").await;
+    let (c, gw, target) = (&pt.c, &pt.gw, pt.target);
     let mut first = H3Client::new(&c.cert_pem, target);
     let mut second = H3Client::new(&c.cert_pem, target);
     assert_eq!(backend_of(&mut first, "/1").await, "b0");
@@ -366,23 +387,27 @@ async fn passthrough_max_quic_connections_refuses_the_excess() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_reaps_idle_flows() {
-    let dir = scratch();
-    let c = cert(dir.path(), "origin");
-    let b = H3Backend::start("b0", &c).await;
-    let gw = Gateway::start_in(
-        scratch(),
-        &pt_config(&[b.addr], "flow_idle_timeout_ms = 1000\n"),
-    );
-    let target = pt_addr(&gw);
+    let pt = one_backend("b0", "flow_idle_timeout_ms = 1000\n").await;
+    let (c, gw, target) = (&pt.c, &pt.gw, pt.target);
     let mut cl = H3Client::new(&c.cert_pem, target);
     assert_eq!(backend_of(&mut cl, "/1").await, "b0");
-    assert_eq!(metric(&gw, "expressgateway_passthrough_flows_active").await, 1);
+    assert_eq!(
+        metric(&gw, "expressgateway_passthrough_flows_active").await,
+        1
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&gw, "expressgateway_passthrough_flows_active").await > 0 {
         assert!(Instant::now() < deadline, "idle flow never reaped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(metric(&gw, "expressgateway_passthrough_flows_total{event=\"reaped\"}").await >= 1);
+    assert!(
+        metric(
+            &gw,
+            "expressgateway_passthrough_flows_total{event=\"reaped\"}"
+        )
+        .await
+            >= 1
+    );
     // A new connection is placed as usual.
     let mut fresh = H3Client::new(&c.cert_pem, target);
     assert_eq!(backend_of(&mut fresh, "/2").await, "b0");
@@ -406,7 +431,9 @@ fn garbage(i: u32) -> Vec<u8> {
         }
         // A 1200-byte Initial whose Length field lies.
         1 => {
-            let mut p = vec![0xc3, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x7f, 0xff];
+            let mut p = vec![
+                0xc3, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x7f, 0xff,
+            ];
             p.resize(1200, 0);
             d = p;
         }
@@ -425,11 +452,8 @@ fn garbage(i: u32) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_garbage_datagrams_are_dropped_and_counted() {
-    let dir = scratch();
-    let c = cert(dir.path(), "origin");
-    let b = H3Backend::start("b0", &c).await;
-    let gw = Gateway::start_in(scratch(), &pt_config(&[b.addr], ""));
-    let target = pt_addr(&gw);
+    let pt = one_backend("b0", "").await;
+    let (c, gw, target) = (&pt.c, &pt.gw, pt.target);
     let mut cl = H3Client::new(&c.cert_pem, target);
     assert_eq!(backend_of(&mut cl, "/before").await, "b0");
     let junk = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -446,5 +470,8 @@ async fn passthrough_garbage_datagrams_are_dropped_and_counted() {
     let dropped = metric(&gw, "expressgateway_passthrough_datagrams_dropped_total").await;
     // A few random datagrams pass for a first packet of an unknown
     // version (the backend answers those with Version Negotiation).
-    assert!(dropped >= 1000, "{dropped} of 1500 garbage datagrams counted");
+    assert!(
+        dropped >= 1000,
+        "{dropped} of 1500 garbage datagrams counted"
+    );
 }

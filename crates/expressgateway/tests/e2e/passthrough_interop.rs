@@ -8,8 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::h3_thirdparty::{aioquic_client, py_dir, python, require_python_modules, run_bounded};
-use crate::passthrough::{pt_addr, pt_config};
-use crate::support::h3::H3Backend;
+use crate::passthrough::{one_backend, pt_addr, pt_config};
 use crate::support::tls::cert;
 use crate::support::*;
 
@@ -37,7 +36,10 @@ async fn passthrough_curl_h3_verifies_the_hypercorn_certificate() {
             assert_eq!(r["body_len"].as_u64(), Some(1 << 20), "{r}");
             assert_eq!(r["body_sha256"], r["sent_sha256"], "echo checksum");
         } else {
-            assert_eq!(r["body"].as_str(), Some(format!("hypercorn {path}").as_str()));
+            assert_eq!(
+                r["body"].as_str(),
+                Some(format!("hypercorn {path}").as_str())
+            );
         }
     }
     // Trusting another certificate, curl refuses the backend's: what the
@@ -52,20 +54,21 @@ async fn passthrough_curl_h3_verifies_the_hypercorn_certificate() {
         tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(60)))
             .await
             .expect("join");
-    assert!(!ok, "curl accepted a certificate it does not trust: {stdout}");
+    assert!(
+        !ok,
+        "curl accepted a certificate it does not trust: {stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_aioquic_client_verifies_the_quinn_backend() {
     require_python_modules(&["aioquic"]);
-    let dir = scratch();
-    let c = cert(dir.path(), "origin");
-    let b = H3Backend::start("q", &c).await;
-    let gw = Gateway::start_in(scratch(), &pt_config(&[b.addr], ""));
+    let pt = one_backend("q", "").await;
+    let (c, target) = (&pt.c, pt.target);
     let size = 256 << 10;
     let report = aioquic_client(
         &c.cert_path,
-        pt_addr(&gw).port(),
+        target.port(),
         &["GET:/one", "GET:/two", &format!("POST:/echo:{size}")],
     )
     .await;
@@ -83,11 +86,9 @@ async fn passthrough_aioquic_client_verifies_the_quinn_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_ngtcp2_client_survives_nat_rebinding() {
-    let dir = scratch();
-    let c = cert(dir.path(), "origin");
-    let b = H3Backend::start("q", &c).await;
-    let gw = Gateway::start_in(scratch(), &pt_config(&[b.addr], ""));
-    let port = pt_addr(&gw).port().to_string();
+    let pt = one_backend("q", "").await;
+    let target = pt.target;
+    let port = target.port().to_string();
     let download = scratch();
     let mut cmd = Command::new("gtlsclient");
     // The request goes out a second after the handshake, after the
@@ -102,7 +103,11 @@ async fn passthrough_ngtcp2_client_survives_nat_rebinding() {
         "--timeout=10s",
     ])
     .arg(format!("--download={}", download.path().display()))
-    .args(["127.0.0.1", &port, &format!("https://localhost:{port}/rebound")]);
+    .args([
+        "127.0.0.1",
+        &port,
+        &format!("https://localhost:{port}/rebound"),
+    ]);
     let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
         let (ok, out, err) = run_bounded(cmd, Duration::from_secs(30));
         (ok, out, err)
@@ -115,7 +120,10 @@ async fn passthrough_ngtcp2_client_survives_nat_rebinding() {
         "gtlsclient failed (install Debian package ngtcp2-client):\n{log}"
     );
     assert!(log.contains("Local address is now"), "no rebinding:\n{log}");
-    assert!(log.contains(":status: 200"), "no answer after rebinding:\n{log}");
+    assert!(
+        log.contains(":status: 200"),
+        "no answer after rebinding:\n{log}"
+    );
     let body = std::fs::read_to_string(download.path().join("rebound")).unwrap_or_default();
     assert_eq!(body, "backend q /rebound\n");
 }

@@ -39,7 +39,10 @@ fn mode_a(bind: &str, g1: SocketAddr, g2: SocketAddr) -> String {
 async fn quic_lb_ids_route_a_connection_across_a_mode_a_restart() {
     let dir = scratch();
     let c = cert(dir.path(), "edge");
-    let (o1, o2) = (HttpBackend::start("o1").await, HttpBackend::start("o2").await);
+    let (o1, o2) = (
+        HttpBackend::start("o1").await,
+        HttpBackend::start("o2").await,
+    );
     let g1 = Gateway::start_in(scratch(), &h3_gateway(&c, o1.addr, "01"));
     let g2 = Gateway::start_in(scratch(), &h3_gateway(&c, o2.addr, "02"));
     let lb = Gateway::start_in(scratch(), &mode_a("127.0.0.1:0", g1.addr(0), g2.addr(0)));
@@ -48,25 +51,44 @@ async fn quic_lb_ids_route_a_connection_across_a_mode_a_restart() {
     let mut clients = Vec::new();
     for i in 0..6 {
         let mut cl = H3Client::new(&c.cert_pem, front);
-        let r = cl.send(Method::GET, &format!("/first/{i}"), Bytes::new()).await;
+        let r = cl
+            .send(Method::GET, &format!("/first/{i}"), Bytes::new())
+            .await;
         assert_eq!(r.status, 200);
-        let origin = String::from_utf8_lossy(&r.body).split(' ').nth(1).map(str::to_owned);
+        let origin = String::from_utf8_lossy(&r.body)
+            .split(' ')
+            .nth(1)
+            .map(str::to_owned);
         clients.push((cl, origin.expect("origin name")));
     }
     // The Mode A process goes away with its flow table; a new one takes
     // the same address.
     drop(lb);
-    let lb = Gateway::start_in(scratch(), &mode_a(&front.to_string(), g1.addr(0), g2.addr(0)));
+    let lb = Gateway::start_in(
+        scratch(),
+        &mode_a(&front.to_string(), g1.addr(0), g2.addr(0)),
+    );
     assert_eq!(pt_addr(&lb), front);
     for (i, (cl, origin)) in clients.iter_mut().enumerate() {
-        let r = cl.send(Method::GET, &format!("/after/{i}"), Bytes::new()).await;
+        let r = cl
+            .send(Method::GET, &format!("/after/{i}"), Bytes::new())
+            .await;
         assert_eq!(r.status, 200);
         let body = String::from_utf8_lossy(&r.body).into_owned();
-        assert_eq!(body, format!("backend {origin} /after/{i}\n"), "same instance");
+        assert_eq!(
+            body,
+            format!("backend {origin} /after/{i}\n"),
+            "same instance"
+        );
         assert_eq!(cl.connections_opened, 1, "the same QUIC connection");
     }
     assert!(
-        metric(&lb, "expressgateway_passthrough_flows_total{event=\"quic_lb\"}").await >= 6,
+        metric(
+            &lb,
+            "expressgateway_passthrough_flows_total{event=\"quic_lb\"}"
+        )
+        .await
+            >= 6,
         "flows re-entered from their QUIC-LB IDs"
     );
 }

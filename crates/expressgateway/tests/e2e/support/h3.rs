@@ -40,8 +40,6 @@ fn endpoint_at(local: &str, server: Option<quinn::ServerConfig>) -> quinn::Endpo
 pub struct H3Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
-    /// What it answers in `x-backend`.
-    pub name: &'static str,
     endpoint: quinn::Endpoint,
 }
 
@@ -85,7 +83,6 @@ impl H3Backend {
         Self {
             addr,
             hits,
-            name,
             endpoint,
         }
     }
