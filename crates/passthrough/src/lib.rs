@@ -16,3 +16,7 @@ pub mod settings;
 
 pub use datapath::serve;
 pub use settings::{Settings, SettingsError};
+
+#[cfg(test)]
+#[path = "instances_tests.rs"]
+mod instances_tests;
