@@ -18,7 +18,7 @@ use eg_balancer::{InFlight, Outcome, PickContext};
 use eg_runtime::CancellationToken;
 use tokio::net::UdpSocket;
 
-use crate::flows::{FlowShared, FlowTable, MAX_CIDS_PER_FLOW};
+use crate::flows::{FlowShared, FlowTable, Kept, MAX_CIDS_PER_FLOW};
 use crate::header::{self, LongType, Packet, MIN_INITIAL_DATAGRAM};
 use crate::metrics::{self, metrics};
 use crate::settings::Settings;
@@ -322,20 +322,20 @@ fn enter(
 
 /// Send one client datagram on flow `id`'s upstream socket.
 fn forward(table: &mut Table, s: &Settings, id: u64, datagram: &[u8], from: SocketAddr, now: u64) {
-    let Some(flow) = table.get_mut(id) else {
+    let Some(flow) = table.get(id) else {
         return;
     };
     if s.strict_source_binding && from != flow.client {
         return metrics::drop("source_mismatch");
     }
-    if !flow.answered() {
-        // Kept for a move to another backend if this one never answers;
-        // bounded, newest dropped.
-        if flow.backlog.len() >= s.per_flow_backlog {
-            return metrics::drop("backlog_full");
-        }
-        flow.backlog.push(datagram.to_vec());
+    // Kept for a move to another backend if this one never answers;
+    // bounded, newest dropped.
+    if !flow.answered() && table.keep(id, datagram, s.per_flow_backlog) == Kept::BacklogFull {
+        return metrics::drop("backlog_full");
     }
+    let Some(flow) = table.get_mut(id) else {
+        return;
+    };
     flow.seen_from(from, now);
     match flow.upstream.send.send(datagram) {
         Ok(_) => metrics()

@@ -21,6 +21,24 @@ use crate::header::MAX_CID_LEN_V1;
 /// a backend (or a bug) from filling the index through one flow.
 pub const MAX_CIDS_PER_FLOW: usize = 8;
 
+/// Bytes of kept datagrams (the backlogs of flows still being placed) in
+/// the whole table. `per_flow_backlog` bounds one flow; this bounds a
+/// flood of spoofed Initials each filling its own: 64 MiB holds the
+/// first flights of ~40 000 handshakes at once, and past it a placing
+/// flow's datagrams are still forwarded, only not kept for a move.
+pub const MAX_BACKLOG_BYTES: usize = 64 << 20;
+
+/// What `keep` did with a placing flow's datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Kept for a move; forward it.
+    Yes,
+    /// The table's byte budget is spent: forward it, do not keep it.
+    OverBudget,
+    /// The flow's backlog is full: drop it (newest dropped).
+    BacklogFull,
+}
+
 /// A connection ID, stored inline (at most 20 bytes in QUIC v1/v2).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cid {
@@ -171,6 +189,8 @@ pub struct FlowTable<U> {
     /// length is not on the wire, so lookups try the lengths in use.
     lens: [usize; MAX_CID_LEN_V1 + 1],
     next_id: u64,
+    /// Bytes in every flow's backlog together.
+    backlog_bytes: usize,
 }
 
 impl<U> Default for FlowTable<U> {
@@ -182,6 +202,7 @@ impl<U> Default for FlowTable<U> {
             half_open: BTreeSet::new(),
             lens: [0; MAX_CID_LEN_V1 + 1],
             next_id: 1,
+            backlog_bytes: 0,
         }
     }
 }
@@ -292,18 +313,46 @@ impl<U> FlowTable<U> {
         true
     }
 
+    /// Keep a datagram of flow `id` (still being placed) for a move,
+    /// within `per_flow` datagrams and the table's byte budget.
+    pub fn keep(&mut self, id: u64, datagram: &[u8], per_flow: usize) -> Kept {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return Kept::OverBudget;
+        };
+        if flow.backlog.len() >= per_flow {
+            return Kept::BacklogFull;
+        }
+        if self.backlog_bytes + datagram.len() > MAX_BACKLOG_BYTES {
+            return Kept::OverBudget;
+        }
+        self.backlog_bytes += datagram.len();
+        flow.backlog.push(datagram.to_vec());
+        Kept::Yes
+    }
+
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog_bytes
+    }
+
+    fn release_backlog(backlog_bytes: &mut usize, flow: &mut Flow<U>) {
+        let held: usize = flow.backlog.iter().map(Vec::len).sum();
+        *backlog_bytes = backlog_bytes.saturating_sub(held);
+        flow.backlog = Vec::new();
+    }
+
     /// The backend has answered: the flow is no longer half-open.
     pub fn mark_answered(&mut self, id: u64) {
         if let Some(flow) = self.flows.get_mut(&id) {
             flow.answered = true;
-            flow.backlog = Vec::new();
+            Self::release_backlog(&mut self.backlog_bytes, flow);
             self.half_open.remove(&id);
         }
     }
 
     /// Drop flow `id` and every CID it holds; its task is told to stop.
     pub fn remove(&mut self, id: u64) -> Option<Flow<U>> {
-        let flow = self.flows.remove(&id)?;
+        let mut flow = self.flows.remove(&id)?;
+        Self::release_backlog(&mut self.backlog_bytes, &mut flow);
         for cid in &flow.cids {
             self.by_cid.remove(cid);
             if let Some(n) = self.lens.get_mut(usize::from(cid.len)) {

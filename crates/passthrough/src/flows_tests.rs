@@ -111,3 +111,23 @@ fn a_moved_source_is_reported_once() {
     assert!(!f.seen_from(addr(9), 12));
     assert_eq!(f.shared.client(), addr(9));
 }
+
+#[test]
+fn backlogs_are_bounded_per_flow_and_released() {
+    let mut t = FlowTable::default();
+    let a = put(&mut t, &[1; 8], 1, ROOMY).expect("a");
+    assert_eq!(t.keep(a, &[0; 1200], 2), Kept::Yes);
+    assert_eq!(t.keep(a, &[0; 1200], 2), Kept::Yes);
+    assert_eq!(t.keep(a, &[0; 1200], 2), Kept::BacklogFull);
+    assert_eq!(t.backlog_bytes(), 2400);
+    t.mark_answered(a);
+    assert_eq!(t.backlog_bytes(), 0);
+    let b = put(&mut t, &[2; 8], 2, ROOMY).expect("b");
+    assert_eq!(
+        t.keep(b, &vec![0; MAX_BACKLOG_BYTES + 1], 2),
+        Kept::OverBudget
+    );
+    assert_eq!(t.keep(b, &[0; 100], 2), Kept::Yes);
+    t.remove(b);
+    assert_eq!(t.backlog_bytes(), 0);
+}
