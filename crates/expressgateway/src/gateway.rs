@@ -163,6 +163,9 @@ pub enum Trigger {
     Reload,
     /// SIGUSR1: keep the running configuration, re-read certificates and keys.
     CertRotation,
+    /// A backend host name's DNS records changed: rebuild the pools from
+    /// the running configuration.
+    Discovery,
 }
 
 /// The Mode A socket: roomy buffers, as every QUIC endpoint's.
@@ -210,6 +213,8 @@ pub struct Gateway {
     pools: ArcSwap<Vec<Arc<Pool>>>,
     /// `[passthrough]`'s live settings, swapped by a reload.
     passthrough: Option<Arc<ArcSwap<eg_passthrough::Settings>>>,
+    /// Backend host names and their current records.
+    discovery: Arc<crate::discovery::Discovery>,
 }
 
 impl Gateway {
@@ -218,6 +223,7 @@ impl Gateway {
         mut prepared: Prepared,
         config: &Config,
         carry: Arc<eg_runtime::Carry>,
+        discovery: Arc<crate::discovery::Discovery>,
     ) -> anyhow::Result<Self> {
         let mut sockets = Vec::with_capacity(prepared.listeners.len());
         for ((index, listener), built) in config
@@ -413,7 +419,23 @@ impl Gateway {
             carry,
             pools: running_pools,
             passthrough,
+            discovery,
         })
+    }
+
+    /// How long until a backend host name is due for resolution (`None`:
+    /// the running configuration names none).
+    pub fn discovery_due(&self) -> Option<Duration> {
+        self.discovery.next_due(&self.running.load())
+    }
+
+    /// Resolve the names that are due; rebuild the pools when a set of
+    /// records changed.
+    pub async fn rediscover(&self) {
+        let running = Arc::clone(&self.running.load());
+        if self.discovery.refresh(&running).await {
+            self.reload(None, Trigger::Discovery).await;
+        }
     }
 
     pub fn drain_timeout_ms(&self) -> u64 {
@@ -427,6 +449,7 @@ impl Gateway {
     pub async fn reload(&self, path: Option<&Path>, trigger: Trigger) {
         let running = Arc::clone(&self.running.load());
         let carry = Arc::clone(&self.carry);
+        let discovery = Arc::clone(&self.discovery);
         let path = path.map(Path::to_path_buf);
         // Parsing certificates, loading roots and building Maglev tables is
         // blocking work: keep it off the workers serving traffic.
@@ -434,16 +457,19 @@ impl Gateway {
             let loaded = match (trigger, path) {
                 (Trigger::Reload, Some(path)) => Config::load(&path).map_err(anyhow::Error::from),
                 (Trigger::Reload, None) => Err(anyhow::anyhow!("no configuration file to re-read")),
-                (Trigger::CertRotation, _) => Ok((*running).clone()),
+                (Trigger::CertRotation | Trigger::Discovery, _) => Ok((*running).clone()),
             };
-            loaded.and_then(|config| Prepared::new(&config, &carry).map(|p| (config, p)))
+            loaded.and_then(|config| {
+                let expanded = crate::discovery::expand(&config, &discovery);
+                Prepared::new(&expanded, &carry).map(|p| (config, p))
+            })
         };
         let outcome = tokio::task::spawn_blocking(prepare)
             .await
             .map_err(|e| anyhow::anyhow!("reload task failed: {e}"))
             .and_then(|r| r);
         let counter = match trigger {
-            Trigger::Reload => &metrics().config_reloads_total,
+            Trigger::Reload | Trigger::Discovery => &metrics().config_reloads_total,
             Trigger::CertRotation => &metrics().cert_rotations_total,
         };
         let (config, mut prepared) = match outcome {

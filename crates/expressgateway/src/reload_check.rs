@@ -19,6 +19,12 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         "runtime.worker_threads",
         o.worker_threads != n.worker_threads,
     );
+    differs(
+        "runtime.dns_servers / dns_min_ttl_ms / dns_max_ttl_ms",
+        o.dns_servers != n.dns_servers
+            || o.dns_min_ttl_ms != n.dns_min_ttl_ms
+            || o.dns_max_ttl_ms != n.dns_max_ttl_ms,
+    );
     let serves_h3 = new.listeners.iter().any(|l| {
         l.protocol == ListenerProtocol::Quic
             && l.quic.as_ref().is_some_and(|q| q.raw_proxy.is_none())

@@ -272,6 +272,18 @@ impl Config {
             1,
             7 * MAX_TIMEOUT_MS,
         );
+        f.range(
+            "runtime.dns_min_ttl_ms".into(),
+            r.dns_min_ttl_ms,
+            100,
+            MAX_TIMEOUT_MS,
+        );
+        f.range(
+            "runtime.dns_max_ttl_ms".into(),
+            r.dns_max_ttl_ms,
+            r.dns_min_ttl_ms.max(100),
+            MAX_TIMEOUT_MS,
+        );
         if self.observability.access_log.trim().is_empty() {
             f.fail(
                 "observability.access_log",

@@ -8,6 +8,7 @@ mod admin_api;
 mod balancing;
 mod config_boot;
 mod demo;
+mod dns_discovery;
 mod edge_admin;
 mod edge_h2;
 mod edge_http;
