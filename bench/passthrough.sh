@@ -35,8 +35,9 @@ THREADS=${THREADS:-2}
 BIG=${BIG_BYTES:-65536}
 BASE=${BENCH_BASE_PORT:-25500}
 ORIGIN_PORT=$((BASE + 1)); BACKEND_QUIC=$((BASE + 2)); MODE_A=$((BASE + 3))
-GATEWAY_BIN=target/release/expressgateway
-H3LOAD_BIN=target/release/examples/h3load
+TARGET=${CARGO_TARGET_DIR:-target}
+GATEWAY_BIN=$TARGET/release/expressgateway
+H3LOAD_BIN=$TARGET/release/examples/h3load
 
 need nginx nginx
 need curl curl
@@ -148,7 +149,7 @@ row() { printf "%-8s %-6s %10s %10s %9s %9s %9s %10s %7s\n" "$@"; }
 
 # run NAME PORT PATH BYTES -> a row; sets RPS and P50 (single request, us)
 run() {
-  local name=$1 port=$2 path=$3 bytes=$4 f=$WORK/$1$3.txt before after done_n errs mbs cpu
+  local name=$1 port=$2 path=$3 bytes=$4 f="$WORK/$1${3//\//_}.txt" before after done_n errs mbs cpu
   before=$(cpu_ticks "$MODE_A_PID")
   "$H3LOAD_BIN" "127.0.0.1:$port" --ca "$WORK/cert.pem" --path "$path" --single 200 \
     -c "$CONNS" -m "$STREAMS" -t "$THREADS" -d "$DURATION" >"$f" 2>&1 || true

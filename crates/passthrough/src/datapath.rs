@@ -31,6 +31,10 @@ const MAX_DATAGRAM: usize = 65_507;
 /// second, so a flow outlives its timeout by at most that much.
 const MAX_REAP_PERIOD: Duration = Duration::from_secs(1);
 
+/// Backend datagrams one flow relays per wake-up before it lets other
+/// tasks run: a backend sending flat out must not starve the worker.
+const MAX_BATCH: usize = 64;
+
 thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
 }
@@ -338,10 +342,7 @@ fn forward(table: &mut Table, s: &Settings, id: u64, datagram: &[u8], from: Sock
     };
     flow.seen_from(from, now);
     match flow.upstream.send.send(datagram) {
-        Ok(_) => metrics()
-            .datagrams_total
-            .with_label_values(&["to_backend"])
-            .inc(),
+        Ok(_) => metrics().to_backend.inc(),
         Err(_) => metrics::drop("send_to_backend"),
     }
 }
@@ -404,6 +405,8 @@ impl FlowTask {
             match step {
                 Step::Go => {}
                 Step::End => break,
+                // An answered flow lives on its backend: nothing to move.
+                Step::Failed if self.answered => break,
                 Step::Failed => {
                     if !self.move_on() {
                         break;
@@ -423,7 +426,7 @@ impl FlowTask {
     fn drain_upstream(&mut self) -> Step {
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            loop {
+            for _ in 0..MAX_BATCH {
                 match self.upstream.recv.try_recv(&mut buf) {
                     Ok(n) => {
                         if let Some(d) = buf.get(..n) {
@@ -438,6 +441,9 @@ impl FlowTask {
                     Err(_) => return Step::Go,
                 }
             }
+            // More may be waiting: the socket stays readable, so the next
+            // turn of the loop comes back here after other tasks ran.
+            Step::Go
         })
     }
 
@@ -464,10 +470,7 @@ impl FlowTask {
         }
         let sent = self.shared.reply.send_to(datagram, self.flow.client());
         match sent {
-            Ok(_) => metrics()
-                .datagrams_total
-                .with_label_values(&["to_client"])
-                .inc(),
+            Ok(_) => metrics().to_client.inc(),
             Err(_) => metrics::drop("send_to_client"),
         }
     }
