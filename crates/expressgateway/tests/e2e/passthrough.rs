@@ -245,7 +245,7 @@ async fn passthrough_strict_source_binding_refuses_a_moved_client() {
     assert!(!matches!(moved, Ok(Ok(_))), "a moved source is not served");
     assert!(
         metric(
-            &gw,
+            gw,
             "expressgateway_passthrough_datagrams_dropped_total{reason=\"source_mismatch\"}"
         )
         .await
@@ -374,7 +374,7 @@ async fn passthrough_max_quic_connections_refuses_the_excess() {
     assert!(refused.is_err(), "the third connection must not be placed");
     assert!(
         metric(
-            &gw,
+            gw,
             "expressgateway_passthrough_flows_total{event=\"refused_full\"}"
         )
         .await
@@ -392,17 +392,17 @@ async fn passthrough_reaps_idle_flows() {
     let mut cl = H3Client::new(&c.cert_pem, target);
     assert_eq!(backend_of(&mut cl, "/1").await, "b0");
     assert_eq!(
-        metric(&gw, "expressgateway_passthrough_flows_active").await,
+        metric(gw, "expressgateway_passthrough_flows_active").await,
         1
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&gw, "expressgateway_passthrough_flows_active").await > 0 {
+    while metric(gw, "expressgateway_passthrough_flows_active").await > 0 {
         assert!(Instant::now() < deadline, "idle flow never reaped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
         metric(
-            &gw,
+            gw,
             "expressgateway_passthrough_flows_total{event=\"reaped\"}"
         )
         .await
@@ -467,7 +467,7 @@ async fn passthrough_garbage_datagrams_are_dropped_and_counted() {
     assert_eq!(backend_of(&mut cl, "/after").await, "b0");
     let mut fresh = H3Client::new(&c.cert_pem, target);
     assert_eq!(backend_of(&mut fresh, "/fresh").await, "b0");
-    let dropped = metric(&gw, "expressgateway_passthrough_datagrams_dropped_total").await;
+    let dropped = metric(gw, "expressgateway_passthrough_datagrams_dropped_total").await;
     // A few random datagrams pass for a first packet of an unknown
     // version (the backend answers those with Version Negotiation).
     assert!(
