@@ -45,21 +45,28 @@ fn socket(ip: IpAddr, port: &str) -> String {
     }
 }
 
+/// The host name of `address` and one `ip:port` per record it has now;
+/// `None` for an IP address, or a name not resolved yet (the dial then
+/// resolves it, as without discovery).
+fn records<'a>(address: &'a str, d: &Discovery) -> Option<(&'a str, Vec<String>)> {
+    let (host, port) = named(address)?;
+    let records = d.records(host).filter(|r| !r.is_empty())?;
+    Some((
+        host,
+        records.into_iter().map(|ip| socket(ip, port)).collect(),
+    ))
+}
+
 /// One backend per record; TLS still verifies (and sends) the name.
 fn backends(b: &Backend, d: &Discovery) -> Vec<Backend> {
-    let Some((host, port)) = named(&b.address) else {
+    let Some((host, addrs)) = records(&b.address, d) else {
         return vec![b.clone()];
     };
-    let records = d.records(host).unwrap_or_default();
-    if records.is_empty() {
-        // Not resolved yet: the dial resolves it, as without discovery.
-        return vec![b.clone()];
-    }
-    records
+    addrs
         .into_iter()
-        .map(|ip| {
+        .map(|address| {
             let mut one = b.clone();
-            one.address = socket(ip, port);
+            one.address = address;
             one.sni = b.sni.clone().or_else(|| Some(host.to_owned()));
             if b.tls_verify_hostname == VerifyHostname::Enabled(true) {
                 one.tls_verify_hostname = VerifyHostname::Name(host.to_owned());
@@ -70,18 +77,14 @@ fn backends(b: &Backend, d: &Discovery) -> Vec<Backend> {
 }
 
 fn passthrough_backends(b: &PassthroughBackend, d: &Discovery) -> Vec<PassthroughBackend> {
-    let Some((host, port)) = named(b.address()) else {
+    let Some((_, addrs)) = records(b.address(), d) else {
         return vec![b.clone()];
     };
-    let records = d.records(host).unwrap_or_default();
-    if records.is_empty() {
-        return vec![b.clone()];
-    }
-    records
+    addrs
         .into_iter()
-        .map(|ip| {
+        .map(|address| {
             PassthroughBackend::Weighted(WeightedAddress {
-                address: socket(ip, port),
+                address,
                 weight: b.weight(),
                 server_id: b.server_id().map(str::to_owned),
             })
