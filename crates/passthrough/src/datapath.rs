@@ -458,12 +458,15 @@ impl FlowTask {
             let mut scratch = scratch.borrow_mut();
             let Scratch { recv, gather } = &mut *scratch;
             let mut relayed = 0;
-            let step = loop {
+            let mut step = Step::Go;
+            // Each call brings at least one datagram, so MAX_BATCH calls
+            // bound the work even if a call ever brought none.
+            for _ in 0..MAX_BATCH {
                 if relayed >= MAX_BATCH {
                     // More may be waiting: the socket stays readable, so
                     // the next turn of the loop comes back here after
                     // other tasks ran.
-                    break Step::Go;
+                    break;
                 }
                 let up = &self.upstream;
                 let got = up
@@ -475,14 +478,15 @@ impl FlowTask {
                             relayed += self.relay(&slot, gather);
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Step::Go,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // ICMP unreachable before any answer: nobody listens.
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !self.answered => {
-                        break Step::Failed
+                        step = Step::Failed;
+                        break;
                     }
-                    Err(_) => break Step::Go,
+                    Err(_) => break,
                 }
-            };
+            }
             // The gather buffer is the thread's: nothing stays in it.
             self.flush(gather);
             step
