@@ -16,16 +16,16 @@ use arc_swap::ArcSwap;
 use eg_balancer::hash::hash_bytes;
 use eg_balancer::{InFlight, Outcome, PickContext};
 use eg_runtime::CancellationToken;
+use quinn_udp::UdpSocketState;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
+
+use crate::batch::{self, Gather, RecvBatch, Slot};
 
 use crate::flows::{FlowShared, FlowTable, Kept, MAX_CIDS_PER_FLOW};
 use crate::header::{self, LongType, Packet, MIN_INITIAL_DATAGRAM};
 use crate::metrics::{self, metrics};
 use crate::settings::Settings;
-
-/// Largest UDP payload (65535 less the IPv4 and UDP headers): one buffer
-/// per worker thread, so nothing a peer sends is ever cut short.
-const MAX_DATAGRAM: usize = 65_507;
 
 /// The idle reaper's period: a quarter of the idle timeout, at most a
 /// second, so a flow outlives its timeout by at most that much.
@@ -33,10 +33,20 @@ const MAX_REAP_PERIOD: Duration = Duration::from_secs(1);
 
 /// Backend datagrams one flow relays per wake-up before it lets other
 /// tasks run: a backend sending flat out must not starve the worker.
+/// Checked between receive calls, so one call's worth (`batch::SLOTS`
+/// buffers) may pass it.
 const MAX_BATCH: usize = 64;
 
+/// A flow task's receive buffers and pending GSO send: per worker
+/// thread, not per flow, and emptied before a task yields.
+#[derive(Default)]
+struct Scratch {
+    recv: RecvBatch,
+    gather: Gather,
+}
+
 thread_local! {
-    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 type Table = FlowTable<Arc<Upstream>>;
@@ -48,6 +58,8 @@ type Table = FlowTable<Arc<Upstream>>;
 struct Upstream {
     recv: UdpSocket,
     send: std::net::UdpSocket,
+    /// quinn-udp's view of the socket (GRO turned on, for batched receives).
+    state: UdpSocketState,
 }
 
 /// State shared by the listener task and every flow task.
@@ -55,6 +67,8 @@ struct Shared {
     socket: UdpSocket,
     /// The listener socket again, for sends (see `Upstream`).
     reply: std::net::UdpSocket,
+    /// quinn-udp's view of the listener socket: batched receives, GSO sends.
+    state: UdpSocketState,
     table: Mutex<Table>,
     epoch: Instant,
 }
@@ -85,8 +99,8 @@ pub async fn serve(
     settings: Arc<ArcSwap<Settings>>,
     shutdown: CancellationToken,
 ) {
-    let (socket, reply) = match split(socket) {
-        Ok(pair) => pair,
+    let (socket, reply, state) = match split(socket) {
+        Ok(parts) => parts,
         Err(e) => {
             tracing::error!(error = %e, "passthrough: cannot use the listener socket");
             return;
@@ -95,11 +109,12 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         socket,
         reply,
+        state,
         table: Mutex::new(FlowTable::default()),
         epoch: Instant::now(),
     });
     let mut draining = false;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = RecvBatch::default();
     let period = |s: &Settings| (s.idle_timeout / 4).min(MAX_REAP_PERIOD);
     let mut reap = tokio::time::interval(period(&settings.load()));
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,27 +132,39 @@ pub async fn serve(
                     return;
                 }
             }
-            got = shared.socket.recv_from(&mut buf) => match got {
-                Ok((n, from)) => {
-                    let s = settings.load_full();
-                    if let Some(datagram) = buf.get(..n) {
-                        route(&shared, &s, datagram, from, draining);
+            ready = shared.socket.readable() => {
+                let got = ready.and_then(|()| {
+                    shared.socket.try_io(Interest::READABLE, || {
+                        batch.recv(&shared.state, &shared.socket)
+                    })
+                });
+                match got {
+                    Ok(n) => {
+                        let s = settings.load_full();
+                        for slot in (0..n).filter_map(|i| batch.slot(i)) {
+                            for datagram in slot.datagrams() {
+                                route(&shared, &s, datagram, slot.from, draining);
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        // ICMP errors from clients surface here; nothing to do.
+                        tracing::debug!(error = %e, "passthrough: receive error");
                     }
                 }
-                Err(e) => {
-                    // ICMP errors from clients surface here; nothing to do.
-                    tracing::debug!(error = %e, "passthrough: receive error");
-                }
-            },
+            }
         }
     }
 }
 
-/// The same socket twice: for tokio's receive side and for plain sends.
-fn split(socket: UdpSocket) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
+/// The same socket twice, for tokio's receive side and for plain sends,
+/// and quinn-udp's state for it.
+fn split(socket: UdpSocket) -> io::Result<(UdpSocket, std::net::UdpSocket, UdpSocketState)> {
     let std = socket.into_std()?;
     let send = std.try_clone()?;
-    Ok((UdpSocket::from_std(std)?, send))
+    let state = UdpSocketState::new((&std).into())?;
+    Ok((UdpSocket::from_std(std)?, send, state))
 }
 
 /// Find (or place) the flow of one client datagram and forward it.
@@ -358,10 +385,12 @@ fn connect_upstream(backend: SocketAddr) -> io::Result<Arc<Upstream>> {
     let socket = std::net::UdpSocket::bind(local)?;
     socket.connect(backend)?;
     socket.set_nonblocking(true)?;
+    let state = UdpSocketState::new((&socket).into())?;
     let send = socket.try_clone()?;
     Ok(Arc::new(Upstream {
         recv: UdpSocket::from_std(socket)?,
         send,
+        state,
     }))
 }
 
@@ -422,32 +451,91 @@ impl FlowTask {
         }
     }
 
-    /// Relay every datagram the backend has sent so far.
+    /// Relay every datagram the backend has sent so far, consecutive
+    /// ones of one size as one GSO send.
     fn drain_upstream(&mut self) -> Step {
-        BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch { recv, gather } = &mut *scratch;
+            let mut relayed = 0;
+            let mut step = Step::Go;
+            // Each call brings at least one datagram, so MAX_BATCH calls
+            // bound the work even if a call ever brought none.
             for _ in 0..MAX_BATCH {
-                match self.upstream.recv.try_recv(&mut buf) {
+                if relayed >= MAX_BATCH {
+                    // More may be waiting: the socket stays readable, so
+                    // the next turn of the loop comes back here after
+                    // other tasks ran.
+                    break;
+                }
+                let up = &self.upstream;
+                let got = up
+                    .recv
+                    .try_io(Interest::READABLE, || recv.recv(&up.state, &up.recv));
+                match got {
                     Ok(n) => {
-                        if let Some(d) = buf.get(..n) {
-                            self.reply(d);
+                        for slot in (0..n).filter_map(|i| recv.slot(i)) {
+                            relayed += self.relay(&slot, gather);
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Go,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // ICMP unreachable before any answer: nobody listens.
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !self.answered => {
-                        return Step::Failed
+                        step = Step::Failed;
+                        break;
                     }
-                    Err(_) => return Step::Go,
+                    Err(_) => break,
                 }
             }
-            // More may be waiting: the socket stays readable, so the next
-            // turn of the loop comes back here after other tasks ran.
-            Step::Go
+            // The gather buffer is the thread's: nothing stays in it.
+            self.flush(gather);
+            step
         })
     }
 
-    fn reply(&mut self, datagram: &[u8]) {
+    /// One receive buffer's datagrams: a GRO buffer is already a GSO
+    /// batch and goes out as it is; single datagrams are gathered.
+    fn relay(&mut self, slot: &Slot<'_>, gather: &mut Gather) -> usize {
+        for datagram in slot.datagrams() {
+            self.note(datagram);
+        }
+        let count = slot.count();
+        if count > 1 {
+            self.flush(gather);
+            self.send(slot.data, slot.stride);
+        } else {
+            let max = self.shared.state.max_gso_segments();
+            if !gather.push(slot.data, max) {
+                self.flush(gather);
+                gather.push(slot.data, max);
+            }
+        }
+        count
+    }
+
+    /// Send what `gather` holds and empty it.
+    fn flush(&self, gather: &mut Gather) {
+        if let Some((contents, segment)) = gather.pending() {
+            self.send(contents, segment);
+        }
+        gather.clear();
+    }
+
+    fn send(&self, contents: &[u8], segment: usize) {
+        let shared = &self.shared;
+        let to = self.flow.client();
+        let (sent, lost) =
+            batch::send_segments(&shared.state, &shared.reply, to, contents, segment);
+        metrics().to_client.inc_by(sent as u64);
+        metrics()
+            .dropped_total
+            .with_label_values(&["send_to_client"])
+            .inc_by(lost as u64);
+    }
+
+    /// What one backend datagram tells the table: the backend answered,
+    /// and the connection IDs it chose.
+    fn note(&mut self, datagram: &[u8]) {
         let now = self.shared.now_ms();
         self.flow.touch(now);
         let scid = header::parse(datagram).ok().and_then(|p| p.scid());
@@ -467,11 +555,6 @@ impl FlowTask {
                 table.add_cid(self.id, cid);
                 self.learned.push(cid.to_vec());
             }
-        }
-        let sent = self.shared.reply.send_to(datagram, self.flow.client());
-        match sent {
-            Ok(_) => metrics().to_client.inc(),
-            Err(_) => metrics::drop("send_to_client"),
         }
     }
 

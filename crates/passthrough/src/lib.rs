@@ -7,6 +7,7 @@
 //! and every bound is counted (`metrics`).
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod datapath;
 pub mod flows;
 pub mod header;
