@@ -5,6 +5,11 @@
 //! handshake and reaches it unmarked. A ticket used once is refused early
 //! data the second time (single use: the replay defence), and a reload
 //! keeps the sessions. ngtcp2's client drives 0-RTT in the interop cases.
+//!
+//! Whether a request is early is a race between reading its head and the
+//! client's Finished. The client talks through a relay that delays what
+//! it hears by `PATH_DELAY`, so its Finished comes that much after its
+//! first flight, and the early requests are read well before it.
 
 use std::time::Duration;
 
@@ -12,7 +17,19 @@ use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_json};
 use crate::support::http::HttpBackend;
 use crate::support::probe::metrics_text;
 use crate::support::tls::cert;
+use crate::support::udp_relay::UdpRelay;
 use crate::support::*;
+
+/// One-way delay towards the client: far above the time the gateway takes
+/// to read a request head, even on a loaded CI machine.
+const PATH_DELAY: Duration = Duration::from_millis(300);
+
+/// A relay to the gateway's QUIC port with `PATH_DELAY` towards the client.
+async fn long_path(gw: &Gateway) -> UdpRelay {
+    let relay = UdpRelay::start(gw.addr(0), 1).await;
+    relay.set_delay_to_client(PATH_DELAY);
+    relay
+}
 
 fn config(c: &eg_tls::SelfSigned, backend: std::net::SocketAddr, allow: bool) -> String {
     format!(
@@ -29,13 +46,13 @@ fn config(c: &eg_tls::SelfSigned, backend: std::net::SocketAddr, allow: bool) ->
 /// backend saw ("-" when none).
 const REQUESTS: [&str; 2] = ["GET:/header/early-data", "POST:/header/early-data:1000"];
 
-async fn zero_rtt(gw: &Gateway, ca: &std::path::Path, args: &[&str]) -> serde_json::Value {
+async fn zero_rtt(path: &UdpRelay, ca: &std::path::Path, args: &[&str]) -> serde_json::Value {
     require_python_modules(&["aioquic"]);
     let mut cmd = python();
     cmd.arg(py_dir().join("h3_0rtt.py"))
         .arg("--ca")
         .arg(ca)
-        .args(["--port", &gw.addr(0).port().to_string()])
+        .args(["--port", &path.addr.port().to_string()])
         .args(args);
     run_json(cmd, "aioquic 0-RTT client", Duration::from_secs(25)).await
 }
@@ -72,7 +89,8 @@ async fn early_gets_are_served_marked_posts_wait_and_a_ticket_is_single_use() {
     let dir = scratch();
     let c = cert(dir.path(), "srv");
     let gw = Gateway::start_in(dir, &config(&c, backend.addr, true));
-    let report = zero_rtt(&gw, &c.cert_path, &REQUESTS).await;
+    let path = long_path(&gw).await;
+    let report = zero_rtt(&path, &c.cert_path, &REQUESTS).await;
     assert_eq!(report["ticket_allows_early_data"], true, "{report}");
     let got = outcomes(&report);
     assert_eq!(
@@ -100,8 +118,9 @@ async fn without_allow_0rtt_early_data_is_refused_and_requests_still_served() {
     let dir = scratch();
     let c = cert(dir.path(), "srv");
     let gw = Gateway::start_in(dir, &config(&c, backend.addr, false));
+    let path = long_path(&gw).await;
     let report = zero_rtt(
-        &gw,
+        &path,
         &c.cert_path,
         &[&["--resumes", "1"], &REQUESTS[..]].concat(),
     )
@@ -124,7 +143,8 @@ async fn a_reload_keeps_the_0rtt_sessions_and_their_single_use() {
     let ticket = dir.path().join("ticket.pickle");
     let ticket_arg = ticket.to_str().expect("utf-8 path").to_owned();
     let gw = Gateway::start_in(dir, &config(&c, backend.addr, true));
-    zero_rtt(&gw, &c.cert_path, &["--save-ticket", &ticket_arg]).await;
+    let path = long_path(&gw).await;
+    zero_rtt(&path, &c.cert_path, &["--save-ticket", &ticket_arg]).await;
     gw.signal("HUP");
     let reloaded = "expressgateway_config_reloads_total{result=\"ok\"} 1";
     let mut m = String::new();
@@ -137,7 +157,7 @@ async fn a_reload_keeps_the_0rtt_sessions_and_their_single_use() {
     }
     assert!(m.contains(reloaded), "no reload: {m}");
     let args = [&["--load-ticket", ticket_arg.as_str()], &REQUESTS[..]].concat();
-    let got = outcomes(&zero_rtt(&gw, &c.cert_path, &args).await);
+    let got = outcomes(&zero_rtt(&path, &c.cert_path, &args).await);
     assert!(
         got[0].0,
         "a ticket from before the reload resumes with 0-RTT"

@@ -50,6 +50,8 @@ struct Control {
     loss_to_server: AtomicU32,
     loss_to_client: AtomicU32,
     blackhole: AtomicBool,
+    /// Added to every datagram towards a client, in ms.
+    delay_to_client_ms: AtomicU64,
     dropped: AtomicU64,
     passed: AtomicU64,
     /// Datagrams towards clients passed from sockets a rebind made.
@@ -133,6 +135,14 @@ impl UdpRelay {
     }
 
     /// While on, every datagram either way is dropped.
+    /// Hold every datagram towards a client `delay` before sending it: a
+    /// long path, so the client's answers (its handshake Finished, say)
+    /// reach the gateway at least that much after what they answer.
+    pub fn set_delay_to_client(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.ctl.delay_to_client_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn set_blackhole(&self, on: bool) {
         self.shared.ctl.blackhole.store(on, Ordering::Relaxed);
     }
@@ -322,7 +332,18 @@ async fn towards_client(
             if rebound {
                 shared.ctl.rebound.fetch_add(1, Ordering::Relaxed);
             }
-            let _ = shared.front.send_to(datagram, client).await;
+            let delay = shared.ctl.delay_to_client_ms.load(Ordering::Relaxed);
+            if delay == 0 {
+                let _ = shared.front.send_to(datagram, client).await;
+            } else {
+                // Timers of one tick may fire in any order: QUIC takes
+                // the odd reordering in its stride.
+                let (front, datagram) = (Arc::clone(&shared.front), datagram.to_vec());
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    let _ = front.send_to(&datagram, client).await;
+                });
+            }
         }
     }
 }
