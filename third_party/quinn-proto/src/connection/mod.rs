@@ -1711,6 +1711,22 @@ impl Connection {
             _ => 2,
         };
         self.spaces[space].loss_probes = self.spaces[space].loss_probes.saturating_add(count);
+        // RFC 9002 §6.2.4: besides the probe of the space whose timer expired, "the sender SHOULD
+        // send ack-eliciting packets from other packet number spaces with in-flight data,
+        // coalescing packets if possible". Upstream probes the expired space only, so a PTO in
+        // the Initial space resent the ServerHello alone, twice, in datagrams padded to 1200
+        // bytes, while the Handshake data the client lacked waited for the Handshake space's own
+        // PTO; before the client's address is validated those padded Initials also used up the
+        // anti-amplification allowance (ExpressGateway patch, see README). The other handshake
+        // space's oldest unacknowledged data is queued too, and coalesces into the probe's
+        // datagram.
+        if self.is_handshaking() {
+            for other in [SpaceId::Initial, SpaceId::Handshake] {
+                if other != space && self.spaces[other].crypto.is_some() {
+                    self.spaces[other].queue_oldest_retransmit(&self.streams);
+                }
+            }
+        }
         self.pto_count = self.pto_count.saturating_add(1);
         self.set_loss_detection_timer(now);
     }

@@ -150,6 +150,18 @@ impl PacketSpace {
         }
     }
 
+    /// Queue for retransmission what the oldest in-flight packet with retransmittable data
+    /// carries (as a loss probe with nothing new to send does); returns whether there was one
+    pub(super) fn queue_oldest_retransmit(&mut self, streams: &StreamsState) -> bool {
+        for packet in self.sent_packets.values_mut() {
+            if packet.ack_eliciting && !packet.retransmits.is_empty(streams) {
+                self.pending |= mem::take(&mut packet.retransmits);
+                return true;
+            }
+        }
+        false
+    }
+
     /// Queue for retransmission everything the in-flight packets of this space carry that would
     /// be retransmitted were they declared lost; returns whether there was anything
     ///

@@ -1,5 +1,6 @@
-//! ExpressGateway patch: a server whose handshake flight was lost resends it as soon as the
-//! client's probe comes in (RFC 9002 §6.2.3), not at its own PTO
+//! ExpressGateway patches: a server whose handshake flight was lost resends it as soon as the
+//! client's probe comes in (RFC 9002 §6.2.3), not at its own PTO; and a PTO in one handshake
+//! space probes the other's data too (RFC 9002 §6.2.4)
 
 use std::sync::Arc;
 
@@ -126,6 +127,33 @@ fn assert_connected(pair: &mut Pair, client_ch: ConnectionHandle) {
         pair.client_conn_mut(client_ch).poll(),
         Some(Event::Connected)
     );
+}
+
+/// The server's flight is lost and the client stays silent (its PTO is later): the server's own
+/// PTO, which expires in the Initial space, resends its Handshake data too, so the client gets
+/// the whole flight from that one probe and completes.
+#[test]
+fn server_pto_in_initial_space_probes_handshake_data_too() {
+    let _guard = subscribe();
+    let mut pair = Pair::default();
+    let mut config = client_config();
+    let mut transport = TransportConfig::default();
+    transport.initial_rtt(Duration::from_secs(2));
+    config.transport_config(Arc::new(transport));
+    let client_ch = pair.begin_connect(config);
+    pair.drive_client();
+    pair.drive_server();
+    let flight_sent = pair.time;
+    pair.client.inbound.clear(); // the flight is lost
+
+    let pto = pair.server.next_wakeup().expect("server PTO armed");
+    assert!(pto - flight_sent <= SERVER_PTO);
+    assert!(pair.client.next_wakeup().is_none_or(|t| t > pto));
+    pair.time = pto;
+    pair.drive_server();
+    assert!(!pair.client.inbound.is_empty(), "the server sent no probe");
+    pair.drive_client();
+    assert_connected(&mut pair, client_ch);
 }
 
 /// Without a probe nothing changes: a handshake without loss sends each CRYPTO frame once.
