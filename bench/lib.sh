@@ -62,3 +62,23 @@ wait_http() {
   done
   return 1
 }
+
+# build_gateway_and_h3load GATEWAY_BIN H3LOAD_BIN: cargo build --release of
+# the gateway and examples/h3load, unless REBUILD=0 and both exist.
+build_gateway_and_h3load() {
+  if [ -x "$1" ] && [ -x "$2" ] && [ "${REBUILD:-1}" = 0 ]; then return; fi
+  echo "building the gateway and h3load (cargo build --release)"
+  cargo build --release -q --bin expressgateway --example h3load >"$WORK/build.log" 2>&1 \
+    || { tail -n 20 "$WORK/build.log" >&2; die "cargo build --release failed"; }
+}
+
+# leaf_cert: $WORK/cert.pem and key.pem (0600) for localhost and 127.0.0.1.
+# CA:FALSE: h3load (rustls/webpki) trusts this certificate directly and
+# refuses a CA certificate as the server's own (CaUsedAsEndEntity).
+leaf_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+    -addext basicConstraints=critical,CA:FALSE >/dev/null 2>&1
+  chmod 600 "$WORK/key.pem"
+}

@@ -106,21 +106,10 @@ udp_free "$GW_QUIC" SOAK_BASE_PORT
 
 
 # ---------------------------------------------------------------- build --
-if [ -x "$GATEWAY_BIN" ] && [ -x "$H3LOAD_BIN" ] && [ "${REBUILD:-1}" = 0 ]; then :
-else
-  echo "building the gateway and h3load (cargo build --release)"
-  cargo build --release -q --bin expressgateway --example h3load >"$WORK/build.log" 2>&1 \
-    || { tail -n 20 "$WORK/build.log" >&2; die "cargo build --release failed"; }
-fi
+build_gateway_and_h3load "$GATEWAY_BIN" "$H3LOAD_BIN"
 
 # ---------------------------------------------------------------- cert ---
-# CA:FALSE: h3load (rustls/webpki) trusts this certificate directly and
-# refuses a CA certificate as the server's own (CaUsedAsEndEntity).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
-  -addext basicConstraints=critical,CA:FALSE >/dev/null 2>&1
-chmod 600 "$WORK/key.pem"
+leaf_cert
 
 # --------------------------------------------------------------- origin --
 USER_LINE=""

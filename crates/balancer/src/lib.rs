@@ -10,6 +10,7 @@ pub mod health;
 mod pick;
 mod policy;
 mod pool;
+pub mod quic_lb;
 mod retry;
 mod rng;
 

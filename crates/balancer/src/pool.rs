@@ -142,6 +142,15 @@ impl Pool {
         self.backends.get(i).map(|b| self.guard(b, now))
     }
 
+    /// Count a flow on the backend at `index`, chosen by the caller rather
+    /// than the policy (a QUIC-LB server ID names it), whatever its health:
+    /// the connection already lives there.
+    pub fn hold(&self, index: usize) -> Option<InFlight> {
+        self.backends
+            .get(index)
+            .map(|b| self.guard(b, Instant::now()))
+    }
+
     /// Connection-level failover shared by the raw datapaths: pick a
     /// backend, `dial` it, and on failure move to another (each at most
     /// once). Every failed attempt feeds passive health; `dial`'s error is

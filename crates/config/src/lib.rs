@@ -15,6 +15,7 @@ pub use error::{ConfigError, Invalid};
 pub use schema::global::*;
 pub use schema::listener::*;
 pub use schema::pool::*;
+pub use schema::quic_lb::*;
 pub use status::StatusRanges;
 
 /// The whole configuration file.

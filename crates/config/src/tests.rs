@@ -216,3 +216,51 @@ backend_addr = "127.0.0.1:9000"
     assert!(e.contains("raw QUIC relay"), "{e}");
     assert!(e.contains("listeners[0].quic.handshake_timeout_ms"), "{e}");
 }
+
+#[test]
+fn a_passthrough_cluster_is_probed_below_tls() {
+    let text = r#"
+[passthrough]
+bind_addr = "127.0.0.1:0"
+cluster = "quic"
+[[clusters]]
+name = "quic"
+[[clusters.backends]]
+address = "127.0.0.1:4433"
+[clusters.health_check]
+kind = "http"
+"#;
+    let e = err(text);
+    assert!(e.contains("clusters[0].health_check.kind"), "{e}");
+    let ok = text.replace("kind = \"http\"", "kind = \"tcp\"");
+    Config::from_toml(&ok).expect("tcp: a version negotiation probe");
+}
+
+#[test]
+fn quic_lb_ids_fit_and_server_ids_are_checked() {
+    let base = r#"
+[passthrough]
+bind_addr = "127.0.0.1:0"
+backends = [{ address = "127.0.0.1:4433", server_id = "0a0b" }, { address = "127.0.0.1:4434", server_id = "0a0c" }]
+[passthrough.quic_lb]
+server_id_len = 2
+"#;
+    Config::from_toml(base).expect("valid");
+    let e = err(&base.replace("0a0c", "0a0b"));
+    assert!(e.contains("passthrough.backends[1].server_id"), "{e}");
+    let e = err(&base.replace("0a0c", "0a"));
+    assert!(e.contains("passthrough.backends[1].server_id"), "{e}");
+    let e = err(&base.replace("server_id_len = 2", "server_id_len = 2\nnonce_len = 18"));
+    assert!(e.contains("passthrough.quic_lb.nonce_len"), "{e}");
+    let e = err(&base.replace(
+        "server_id_len = 2",
+        "server_id_len = 2\nconfig_rotation = 7",
+    ));
+    assert!(e.contains("passthrough.quic_lb.config_rotation"), "{e}");
+    let no_table = base
+        .split("[passthrough.quic_lb]")
+        .next()
+        .unwrap_or_default();
+    let e = err(no_table);
+    assert!(e.contains("passthrough.backends"), "{e}");
+}

@@ -41,6 +41,8 @@ pub struct Prepared {
     /// Mode B pools: listed by the admin API (and drainable); their checks
     /// (a QUIC handshake) start with the others.
     relay_pools: Vec<Arc<Pool>>,
+    /// `[passthrough]` (Mode A), if configured.
+    passthrough: Option<eg_passthrough::Settings>,
     connect_timeout: Duration,
 }
 
@@ -100,13 +102,12 @@ impl Prepared {
             };
             listeners.push(built);
         }
-        if config.passthrough.is_some() {
-            bail!("passthrough: QUIC passthrough is not served by this build yet");
-        }
+        let passthrough = eg_passthrough::Settings::new(config, carry)?;
         Ok(Self {
             listeners,
             pools,
             relay_pools,
+            passthrough,
             connect_timeout: Duration::from_millis(config.runtime.connect_timeout_ms),
         })
     }
@@ -125,6 +126,15 @@ impl Prepared {
             }
         }
         live.append(&mut self.relay_pools);
+        if let Some(pt) = &self.passthrough {
+            // Mode A holds no keys: its probe is a QUIC version
+            // negotiation, which every QUIC server answers.
+            eg_balancer::health::active::spawn(
+                &pt.pool,
+                Arc::new(eg_passthrough::probe::VersionProbe),
+            );
+            live.push(Arc::clone(&pt.pool));
+        }
         live
     }
 }
@@ -153,6 +163,17 @@ pub enum Trigger {
     Reload,
     /// SIGUSR1: keep the running configuration, re-read certificates and keys.
     CertRotation,
+    /// A backend host name's DNS records changed: rebuild the pools from
+    /// the running configuration.
+    Discovery,
+}
+
+/// The Mode A socket: roomy buffers, as every QUIC endpoint's.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    eg_runtime::tune_udp_socket(&socket);
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
 }
 
 /// A bound socket of either transport.
@@ -190,6 +211,10 @@ pub struct Gateway {
     /// The running generation's pools, retired (their checks stopped) when
     /// a reload replaces them.
     pools: ArcSwap<Vec<Arc<Pool>>>,
+    /// `[passthrough]`'s live settings, swapped by a reload.
+    passthrough: Option<Arc<ArcSwap<eg_passthrough::Settings>>>,
+    /// Backend host names and their current records.
+    discovery: Arc<crate::discovery::Discovery>,
 }
 
 impl Gateway {
@@ -198,6 +223,7 @@ impl Gateway {
         mut prepared: Prepared,
         config: &Config,
         carry: Arc<eg_runtime::Carry>,
+        discovery: Arc<crate::discovery::Discovery>,
     ) -> anyhow::Result<Self> {
         let mut sockets = Vec::with_capacity(prepared.listeners.len());
         for ((index, listener), built) in config
@@ -226,6 +252,13 @@ impl Gateway {
             };
             sockets.push(socket);
         }
+        let passthrough_socket =
+            match &config.passthrough {
+                Some(pt) => Some(bind_udp(pt.bind_addr).with_context(|| {
+                    format!("passthrough.bind_addr: cannot bind {}", pt.bind_addr)
+                })?),
+                None => None,
+            };
         let admin_socket = match config.observability.metrics_bind {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -348,6 +381,24 @@ impl Gateway {
                 gate: gate_of_slot,
             });
         }
+        let mut passthrough = None;
+        if let (Some(socket), Some(settings)) = (passthrough_socket, prepared.passthrough.take()) {
+            let local = socket.local_addr()?;
+            report::listening("passthrough", "passthrough", "udp", local);
+            shown.push(eg_admin::ListenerInfo {
+                name: "passthrough".to_owned(),
+                protocol: "passthrough".to_owned(),
+                address: format!("{local}/udp"),
+            });
+            tracing::info!(address = %local, "passthrough (QUIC Mode A) listening");
+            let settings = Arc::new(ArcSwap::from_pointee(settings));
+            tracker.spawn(eg_passthrough::serve(
+                socket,
+                Arc::clone(&settings),
+                shutdown.clone(),
+            ));
+            passthrough = Some(settings);
+        }
         // Reported after the listeners, so their indices match the config.
         if let Some(addr) = admin_addr {
             report::listening("admin", "admin", "tcp", addr);
@@ -367,7 +418,24 @@ impl Gateway {
             admission,
             carry,
             pools: running_pools,
+            passthrough,
+            discovery,
         })
+    }
+
+    /// How long until a backend host name is due for resolution (`None`:
+    /// the running configuration names none).
+    pub fn discovery_due(&self) -> Option<Duration> {
+        self.discovery.next_due(&self.running.load())
+    }
+
+    /// Resolve the names that are due; rebuild the pools when a set of
+    /// records changed.
+    pub async fn rediscover(&self) {
+        let running = Arc::clone(&self.running.load());
+        if self.discovery.refresh(&running).await {
+            self.reload(None, Trigger::Discovery).await;
+        }
     }
 
     pub fn drain_timeout_ms(&self) -> u64 {
@@ -381,6 +449,7 @@ impl Gateway {
     pub async fn reload(&self, path: Option<&Path>, trigger: Trigger) {
         let running = Arc::clone(&self.running.load());
         let carry = Arc::clone(&self.carry);
+        let discovery = Arc::clone(&self.discovery);
         let path = path.map(Path::to_path_buf);
         // Parsing certificates, loading roots and building Maglev tables is
         // blocking work: keep it off the workers serving traffic.
@@ -388,16 +457,19 @@ impl Gateway {
             let loaded = match (trigger, path) {
                 (Trigger::Reload, Some(path)) => Config::load(&path).map_err(anyhow::Error::from),
                 (Trigger::Reload, None) => Err(anyhow::anyhow!("no configuration file to re-read")),
-                (Trigger::CertRotation, _) => Ok((*running).clone()),
+                (Trigger::CertRotation | Trigger::Discovery, _) => Ok((*running).clone()),
             };
-            loaded.and_then(|config| Prepared::new(&config, &carry).map(|p| (config, p)))
+            loaded.and_then(|config| {
+                let expanded = crate::discovery::expand(&config, &discovery);
+                Prepared::new(&expanded, &carry).map(|p| (config, p))
+            })
         };
         let outcome = tokio::task::spawn_blocking(prepare)
             .await
             .map_err(|e| anyhow::anyhow!("reload task failed: {e}"))
             .and_then(|r| r);
         let counter = match trigger {
-            Trigger::Reload => &metrics().config_reloads_total,
+            Trigger::Reload | Trigger::Discovery => &metrics().config_reloads_total,
             Trigger::CertRotation => &metrics().cert_rotations_total,
         };
         let (config, mut prepared) = match outcome {
@@ -452,6 +524,9 @@ impl Gateway {
                 // HTTP/3 <-> Mode B: named by `not_applied_live`.
                 _ => {}
             }
+        }
+        if let (Some(live), Some(settings)) = (&self.passthrough, prepared.passthrough.take()) {
+            live.store(Arc::new(settings));
         }
         let rt = &config.runtime;
         self.admission

@@ -1,6 +1,7 @@
 //! `expressgateway`: the command line. Everything else lives in the crates.
 
 mod demo;
+mod discovery;
 mod gateway;
 mod logging;
 mod reload_check;

@@ -19,6 +19,12 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         "runtime.worker_threads",
         o.worker_threads != n.worker_threads,
     );
+    differs(
+        "runtime.dns_servers / dns_min_ttl_ms / dns_max_ttl_ms",
+        o.dns_servers != n.dns_servers
+            || o.dns_min_ttl_ms != n.dns_min_ttl_ms
+            || o.dns_max_ttl_ms != n.dns_max_ttl_ms,
+    );
     let serves_h3 = new.listeners.iter().any(|l| {
         l.protocol == ListenerProtocol::Quic
             && l.quic.as_ref().is_some_and(|q| q.raw_proxy.is_none())
@@ -43,6 +49,11 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         ),
         old.listeners.len() != new.listeners.len(),
     );
+    let bind = |c: &Config| c.passthrough.as_ref().map(|p| p.bind_addr);
+    differs(
+        "passthrough.bind_addr (or [passthrough] added or removed)",
+        bind(old) != bind(new),
+    );
     for (i, (a, b)) in old.listeners.iter().zip(&new.listeners).enumerate() {
         differs(&format!("listeners[{i}].address"), a.address != b.address);
         differs(
@@ -54,6 +65,13 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         differs(
             &format!("listeners[{i}].quic.max_recv_udp_payload_size"),
             payload(a) != payload(b),
+        );
+        let lb = |l: &eg_config::Listener| l.quic.as_ref().and_then(|q| q.quic_lb.clone());
+        differs(
+            &format!(
+                "listeners[{i}].quic.quic_lb (connection IDs are issued by the bound endpoint)"
+            ),
+            lb(a) != lb(b),
         );
         let mode_b =
             |l: &eg_config::Listener| l.quic.as_ref().is_some_and(|q| q.raw_proxy.is_some());

@@ -72,11 +72,18 @@ async fn serve(config: Config, path: Option<&Path>) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let carry = std::sync::Arc::new(eg_runtime::Carry::default());
-    let prepared = Prepared::new(&config, &carry)?;
-    let gateway = Gateway::start(prepared, &config, carry).await?;
+    let discovery = std::sync::Arc::new(crate::discovery::Discovery::new(&config.runtime));
+    discovery.refresh(&config).await;
+    let prepared = Prepared::new(&crate::discovery::expand(&config, &discovery), &carry)?;
+    let gateway = Gateway::start(prepared, &config, carry, discovery).await?;
     eg_runtime::report::ready();
     loop {
+        // Far enough to mean "never" when no backend is a host name.
+        let due = gateway
+            .discovery_due()
+            .unwrap_or(Duration::from_secs(86_400));
         tokio::select! {
+            () = tokio::time::sleep(due) => gateway.rediscover().await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => gateway.reload(path, Trigger::Reload).await,

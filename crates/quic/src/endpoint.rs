@@ -202,6 +202,9 @@ pub fn bind(
             path: format!("{path}.quic.max_recv_udp_payload_size"),
             reason: e.to_string(),
         })?;
+    if let Some(lb) = &quic.quic_lb {
+        crate::quic_lb::install(&mut endpoint_config, lb, path)?;
+    }
     let runtime = quinn::default_runtime().ok_or_else(|| QuicError::Invalid {
         path: path.to_owned(),
         reason: "no async runtime for QUIC".into(),

@@ -5,4 +5,5 @@
 mod early_data;
 pub mod endpoint;
 pub mod front;
+pub mod quic_lb;
 pub mod relay;

@@ -47,6 +47,12 @@ pub struct Runtime {
     pub worker_threads: u32,
     /// An L4 relay with no byte either way for this long is closed.
     pub tcp_idle_timeout_ms: u64,
+    /// Backend host names are re-resolved within their DNS TTL, clamped
+    /// to these bounds.
+    pub dns_min_ttl_ms: u64,
+    pub dns_max_ttl_ms: u64,
+    /// DNS servers to ask; empty: those of `/etc/resolv.conf`.
+    pub dns_servers: Vec<SocketAddr>,
     pub tls: RuntimeTls,
 }
 
@@ -66,6 +72,12 @@ impl Default for Runtime {
             // One hour, as HAProxy's common `timeout tunnel`: long enough for
             // database and SSH sessions, short enough to reap dead peers.
             tcp_idle_timeout_ms: 3_600_000,
+            // A record changing is followed within a second at best (no
+            // query storm on TTL 0) and 30 s at worst (a TTL of hours
+            // must not pin a dead address).
+            dns_min_ttl_ms: 1000,
+            dns_max_ttl_ms: 30_000,
+            dns_servers: Vec::new(),
             tls: RuntimeTls::default(),
         }
     }
@@ -127,6 +139,9 @@ pub struct WeightedAddress {
     pub address: String,
     #[serde(default = "one")]
     pub weight: u32,
+    /// QUIC-LB server ID (hex) this backend puts in its connection IDs;
+    /// needs `[passthrough.quic_lb]`.
+    pub server_id: Option<String>,
 }
 
 fn one() -> u32 {
@@ -144,6 +159,12 @@ impl PassthroughBackend {
         match self {
             Self::Address(_) => 1,
             Self::Weighted(w) => w.weight,
+        }
+    }
+    pub fn server_id(&self) -> Option<&str> {
+        match self {
+            Self::Address(_) => None,
+            Self::Weighted(w) => w.server_id.as_deref(),
         }
     }
 }
@@ -168,6 +189,8 @@ pub struct Passthrough {
     pub flow_idle_timeout_ms: u64,
     #[serde(default = "d_max_dcid")]
     pub max_dcid_len_routed: u8,
+    /// Route established flows by the QUIC-LB server ID in their CIDs.
+    pub quic_lb: Option<crate::QuicLbRoute>,
 }
 
 fn d_max_conns() -> u32 {

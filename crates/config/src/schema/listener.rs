@@ -224,6 +224,8 @@ pub struct ListenerQuic {
     #[serde(default = "default_stream_receive_window")]
     pub stream_receive_window_bytes: u64,
     pub raw_proxy: Option<RawProxy>,
+    /// Issue QUIC-LB connection IDs carrying this server's ID.
+    pub quic_lb: Option<crate::QuicLbIssue>,
 }
 
 /// 8 MiB per connection: ~64 Mbit/s at 1 s RTT or 6.7 Gbit/s at 10 ms on one

@@ -91,6 +91,9 @@ pub(super) fn check_listener(
     }
     let raw_proxy = l.quic.as_ref().and_then(|q| q.raw_proxy.as_ref());
     if let Some(q) = &l.quic {
+        if let Some(lb) = &q.quic_lb {
+            super::quic_lb::check_issue(f, &format!("{p}.quic.quic_lb"), lb);
+        }
         f.file(format!("{p}.quic.cert_path"), &q.cert_path);
         f.file(format!("{p}.quic.key_path"), &q.key_path);
         f.range(

@@ -7,6 +7,7 @@ use std::path::Path;
 
 mod listener;
 mod pool;
+mod quic_lb;
 
 use crate::{Config, Invalid, ListenerProtocol, MAX_WEIGHT};
 use listener::check_listener;
@@ -99,6 +100,7 @@ impl Config {
                             "no [[clusters]] entry has this name",
                         );
                     }
+                    self.check_passthrough_cluster(&mut f, c);
                 }
                 (None, false) => {
                     for (j, b) in pt.backends.iter().enumerate() {
@@ -137,6 +139,7 @@ impl Config {
                 1,
                 1024,
             );
+            quic_lb::check_route(&mut f, pt);
             f.range(
                 "passthrough.flow_idle_timeout_ms".into(),
                 pt.flow_idle_timeout_ms,
@@ -149,6 +152,41 @@ impl Config {
             Ok(())
         } else {
             Err(f.0)
+        }
+    }
+
+    /// Mode A holds no keys: it can probe a backend only below TLS (a
+    /// QUIC version negotiation, `kind = "tcp"`), and hash only what the
+    /// public header and the source address show.
+    fn check_passthrough_cluster(&self, f: &mut Findings, name: &str) {
+        let Some((i, c)) = self
+            .clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+        else {
+            return;
+        };
+        if let Some(h) = &c.health_check {
+            if h.kind != crate::HealthCheckKind::Tcp {
+                f.fail(
+                    format!("clusters[{i}].health_check.kind"),
+                    format!("{:?}", h.kind).to_lowercase(),
+                    "a passthrough pool is probed below TLS: use \"tcp\" (a QUIC version negotiation)",
+                );
+            }
+        }
+        if let Some(k) = &c.hash_key {
+            if matches!(
+                k.source,
+                crate::HashSource::Header | crate::HashSource::Cookie
+            ) {
+                f.fail(
+                    format!("clusters[{i}].hash_key.source"),
+                    "header/cookie",
+                    "passthrough hashes the connection ID (\"cid\") or the source \"ip\"",
+                );
+            }
         }
     }
 
@@ -233,6 +271,18 @@ impl Config {
             r.tcp_idle_timeout_ms,
             1,
             7 * MAX_TIMEOUT_MS,
+        );
+        f.range(
+            "runtime.dns_min_ttl_ms".into(),
+            r.dns_min_ttl_ms,
+            100,
+            MAX_TIMEOUT_MS,
+        );
+        f.range(
+            "runtime.dns_max_ttl_ms".into(),
+            r.dns_max_ttl_ms,
+            r.dns_min_ttl_ms.max(100),
+            MAX_TIMEOUT_MS,
         );
         if self.observability.access_log.trim().is_empty() {
             f.fail(

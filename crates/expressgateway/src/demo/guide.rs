@@ -104,6 +104,14 @@ impl Guide {
             );
             out.more("the same HTTP/3 clients, on this port");
         }
+        if let Some(a) = find("passthrough") {
+            out.row(
+                "QUIC passthru",
+                a,
+                "Mode A: datagrams routed by connection ID to C, never",
+            );
+            out.more("decrypted; the same HTTP/3 clients, on this port");
+        }
         if let Some(a) = find("admin") {
             out.text("");
             out.text(&format!("Admin: http://{a}/ (status page)"));

@@ -148,6 +148,12 @@ protocol = "h1"
          alpn = [\"h3\"]\n",
         p7 = p(7),
     ));
+    // Mode A: the client's QUIC datagrams to C, never decrypted (the
+    // client sees C's own certificate).
+    text.push_str(&format!(
+        "[passthrough]\nbind_addr = \"127.0.0.1:{p9}\"\nbackends = [\"{hello_c}\"]\n",
+        p9 = p(9),
+    ));
     let config = Config::from_toml(&text)?;
     let guide = guide::Guide {
         cert: cert.cert_path.clone(),

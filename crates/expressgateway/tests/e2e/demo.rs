@@ -52,7 +52,7 @@ async fn demo_answers_on_every_listener() {
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
     };
     let names: Vec<&str> = gw.listeners.iter().map(|b| b.name.as_str()).collect();
-    for expected in ["demo-quic", "demo-quic-relay", "admin"] {
+    for expected in ["demo-quic", "demo-quic-relay", "passthrough", "admin"] {
         assert!(names.contains(&expected), "{expected} missing: {names:?}");
     }
     for bound in &gw.listeners {
@@ -62,7 +62,7 @@ async fn demo_answers_on_every_listener() {
                 "{bound:?}"
             );
         }
-        if bound.protocol == "quic" {
+        if bound.protocol == "quic" || bound.protocol == "passthrough" {
             let mut h3 = crate::support::h3::H3Client::insecure(bound.address);
             let r = h3
                 .send(::http::Method::GET, "/demo", bytes::Bytes::new())
@@ -73,9 +73,9 @@ async fn demo_answers_on_every_listener() {
                 "{}: {answer:?}",
                 bound.name
             );
-            if bound.name == "demo-quic-relay" {
-                // Mode B relays the QUIC connection itself: the HTTP/3
-                // backend C answers it directly.
+            if bound.name == "demo-quic-relay" || bound.name == "passthrough" {
+                // Mode B relays the QUIC connection itself, Mode A its
+                // datagrams: the HTTP/3 backend C answers it directly.
                 assert!(
                     answer.contains("backend C: GET /demo over HTTP/3"),
                     "{answer:?}"

@@ -10,7 +10,11 @@ use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded};
 use crate::support::tls::cert;
 use crate::support::*;
 
-async fn curl_h3(ca: &std::path::Path, port: u16, requests: &[String]) -> serde_json::Value {
+pub(crate) async fn curl_h3(
+    ca: &std::path::Path,
+    port: u16,
+    requests: &[String],
+) -> serde_json::Value {
     require_python_modules(&["curl_cffi"]);
     let mut cmd = python();
     cmd.arg(py_dir().join("curl_h3.py"))

@@ -118,7 +118,7 @@ pub(crate) fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String, S
 
 /// Run `py/h3_client.py` (aioquic) against `port` trusting `ca`; returns
 /// its JSON report.
-async fn aioquic_client(ca: &Path, port: u16, requests: &[&str]) -> serde_json::Value {
+pub(crate) async fn aioquic_client(ca: &Path, port: u16, requests: &[&str]) -> serde_json::Value {
     let mut cmd = python();
     cmd.arg(py_dir().join("h3_client.py"))
         .arg("--ca")
@@ -195,9 +195,9 @@ async fn aioquic_client_drives_the_quic_listener() {
 
 /// hypercorn serving `py/hypercorn_app.py` over HTTP/3 (and, as hypercorn
 /// insists on one, HTTPS on a TCP port nobody uses).
-struct Hypercorn {
+pub(crate) struct Hypercorn {
     _child: Killed,
-    quic_port: u16,
+    pub(crate) quic_port: u16,
     log: Arc<Mutex<String>>,
 }
 
@@ -205,7 +205,7 @@ struct Hypercorn {
 const HYPERCORN_READY: Duration = Duration::from_secs(10);
 
 impl Hypercorn {
-    fn start(c: &eg_tls::SelfSigned) -> Self {
+    pub(crate) fn start(c: &eg_tls::SelfSigned) -> Self {
         // Port 0 on both binds: hypercorn reports the ports it got, so
         // there is no window for another process to take them.
         let mut cmd =
@@ -261,7 +261,7 @@ impl Hypercorn {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         text_of(&self.log)
     }
 }

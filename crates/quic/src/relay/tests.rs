@@ -109,6 +109,7 @@ pub(super) fn listener_quic(cert: &eg_tls::SelfSigned) -> eg_config::ListenerQui
         receive_window_bytes: eg_config::DEFAULT_QUIC_RECEIVE_WINDOW,
         stream_receive_window_bytes: eg_config::DEFAULT_QUIC_STREAM_RECEIVE_WINDOW,
         raw_proxy: None,
+        quic_lb: None,
     }
 }
 

@@ -1,0 +1,517 @@
+//! UDP in, UDP out, never decrypting. One task reads the listener socket,
+//! routes each datagram by the connection ID in its public header and
+//! sends it on its flow's own connected upstream socket; one task per
+//! flow reads that socket and sends the backend's datagrams to the client
+//! from the listener's address. The backend sees one stable source per
+//! flow, so a client's NAT rebinding or migration stays invisible to it
+//! as long as the gateway knows the connection ID the client uses.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use eg_balancer::hash::hash_bytes;
+use eg_balancer::{InFlight, Outcome, PickContext};
+use eg_runtime::CancellationToken;
+use tokio::net::UdpSocket;
+
+use crate::flows::{FlowShared, FlowTable, Kept, MAX_CIDS_PER_FLOW};
+use crate::header::{self, LongType, Packet, MIN_INITIAL_DATAGRAM};
+use crate::metrics::{self, metrics};
+use crate::settings::Settings;
+
+/// Largest UDP payload (65535 less the IPv4 and UDP headers): one buffer
+/// per worker thread, so nothing a peer sends is ever cut short.
+const MAX_DATAGRAM: usize = 65_507;
+
+/// The idle reaper's period: a quarter of the idle timeout, at most a
+/// second, so a flow outlives its timeout by at most that much.
+const MAX_REAP_PERIOD: Duration = Duration::from_secs(1);
+
+/// Backend datagrams one flow relays per wake-up before it lets other
+/// tasks run: a backend sending flat out must not starve the worker.
+const MAX_BATCH: usize = 64;
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+type Table = FlowTable<Arc<Upstream>>;
+
+/// A flow's socket towards its backend. Sends go straight to the
+/// non-blocking socket (a dup of the same file): tokio's `try_send` on a
+/// socket the reactor has not yet seen writable would refuse at once, and
+/// a flow's first datagram, the client's Initial, would be lost.
+struct Upstream {
+    recv: UdpSocket,
+    send: std::net::UdpSocket,
+}
+
+/// State shared by the listener task and every flow task.
+struct Shared {
+    socket: UdpSocket,
+    /// The listener socket again, for sends (see `Upstream`).
+    reply: std::net::UdpSocket,
+    table: Mutex<Table>,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding the lock is a bug; the table is still
+        // consistent enough to keep routing.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gauge(&self, table: &Table) {
+        metrics()
+            .flows_active
+            .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+    }
+}
+
+/// Serve `[passthrough]` on `socket` until `shutdown`; then place no new
+/// flows and return once the existing ones have ended (the caller bounds
+/// the wait with `drain_timeout_ms`).
+pub async fn serve(
+    socket: UdpSocket,
+    settings: Arc<ArcSwap<Settings>>,
+    shutdown: CancellationToken,
+) {
+    let (socket, reply) = match split(socket) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(error = %e, "passthrough: cannot use the listener socket");
+            return;
+        }
+    };
+    let shared = Arc::new(Shared {
+        socket,
+        reply,
+        table: Mutex::new(FlowTable::default()),
+        epoch: Instant::now(),
+    });
+    let mut draining = false;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let period = |s: &Settings| (s.idle_timeout / 4).min(MAX_REAP_PERIOD);
+    let mut reap = tokio::time::interval(period(&settings.load()));
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled(), if !draining => draining = true,
+            _ = reap.tick() => {
+                let s = settings.load();
+                let mut table = shared.table();
+                let idle = u64::try_from(s.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+                let reaped = table.reap(shared.now_ms(), idle);
+                metrics().flows_total.with_label_values(&["reaped"]).inc_by(reaped as u64);
+                shared.gauge(&table);
+                if draining && table.is_empty() {
+                    return;
+                }
+            }
+            got = shared.socket.recv_from(&mut buf) => match got {
+                Ok((n, from)) => {
+                    let s = settings.load_full();
+                    if let Some(datagram) = buf.get(..n) {
+                        route(&shared, &s, datagram, from, draining);
+                    }
+                }
+                Err(e) => {
+                    // ICMP errors from clients surface here; nothing to do.
+                    tracing::debug!(error = %e, "passthrough: receive error");
+                }
+            },
+        }
+    }
+}
+
+/// The same socket twice: for tokio's receive side and for plain sends.
+fn split(socket: UdpSocket) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
+    let std = socket.into_std()?;
+    let send = std.try_clone()?;
+    Ok((UdpSocket::from_std(std)?, send))
+}
+
+/// Find (or place) the flow of one client datagram and forward it.
+fn route(
+    shared: &Arc<Shared>,
+    s: &Arc<Settings>,
+    datagram: &[u8],
+    from: SocketAddr,
+    draining: bool,
+) {
+    let packet = match header::parse(datagram) {
+        Ok(p) => p,
+        Err(m) => return metrics::drop(m.as_str()),
+    };
+    let now = shared.now_ms();
+    let mut table = shared.table();
+    let dcid = match packet {
+        Packet::Short { rest } => match table.by_short(rest, s.max_dcid_len_routed) {
+            Some((id, _)) => return forward(&mut table, s, id, datagram, from, now),
+            None => return stateless(shared, &mut table, s, rest, datagram, from, now, draining),
+        },
+        Packet::VersionNegotiation { .. } => return metrics::drop("version_negotiation"),
+        Packet::Long { dcid, .. } | Packet::OtherVersion { dcid, .. } => dcid,
+    };
+    if dcid.len() > s.max_dcid_len_routed {
+        return metrics::drop("dcid_too_long");
+    }
+    if let Some(id) = table.by_cid(dcid) {
+        return forward(&mut table, s, id, datagram, from, now);
+    }
+    // Only a client's first packet may start a flow: an Initial, or a
+    // long header of a version we do not know (the backend answers it
+    // with Version Negotiation).
+    let starts = matches!(
+        packet,
+        Packet::Long {
+            ty: LongType::Initial,
+            ..
+        } | Packet::OtherVersion { .. }
+    );
+    if !starts {
+        return stateless(shared, &mut table, s, dcid, datagram, from, now, draining);
+    }
+    if datagram.len() < MIN_INITIAL_DATAGRAM {
+        return metrics::drop("small_initial");
+    }
+    if dcid.len() < s.min_client_dcid_len {
+        return metrics::drop("dcid_too_short");
+    }
+    if draining {
+        metrics::flow_event("refused_draining");
+        return metrics::drop("draining");
+    }
+    let Some(id) = place(shared, &mut table, s, dcid, from, now) else {
+        return;
+    };
+    forward(&mut table, s, id, datagram, from, now);
+}
+
+/// A packet of a connection the table does not know (this process
+/// restarted, another instance placed it, or the client moved to an ID
+/// the backend issued encrypted): if its DCID is a QUIC-LB ID naming a
+/// backend, the flow is entered as established on that backend; else it
+/// cannot be routed.
+#[allow(clippy::too_many_arguments)]
+fn stateless(
+    shared: &Arc<Shared>,
+    table: &mut Table,
+    s: &Arc<Settings>,
+    dcid_bytes: &[u8],
+    datagram: &[u8],
+    from: SocketAddr,
+    now: u64,
+    draining: bool,
+) {
+    let Some((index, cid)) = s.quic_lb_target(dcid_bytes) else {
+        return metrics::drop("unknown_cid");
+    };
+    if draining {
+        return metrics::drop("draining");
+    }
+    let Some(picked) = s.pool.hold(index) else {
+        return metrics::drop("no_backend");
+    };
+    let Some(id) = enter(shared, table, s, picked, cid, from, now, None, true) else {
+        return;
+    };
+    table.mark_answered(id);
+    metrics::flow_event("quic_lb");
+    forward(table, s, id, datagram, from, now);
+}
+
+/// A new flow for `dcid`: pick a backend through the pool, open the
+/// flow's upstream socket, enter it in the table and start its task.
+fn place(
+    shared: &Arc<Shared>,
+    table: &mut Table,
+    s: &Arc<Settings>,
+    dcid: &[u8],
+    from: SocketAddr,
+    now: u64,
+) -> Option<u64> {
+    let key = (!s.hash_by_ip).then(|| hash_bytes(dcid));
+    let ctx = PickContext {
+        client_ip: Some(from.ip()),
+        hash: key,
+        ..Default::default()
+    };
+    let Some(picked) = s.pool.pick(&ctx) else {
+        metrics::flow_event("failed");
+        metrics::drop("no_backend");
+        return None;
+    };
+    let id = enter(shared, table, s, picked, dcid, from, now, key, false)?;
+    metrics::flow_event("placed");
+    Some(id)
+}
+
+/// Open the flow's upstream socket to `picked`, enter the flow under
+/// `cid` and start its task. `key`: the placement hash, for a move;
+/// `established`: found by a QUIC-LB ID, the connection lives there.
+#[allow(clippy::too_many_arguments)]
+fn enter(
+    shared: &Arc<Shared>,
+    table: &mut Table,
+    s: &Arc<Settings>,
+    picked: InFlight,
+    dcid: &[u8],
+    from: SocketAddr,
+    now: u64,
+    key: Option<u64>,
+    established: bool,
+) -> Option<u64> {
+    let index = picked.backend().index;
+    let upstream = match s.addrs.get(index).map(|a| connect_upstream(*a)) {
+        Some(Ok(u)) => u,
+        _ => {
+            metrics::drop("upstream_socket");
+            return None;
+        }
+    };
+    let flow_shared = FlowShared::new(from, now);
+    let placed = table.insert(
+        dcid,
+        from,
+        index,
+        Arc::clone(&upstream),
+        Arc::clone(&flow_shared),
+        s.limits,
+    );
+    let placed = match placed {
+        Ok(p) => p,
+        Err(why) => {
+            metrics::flow_event(match why {
+                crate::flows::Refused::Full => "refused_full",
+                crate::flows::Refused::PerIp => "refused_per_ip",
+                _ => "refused_cid",
+            });
+            metrics::drop(why.as_str());
+            return None;
+        }
+    };
+    if placed.evicted.is_some() {
+        metrics::flow_event("evicted");
+    }
+    eg_runtime::metrics::metrics()
+        .connections_total
+        .with_label_values(&[crate::settings::POOL_NAME])
+        .inc();
+    shared.gauge(table);
+    let task = FlowTask {
+        id: placed.id,
+        shared: Arc::clone(shared),
+        flow: flow_shared,
+        settings: Arc::clone(s),
+        upstream,
+        picked,
+        tried: vec![index],
+        learned: Vec::new(),
+        answered: established,
+        hash: key,
+    };
+    tokio::spawn(task.run());
+    Some(placed.id)
+}
+
+/// Send one client datagram on flow `id`'s upstream socket.
+fn forward(table: &mut Table, s: &Settings, id: u64, datagram: &[u8], from: SocketAddr, now: u64) {
+    let Some(flow) = table.get(id) else {
+        return;
+    };
+    if s.strict_source_binding && from != flow.client {
+        return metrics::drop("source_mismatch");
+    }
+    // Kept for a move to another backend if this one never answers;
+    // bounded, newest dropped.
+    if !flow.answered() && table.keep(id, datagram, s.per_flow_backlog) == Kept::BacklogFull {
+        return metrics::drop("backlog_full");
+    }
+    let Some(flow) = table.get_mut(id) else {
+        return;
+    };
+    flow.seen_from(from, now);
+    match flow.upstream.send.send(datagram) {
+        Ok(_) => metrics().to_backend.inc(),
+        Err(_) => metrics::drop("send_to_backend"),
+    }
+}
+
+/// A UDP socket of the backend's family, connected to it: its replies
+/// are this flow's and nobody else's.
+fn connect_upstream(backend: SocketAddr) -> io::Result<Arc<Upstream>> {
+    let local: SocketAddr = if backend.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    socket.connect(backend)?;
+    socket.set_nonblocking(true)?;
+    let send = socket.try_clone()?;
+    Ok(Arc::new(Upstream {
+        recv: UdpSocket::from_std(socket)?,
+        send,
+    }))
+}
+
+/// One flow's backend-to-client half, and its placement until the
+/// backend first answers.
+struct FlowTask {
+    id: u64,
+    shared: Arc<Shared>,
+    flow: Arc<FlowShared>,
+    settings: Arc<Settings>,
+    upstream: Arc<Upstream>,
+    /// Counts the flow on its backend; reports the outcome to health.
+    picked: InFlight,
+    /// Backends tried, for moving a flow no backend answered yet.
+    tried: Vec<usize>,
+    /// Server-chosen CIDs already entered in the table.
+    learned: Vec<Vec<u8>>,
+    answered: bool,
+    hash: Option<u64>,
+}
+
+enum Step {
+    Go,
+    /// The backend refused or never answered: try another.
+    Failed,
+    End,
+}
+
+impl FlowTask {
+    async fn run(mut self) {
+        let mut deadline = tokio::time::Instant::now() + self.settings.answer_timeout;
+        loop {
+            let step = tokio::select! {
+                () = self.flow.stop.cancelled() => Step::End,
+                () = tokio::time::sleep_until(deadline), if !self.answered => Step::Failed,
+                ready = self.upstream.recv.readable() => match ready {
+                    Ok(()) => self.drain_upstream(),
+                    Err(_) => Step::Failed,
+                },
+            };
+            match step {
+                Step::Go => {}
+                Step::End => break,
+                // An answered flow lives on its backend: nothing to move.
+                Step::Failed if self.answered => break,
+                Step::Failed => {
+                    if !self.move_on() {
+                        break;
+                    }
+                    deadline = tokio::time::Instant::now() + self.settings.answer_timeout;
+                }
+            }
+        }
+        let mut table = self.shared.table();
+        if table.get(self.id).is_some() {
+            table.remove(self.id);
+            self.shared.gauge(&table);
+        }
+    }
+
+    /// Relay every datagram the backend has sent so far.
+    fn drain_upstream(&mut self) -> Step {
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            for _ in 0..MAX_BATCH {
+                match self.upstream.recv.try_recv(&mut buf) {
+                    Ok(n) => {
+                        if let Some(d) = buf.get(..n) {
+                            self.reply(d);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Go,
+                    // ICMP unreachable before any answer: nobody listens.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !self.answered => {
+                        return Step::Failed
+                    }
+                    Err(_) => return Step::Go,
+                }
+            }
+            // More may be waiting: the socket stays readable, so the next
+            // turn of the loop comes back here after other tasks ran.
+            Step::Go
+        })
+    }
+
+    fn reply(&mut self, datagram: &[u8]) {
+        let now = self.shared.now_ms();
+        self.flow.touch(now);
+        let scid = header::parse(datagram).ok().and_then(|p| p.scid());
+        let learn = scid.filter(|c| {
+            !c.is_empty()
+                && self.learned.len() < MAX_CIDS_PER_FLOW
+                && !self.learned.iter().any(|l| l == c)
+        });
+        if !self.answered || learn.is_some() {
+            let mut table = self.shared.table();
+            if !self.answered {
+                self.answered = true;
+                table.mark_answered(self.id);
+                self.picked.report(Outcome::Success);
+            }
+            if let Some(cid) = learn {
+                table.add_cid(self.id, cid);
+                self.learned.push(cid.to_vec());
+            }
+        }
+        let sent = self.shared.reply.send_to(datagram, self.flow.client());
+        match sent {
+            Ok(_) => metrics().to_client.inc(),
+            Err(_) => metrics::drop("send_to_client"),
+        }
+    }
+
+    /// The backend failed before answering: feed passive health and move
+    /// the flow, with the datagrams it has kept, to a backend not tried
+    /// yet. `false` when none is left.
+    fn move_on(&mut self) -> bool {
+        self.picked.report(Outcome::Failure);
+        let ctx = PickContext {
+            client_ip: Some(self.flow.client().ip()),
+            hash: self.hash,
+            exclude: &self.tried,
+            ..Default::default()
+        };
+        let Some(picked) = self.settings.pool.pick(&ctx) else {
+            metrics::flow_event("failed");
+            return false;
+        };
+        let index = picked.backend().index;
+        let Some(Ok(upstream)) = self.settings.addrs.get(index).map(|a| connect_upstream(*a))
+        else {
+            metrics::flow_event("failed");
+            return false;
+        };
+        let backlog = {
+            let mut table = self.shared.table();
+            let Some(flow) = table.get_mut(self.id) else {
+                return false;
+            };
+            flow.upstream = Arc::clone(&upstream);
+            flow.backend = index;
+            flow.backlog.clone()
+        };
+        for d in &backlog {
+            let _ = upstream.send.send(d);
+        }
+        metrics::flow_event("replaced");
+        self.tried.push(index);
+        self.upstream = upstream;
+        self.picked = picked;
+        true
+    }
+}
