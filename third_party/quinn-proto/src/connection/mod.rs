@@ -2946,8 +2946,8 @@ impl Connection {
     /// Finished through. A Handshake PING answers: the client hears from the server (its idle
     /// timer restarts), and acknowledges the PING in a Handshake packet numbered after its
     /// Finished; the next PING carries the server's acknowledgement of that packet, from which
-    /// the client can infer the Finished lost without waiting for its PTO (ExpressGateway
-    /// patch, see README). Once per such packet, within the same [`MAX_EARLY_CRYPTO_RETRANSMITS`] budget;
+    /// the client infers the Finished lost and resends it at once (ExpressGateway patch, see
+    /// README). Once per such packet, within the same [`MAX_EARLY_CRYPTO_RETRANSMITS`] budget;
     /// `poll_transmit` applies the anti-amplification limit.
     fn on_1rtt_before_finished(&mut self) {
         if !self.side.is_server()
