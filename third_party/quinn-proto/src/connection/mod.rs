@@ -2530,7 +2530,6 @@ impl Connection {
                 } else if self.state.is_handshake() && packet.header.is_short() {
                     // TODO: SHOULD buffer these to improve reordering tolerance.
                     trace!("dropping short packet during handshake");
-                    self.on_1rtt_before_finished();
                     return;
                 } else {
                     if let Header::Initial(InitialHeader { ref token, .. }) = packet.header {
@@ -2937,32 +2936,6 @@ impl Connection {
 
         self.write_crypto();
         Ok(())
-    }
-
-    /// A server that authenticates a 1-RTT packet from a client before the client's Finished
-    /// arrives knows the client has completed the handshake and its Finished was lost. The
-    /// server has nothing in flight to time out (its flight is acknowledged), and the client,
-    /// hearing nothing, may reach its idle timeout before its PTO, doubling each time, gets the
-    /// Finished through. A Handshake PING answers: the client hears from the server (its idle
-    /// timer restarts), and acknowledges the PING in a Handshake packet numbered after its
-    /// Finished; the next PING carries the server's acknowledgement of that packet, from which
-    /// the client infers the Finished lost and resends it at once (ExpressGateway patch, see
-    /// README). Once per such packet, within the same [`MAX_EARLY_CRYPTO_RETRANSMITS`] budget;
-    /// `poll_transmit` applies the anti-amplification limit.
-    fn on_1rtt_before_finished(&mut self) {
-        if !self.side.is_server()
-            || self.spaces[SpaceId::Handshake].crypto.is_none()
-            || self.early_crypto_retransmits >= MAX_EARLY_CRYPTO_RETRANSMITS
-        {
-            return;
-        }
-        self.early_crypto_retransmits += 1;
-        let space = &mut self.spaces[SpaceId::Handshake];
-        space.ping_pending = true;
-        // With an ACK of every Handshake packet received so far, ACK-only ones included (which
-        // alone never elicit one): that is what tells the client its Finished is missing.
-        space.pending_acks.set_immediate_ack_required();
-        trace!("1-RTT before the client's Finished: Handshake PING");
     }
 
     /// Speeds up handshake completion (RFC 9002 §6.2.3) on a server that receives a client's
