@@ -222,6 +222,9 @@ pub struct Connection {
     //
     /// The number of times a PTO has been sent without receiving an ack.
     pto_count: u32,
+    /// Server: early retransmissions of its handshake flight made on a client's probe
+    /// (RFC 9002 §6.2.3), bounded by [`MAX_EARLY_CRYPTO_RETRANSMITS`].
+    early_crypto_retransmits: u32,
 
     //
     // Congestion Control
@@ -353,6 +356,7 @@ impl Connection {
             next_bundled_ack_time: None,
 
             pto_count: 0,
+            early_crypto_retransmits: 0,
 
             app_limited: false,
             receiving_ecn: false,
@@ -1707,6 +1711,22 @@ impl Connection {
             _ => 2,
         };
         self.spaces[space].loss_probes = self.spaces[space].loss_probes.saturating_add(count);
+        // RFC 9002 §6.2.4: besides the probe of the space whose timer expired, "the sender SHOULD
+        // send ack-eliciting packets from other packet number spaces with in-flight data,
+        // coalescing packets if possible". Upstream probes the expired space only, so a PTO in
+        // the Initial space resent the ServerHello alone, twice, in datagrams padded to 1200
+        // bytes, while the Handshake data the client lacked waited for the Handshake space's own
+        // PTO; before the client's address is validated those padded Initials also used up the
+        // anti-amplification allowance (ExpressGateway patch, see README). The other handshake
+        // space's oldest unacknowledged data is queued too, and coalesces into the probe's
+        // datagram.
+        if self.is_handshaking() {
+            for other in [SpaceId::Initial, SpaceId::Handshake] {
+                if other != space && self.spaces[other].crypto.is_some() {
+                    self.spaces[other].queue_oldest_retransmit(&self.streams);
+                }
+            }
+        }
         self.pto_count = self.pto_count.saturating_add(1);
         self.set_loss_detection_timer(now);
     }
@@ -2862,6 +2882,9 @@ impl Connection {
         debug_assert_ne!(packet.header.space(), SpaceId::Data);
         let payload_len = packet.payload.len();
         let mut ack_eliciting = false;
+        // Whether a CRYPTO frame reached past what this space's crypto stream has already read:
+        // an ack-eliciting packet without one is a peer's probe (see `on_handshake_probe`).
+        let mut new_crypto = false;
         for result in frame::Iter::new(packet.payload.freeze())? {
             let frame = result?;
             let span = match frame {
@@ -2878,6 +2901,10 @@ impl Connection {
             match frame {
                 Frame::Padding | Frame::Ping => {}
                 Frame::Crypto(frame) => {
+                    let read = self.spaces[packet.header.space()]
+                        .crypto_stream
+                        .bytes_read();
+                    new_crypto |= frame.offset + frame.data.len() as u64 > read;
                     self.read_crypto(packet.header.space(), &frame, payload_len)?;
                 }
                 Frame::Ack(ack) => {
@@ -2902,10 +2929,60 @@ impl Connection {
             self.spaces[packet.header.space()]
                 .pending_acks
                 .set_immediate_ack_required();
+            if !new_crypto {
+                self.on_handshake_probe(packet.header.space());
+            }
         }
 
         self.write_crypto();
         Ok(())
+    }
+
+    /// Speeds up handshake completion (RFC 9002 §6.2.3) on a server that receives a client's
+    /// probe: an ack-eliciting Initial or Handshake packet with no new CRYPTO data (a
+    /// retransmitted ClientHello, or a PING).
+    ///
+    /// A client probes only when its PTO fires, that is when it has not heard what it waits
+    /// for: in the Initial space it lacks the server's Initial (else the ServerHello's ACK would
+    /// have stopped its retransmissions), in the Handshake space some of the server's Handshake
+    /// data. So the server's flight, or part of it, was lost, and the server would otherwise
+    /// resend it only at its own PTO, whose first expiry is 3 × the initial RTT (1 s by default)
+    /// after the flight and doubles with every expiry; the client's retransmission coming in
+    /// makes it resend at once.
+    ///
+    /// What is resent is the unacknowledged CRYPTO data of the probe's space and of the later
+    /// handshake space (an Initial probe may mean the coalesced Handshake packets were lost too;
+    /// a Handshake probe says nothing about the Initial, which the client evidently has). It is
+    /// queued as ordinary pending data: `poll_transmit` still checks the anti-amplification limit
+    /// for every datagram (a probe of 1200 bytes buys 3600), so a spoofed source can be sent no
+    /// more than the limit allows, and each probe triggers this at most once, at most
+    /// [`MAX_EARLY_CRYPTO_RETRANSMITS`] times per connection (the RFC's "limited number of
+    /// times"). The PTO state is left alone, so a lost retransmission is still recovered by PTO.
+    ///
+    /// Clients do not do this: a server's Initial carrying duplicate CRYPTO data comes after the
+    /// client's Initial was acknowledged, and only a server can take the client's probe as the
+    /// sign the RFC describes.
+    fn on_handshake_probe(&mut self, space: SpaceId) {
+        if !self.side.is_server()
+            || !self.state.is_handshake()
+            || self.early_crypto_retransmits >= MAX_EARLY_CRYPTO_RETRANSMITS
+        {
+            return;
+        }
+        let mut queued = false;
+        for id in [SpaceId::Initial, SpaceId::Handshake] {
+            if id < space || self.spaces[id].crypto.is_none() {
+                continue;
+            }
+            queued |= self.spaces[id].queue_unacked_retransmits(&self.streams);
+        }
+        if queued {
+            self.early_crypto_retransmits += 1;
+            trace!(
+                ?space,
+                "peer probed: resending unacknowledged handshake data"
+            );
+        }
     }
 
     fn process_payload(
@@ -4236,6 +4313,16 @@ fn get_max_ack_delay(params: &TransportParameters) -> Duration {
 
 // Prevents overflow and improves behavior in extreme circumstances
 const MAX_BACKOFF_EXPONENT: u32 = 16;
+
+/// How many times per connection a server resends its handshake flight early because the client
+/// probed (RFC 9002 §6.2.3 allows it "for a limited number of times per connection").
+///
+/// A client probes when its PTO fires, with up to two packets (RFC 9002 §6.2.4), and its PTO
+/// doubles each time: 8 covers two probes at each of its first four PTOs (1, 3, 7 and 15 s after
+/// its first Initial at the default initial RTT), past the handshake deadlines in use, while a
+/// peer that keeps resending its ClientHello cannot make the server resend without end (nor,
+/// before the client's address is validated, beyond the anti-amplification limit).
+const MAX_EARLY_CRYPTO_RETRANSMITS: u32 = 8;
 
 /// Minimal remaining size to allow packet coalescing, excluding cryptographic tag
 ///

@@ -150,6 +150,34 @@ impl PacketSpace {
         }
     }
 
+    /// Queue for retransmission what the oldest in-flight packet with retransmittable data
+    /// carries (as a loss probe with nothing new to send does); returns whether there was one
+    pub(super) fn queue_oldest_retransmit(&mut self, streams: &StreamsState) -> bool {
+        for packet in self.sent_packets.values_mut() {
+            if packet.ack_eliciting && !packet.retransmits.is_empty(streams) {
+                self.pending |= mem::take(&mut packet.retransmits);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Queue for retransmission everything the in-flight packets of this space carry that would
+    /// be retransmitted were they declared lost; returns whether there was anything
+    ///
+    /// As for a loss probe, the data is taken from the old packets, so it is not retransmitted
+    /// *again* should they be declared lost later; loss detection of the new packets covers it.
+    pub(super) fn queue_unacked_retransmits(&mut self, streams: &StreamsState) -> bool {
+        let mut queued = false;
+        for packet in self.sent_packets.values_mut() {
+            if packet.ack_eliciting && !packet.retransmits.is_empty(streams) {
+                self.pending |= mem::take(&mut packet.retransmits);
+                queued = true;
+            }
+        }
+        queued
+    }
+
     /// Get the next outgoing packet number in this space
     ///
     /// In the Data space, the connection's [`PacketNumberFilter`] must be used rather than calling

@@ -39,6 +39,8 @@ mod token;
 
 mod version2;
 
+mod early_retransmit;
+
 #[cfg(all(target_family = "wasm", target_os = "unknown"))]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
