@@ -140,7 +140,10 @@ impl UdpRelay {
     /// reach the gateway at least that much after what they answer.
     pub fn set_delay_to_client(&self, delay: std::time::Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.shared.ctl.delay_to_client_ms.store(ms, Ordering::Relaxed);
+        self.shared
+            .ctl
+            .delay_to_client_ms
+            .store(ms, Ordering::Relaxed);
     }
 
     pub fn set_blackhole(&self, on: bool) {
