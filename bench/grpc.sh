@@ -38,10 +38,7 @@ python3 -c 'import grpc, grpc_health.v1.health' 2>/dev/null \
 
 for port in $HAPROXY_TLS $GATEWAY_TLS; do tcp_free "$port" BENCH_BASE_PORT; done
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1
-chmod 600 "$WORK/key.pem"
+leaf_cert
 cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/haproxy.pem"
 chmod 600 "$WORK/haproxy.pem"
 # One gRPC message frame: uncompressed, length 5, "hello".

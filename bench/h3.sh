@@ -62,38 +62,12 @@ build_gateway_and_h3load "$GATEWAY_BIN" "$H3LOAD_BIN"
 leaf_cert
 
 # --------------------------------------------------------------- origin --
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
-BODY="hello from the expressgateway bench origin; this body is padded to about one hundred bytes....."
-mkdir -p "$WORK/origin"
-# Debian's build points temp dirs at /var/lib/nginx; keep them in the prefix.
-cat > "$WORK/origin/nginx.conf" <<CFG
-daemon off; master_process off; worker_processes 1;
-$USER_LINE
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    client_body_temp_path $WORK/origin/body;
-    proxy_temp_path $WORK/origin/proxy;
-    fastcgi_temp_path $WORK/origin/fastcgi;
-    uwsgi_temp_path $WORK/origin/uwsgi;
-    scgi_temp_path $WORK/origin/scgi;
-    server {
+start_origin "$ORIGIN_PORT" "    server {
         listen 127.0.0.1:$ORIGIN_PORT;
-        location / { default_type text/plain; return 200 "$BODY\n"; }
+        location / { default_type text/plain; return 200 \"$ORIGIN_BODY\\n\"; }
         # Accepted connections: how often the gateway dialed the origin.
         location = /__bench_stub { stub_status; }
-    }
-}
-CFG
-nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" >/dev/null 2>&1 &
-ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
-wait_http "http://127.0.0.1:$ORIGIN_PORT/" "$ORIGIN_PID" 10 \
-  || { cat "$WORK/origin/error.log" >&2 || true; die "origin nginx did not start"; }
+    }"
 
 # -------------------------------------------------------------- gateway --
 cat > "$WORK/gateway.toml" <<CFG
@@ -239,7 +213,7 @@ run_h3() {
   grep -m1 '^first error:' "$f" | sed 's/^/  /' || true
 }
 
-echo "H3 vs H2 gateway benchmark: ${DURATION}s per case, $(nproc) cores, loopback, origin nginx 1 worker (h1), ${#BODY}+1 byte body"
+echo "H3 vs H2 gateway benchmark: ${DURATION}s per case, $(nproc) cores, loopback, origin nginx 1 worker (h1), ${#ORIGIN_BODY}+1 byte body"
 echo "load: ${CONNS} connections x ${STREAMS} streams, ${THREADS} client threads; h2 = h2load over TLS (ALPN), h3 = h3load (quinn + h3)"
 echo "latency: h2load gives mean/max of 'time for request' only; h3load gives percentiles"
 echo "cpu: gateway user+system from /proc/<pid>/stat (CLK_TCK=$HZ) per completed response; client cpu (bash 'times') for context"

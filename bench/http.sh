@@ -49,56 +49,16 @@ for port in $(seq $((BASE + 1)) $((BASE + 7))); do tcp_free "$port" BENCH_BASE_P
 
 
 # ---------------------------------------------------------------- cert ---
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1
-chmod 600 "$WORK/key.pem"
+leaf_cert
 cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/haproxy.pem"
 chmod 600 "$WORK/haproxy.pem"
 
 # ---------------------------------------------------------------- nginx --
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
-# Debian's build points temp dirs at /var/lib/nginx; keep them in the prefix.
-nginx_common() {
-  local dir=$1
-  cat <<CFG
-$USER_LINE
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-CFG
-}
-nginx_http_common() {
-  local dir=$1
-  cat <<CFG
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-CFG
-}
-BODY="hello from the expressgateway bench origin; this body is padded to about one hundred bytes....."
-mkdir -p "$WORK/origin" "$WORK/nginx"
-{
-  echo "daemon off; master_process off; worker_processes 1;"
-  nginx_common "$WORK/origin"
-  echo "http {"
-  nginx_http_common "$WORK/origin"
-  cat <<CFG
-    server {
+start_origin "$ORIGIN_PORT" "    server {
         listen 127.0.0.1:$ORIGIN_PORT;
-        location / { default_type text/plain; return 200 "$BODY\n"; }
-    }
-}
-CFG
-} > "$WORK/origin/nginx.conf"
-nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" >/dev/null 2>&1 &
-ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
+        location / { default_type text/plain; return 200 \"$ORIGIN_BODY\\n\"; }
+    }"
+mkdir -p "$WORK/nginx"
 
 {
   echo "daemon off; worker_processes 2;"
@@ -151,8 +111,6 @@ CFG
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
 
-wait_http "http://127.0.0.1:$ORIGIN_PORT/" "$ORIGIN_PID" 10 \
-  || { cat "$WORK/origin/error.log" >&2 || true; die "origin nginx did not start"; }
 wait_http "http://127.0.0.1:$NGINX_H1/" "$NGINX_PID" 10 \
   && wait_http "https://127.0.0.1:$NGINX_TLS/" "$NGINX_PID" 5 \
   || { cat "$WORK/nginx/error.log" >&2 || true; die "nginx proxy did not start"; }
@@ -271,7 +229,7 @@ run_h2load() {
   row "$name" h2 "${alpn:--}" "$rps" "$lat" "$CPU_US" "$errs"
 }
 
-echo "HTTP proxy benchmark: ${DURATION}s per case, $(nproc) cores, loopback, origin nginx 1 worker, ${#BODY}+1 byte body"
+echo "HTTP proxy benchmark: ${DURATION}s per case, $(nproc) cores, loopback, origin nginx 1 worker, ${#ORIGIN_BODY}+1 byte body"
 echo "h1: wrk -t2 -c64 --latency on the cleartext port; latency = wrk's 99th percentile"
 echo "h2: h2load -c16 -m10 -t2 over TLS (ALPN); h2load gives no percentiles, so latency = mean and max of"
 echo "    'time for request'; alpn column = the protocol actually negotiated"

@@ -82,3 +82,54 @@ leaf_cert() {
     -addext basicConstraints=critical,CA:FALSE >/dev/null 2>&1
   chmod 600 "$WORK/key.pem"
 }
+
+# nginx_common DIR / nginx_http_common DIR: the config lines every nginx of
+# the benches shares, outside and inside `http {}`. Debian's build points
+# temp dirs at /var/lib/nginx: keep them in DIR. keepalive_requests is far
+# above nginx's 1000, so no run measures reconnects.
+nginx_common() {
+  local dir=$1
+  [ "$(id -u)" = 0 ] && echo "user root;"
+  cat <<CFG
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+CFG
+}
+nginx_http_common() {
+  local dir=$1
+  cat <<CFG
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_max_body_size 16m;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+CFG
+}
+
+# ORIGIN_BODY: the ~100-byte answer of every bench origin's `/`.
+ORIGIN_BODY="hello from the expressgateway bench origin; this body is padded to about one hundred bytes....."
+
+# start_origin PORT SERVERS: a one-worker nginx in $WORK/origin serving the
+# `server { }` blocks SERVERS; waits for 200 on http://127.0.0.1:PORT/ and
+# sets ORIGIN_PID.
+start_origin() {
+  local port=$1 servers=$2 dir="$WORK/origin"
+  mkdir -p "$dir"
+  {
+    echo "daemon off; master_process off; worker_processes 1;"
+    nginx_common "$dir"
+    echo "http {"
+    nginx_http_common "$dir"
+    echo "$servers"
+    echo "}"
+  } > "$dir/nginx.conf"
+  nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >/dev/null 2>&1 &
+  ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
+  wait_http "http://127.0.0.1:$port/" "$ORIGIN_PID" 10 \
+    || { cat "$dir/error.log" >&2 || true; die "origin nginx did not start"; }
+}

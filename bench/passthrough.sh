@@ -52,35 +52,13 @@ build_gateway_and_h3load "$GATEWAY_BIN" "$H3LOAD_BIN"
 leaf_cert
 
 # --------------------------------------------------------------- origin --
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
 mkdir -p "$WORK/origin/html"
 head -c "$BIG" /dev/zero | tr '\0' 'x' >"$WORK/origin/html/big"
-cat > "$WORK/origin/nginx.conf" <<CFG
-daemon off; master_process off; worker_processes 1;
-$USER_LINE
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/origin/body;
-    proxy_temp_path $WORK/origin/proxy;
-    fastcgi_temp_path $WORK/origin/fastcgi;
-    uwsgi_temp_path $WORK/origin/uwsgi;
-    scgi_temp_path $WORK/origin/scgi;
-    server {
+start_origin "$ORIGIN_PORT" "    server {
         listen 127.0.0.1:$ORIGIN_PORT;
         location = /big { root $WORK/origin/html; default_type application/octet-stream; }
-        location / { default_type text/plain; return 200 "hello from the expressgateway passthrough bench origin, about one hundred bytes.....\n"; }
-    }
-}
-CFG
-nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$ORIGIN_PORT/" "${PIDS[-1]}" 10 \
-  || { cat "$WORK/origin/error.log" >&2 || true; die "origin nginx did not start"; }
+        location / { default_type text/plain; return 200 \"$ORIGIN_BODY\\n\"; }
+    }"
 
 # ------------------------------------------------- backend and Mode A --
 cat > "$WORK/backend.toml" <<CFG

@@ -112,43 +112,18 @@ build_gateway_and_h3load "$GATEWAY_BIN" "$H3LOAD_BIN"
 leaf_cert
 
 # --------------------------------------------------------------- origin --
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
-BODY="hello from the expressgateway bench origin; this body is padded to about one hundred bytes....."
 mkdir -p "$WORK/origin/www"
 # Sparse: 64 MiB of zeros that cost no disk.
 truncate -s 64M "$WORK/origin/www/big"
-# Debian's build points temp dirs at /var/lib/nginx; keep them in the prefix.
-cat > "$WORK/origin/nginx.conf" <<CFG
-daemon off; master_process off; worker_processes 1;
-$USER_LINE
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_max_body_size 16m;
-    client_body_temp_path $WORK/origin/body;
-    proxy_temp_path $WORK/origin/proxy;
-    fastcgi_temp_path $WORK/origin/fastcgi;
-    uwsgi_temp_path $WORK/origin/uwsgi;
-    scgi_temp_path $WORK/origin/scgi;
-    server {
+start_origin "$ORIGIN1" "    server {
         listen 127.0.0.1:$ORIGIN1;
         listen 127.0.0.1:$ORIGIN2;
         root $WORK/origin/www;
-        location / { default_type text/plain; return 200 "$BODY\n"; }
+        location / { default_type text/plain; return 200 \"$ORIGIN_BODY\\n\"; }
         location = /big { default_type application/octet-stream; }
-        location = /upload { default_type text/plain; return 200 "ok\n"; }
-    }
-}
-CFG
-nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" >/dev/null 2>&1 &
-ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
-wait_http "http://127.0.0.1:$ORIGIN1/" "$ORIGIN_PID" 10 \
-  && wait_http "http://127.0.0.1:$ORIGIN2/" "$ORIGIN_PID" 2 \
+        location = /upload { default_type text/plain; return 200 \"ok\\n\"; }
+    }"
+wait_http "http://127.0.0.1:$ORIGIN2/" "$ORIGIN_PID" 2 \
   || { cat "$WORK/origin/error.log" >&2 || true; die "origin nginx did not start"; }
 
 # -------------------------------------------------------------- gateway --
