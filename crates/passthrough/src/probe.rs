@@ -5,7 +5,7 @@
 //! answers is a QUIC server listening at that address.
 
 use std::future::Future;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::pin::Pin;
 
 use eg_balancer::health::active::Probe;
@@ -25,12 +25,12 @@ impl Probe for VersionProbe {
         backend: &'a BackendState,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(async move {
-            let Some(addr) = backend
-                .address
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-            else {
+            // Not std's `to_socket_addrs`: a host name would block this
+            // async worker in getaddrinfo.
+            let Ok(mut addrs) = tokio::net::lookup_host(&backend.address).await else {
+                return false;
+            };
+            let Some(addr) = addrs.next() else {
                 return false;
             };
             probe(addr).await.unwrap_or(false)

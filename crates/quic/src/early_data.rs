@@ -28,16 +28,16 @@ enum State {
     Failed,
 }
 
-/// A connection's handshake as its requests see it.
+/// A connection's handshake as its requests see it: `None` once it is
+/// known complete (every connection without 0-RTT), else its watch.
 #[derive(Debug, Clone)]
-pub struct Handshake(watch::Receiver<State>);
+pub struct Handshake(Option<watch::Receiver<State>>);
 
 impl Handshake {
     /// A connection whose handshake completed before any request: what
     /// every connection without 0-RTT is.
     pub fn complete() -> Self {
-        let (_tx, rx) = watch::channel(State::Complete);
-        Self(rx)
+        Self(None)
     }
 
     /// A connection accepted at 0.5-RTT: its handshake is `accepted`, and
@@ -69,15 +69,19 @@ impl Handshake {
             let _ = tx.send(state);
             state == State::Complete
         };
-        (Self(rx), watcher)
+        (Self(Some(rx)), watcher)
     }
 
     /// Admit a request whose head just arrived: `true` to forward it now.
     /// A safe request in early data is marked `Early-Data: 1`; any other
     /// waits here for the handshake, `false` if it never completes.
     pub async fn admit<B>(&mut self, req: &mut Request<B>, listener: &str) -> bool {
-        if *self.0.borrow() != State::Pending {
-            return *self.0.borrow() == State::Complete;
+        let Some(rx) = &mut self.0 else {
+            return true;
+        };
+        let now = *rx.borrow();
+        if now != State::Pending {
+            return now == State::Complete;
         }
         let outcome = |what: &str| {
             metrics()
@@ -95,7 +99,7 @@ impl Handshake {
         // The watcher always sends a final state, so this ends by the
         // handshake deadline.
         let complete = matches!(
-            self.0.wait_for(|s| *s != State::Pending).await.as_deref(),
+            rx.wait_for(|s| *s != State::Pending).await.as_deref(),
             Ok(State::Complete)
         );
         if !complete {
@@ -127,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn early_safe_requests_are_marked_and_unsafe_ones_wait() {
         let (tx, rx) = watch::channel(State::Pending);
-        let mut h = Handshake(rx);
+        let mut h = Handshake(Some(rx));
         let mut get = Request::get("/").body(()).expect("request");
         assert!(h.admit(&mut get, "t").await);
         assert_eq!(get.headers()["early-data"], "1");
@@ -149,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_handshake_refuses_the_held_request() {
         let (tx, rx) = watch::channel(State::Pending);
-        let mut h = Handshake(rx);
+        let mut h = Handshake(Some(rx));
         tx.send(State::Failed).expect("send");
         let mut post = Request::post("/").body(()).expect("request");
         assert!(!h.admit(&mut post, "t").await);
