@@ -414,8 +414,13 @@ struct FlowTask {
 
 enum Step {
     Go,
-    /// The backend refused or never answered: try another.
-    Failed,
+    /// The backend refused (ICMP unreachable): its fault; try another.
+    Refused,
+    /// No answer by the deadline: try another, blaming nobody. A client
+    /// can send Initials no server can decrypt (junk under a valid
+    /// header); counting their silence would let it eject every backend.
+    /// A backend that dies silently is found by the active checks.
+    Unanswered,
     End,
 }
 
@@ -425,19 +430,19 @@ impl FlowTask {
         loop {
             let step = tokio::select! {
                 () = self.flow.stop.cancelled() => Step::End,
-                () = tokio::time::sleep_until(deadline), if !self.answered => Step::Failed,
+                () = tokio::time::sleep_until(deadline), if !self.answered => Step::Unanswered,
                 ready = self.upstream.recv.readable() => match ready {
                     Ok(()) => self.drain_upstream(),
-                    Err(_) => Step::Failed,
+                    Err(_) => Step::Refused,
                 },
             };
             match step {
                 Step::Go => {}
                 Step::End => break,
                 // An answered flow lives on its backend: nothing to move.
-                Step::Failed if self.answered => break,
-                Step::Failed => {
-                    if !self.move_on() {
+                Step::Refused | Step::Unanswered if self.answered => break,
+                Step::Refused | Step::Unanswered => {
+                    if !self.move_on(matches!(step, Step::Refused)) {
                         break;
                     }
                     deadline = tokio::time::Instant::now() + self.settings.answer_timeout;
@@ -481,7 +486,7 @@ impl FlowTask {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // ICMP unreachable before any answer: nobody listens.
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !self.answered => {
-                        step = Step::Failed;
+                        step = Step::Refused;
                         break;
                     }
                     Err(_) => break,
@@ -558,11 +563,13 @@ impl FlowTask {
         }
     }
 
-    /// The backend failed before answering: feed passive health and move
-    /// the flow, with the datagrams it has kept, to a backend not tried
-    /// yet. `false` when none is left.
-    fn move_on(&mut self) -> bool {
-        self.picked.report(Outcome::Failure);
+    /// The backend did not answer: move the flow, with the datagrams it
+    /// has kept, to a backend not tried yet, feeding passive health when
+    /// the backend `refused`. `false` when none is left.
+    fn move_on(&mut self, refused: bool) -> bool {
+        if refused {
+            self.picked.report(Outcome::Failure);
+        }
         let ctx = PickContext {
             client_ip: Some(self.flow.client().ip()),
             hash: self.hash,

@@ -475,3 +475,46 @@ async fn passthrough_garbage_datagrams_are_dropped_and_counted() {
         "{dropped} of 1500 garbage datagrams counted"
     );
 }
+
+/// A well-formed v1 Initial, 1200 bytes, whose protected payload is junk:
+/// no backend can decrypt it, so none answers.
+fn junk_initial(i: u32) -> Vec<u8> {
+    let mut d = vec![0xc3, 0, 0, 0, 1, 8];
+    d.extend_from_slice(&(u64::from(i) | 1 << 63).to_be_bytes());
+    // SCID length 0, token length 0, Length 1180 as a 2-byte varint.
+    d.extend_from_slice(&[0, 0, 0x44, 0x9c]);
+    d.resize(1200, 0x5a);
+    d
+}
+
+/// Initials nobody can answer are a client's doing: their silence must
+/// not eject the backends they were sent to (which would let any client
+/// empty the pool), while a backend that refuses (ICMP) still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_unanswerable_initials_eject_no_backend() {
+    let dir = scratch();
+    let c = cert(dir.path(), "origin");
+    let b0 = H3Backend::start("b0", &c).await;
+    let b1 = H3Backend::start("b1", &c).await;
+    let extra = "[runtime]\nconnect_timeout_ms = 300\n";
+    let gw = Gateway::start_in(scratch(), &pt_config(&[b0.addr, b1.addr], extra));
+    let target = pt_addr(&gw);
+    let junk = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    for i in 0..100 {
+        let _ = junk.send_to(&junk_initial(i), target).await;
+    }
+    // Every junk flow's answer deadline passes, on both backends.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ejections = metric(&gw, "expressgateway_backend_ejections_total").await;
+    assert_eq!(ejections, 0, "junk Initials ejected a backend");
+    let mut seen = HashSet::new();
+    for i in 0..20 {
+        let mut cl = H3Client::new(&c.cert_pem, target);
+        seen.insert(backend_of(&mut cl, &format!("/after/{i}")).await);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "both backends still take new flows: {seen:?}"
+    );
+}
