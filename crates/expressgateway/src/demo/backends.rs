@@ -114,6 +114,10 @@ async fn answer_h3<S: h3::quic::BidiStream<Bytes>>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     stream.send_response(Response::new(())).await?;
     if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
+        // Read the request to its end (FIN) before finishing: a receive
+        // side dropped unread sends STOP_SENDING(0), which curl reports as
+        // a reset of the whole exchange.
+        while stream.recv_data().await?.is_some() {}
         let text = format!(
             "hello from the ExpressGateway demo backend {name}: {} {} over HTTP/3\n",
             req.method(),

@@ -81,6 +81,18 @@ async fn demo_answers_on_every_listener() {
                     "{answer:?}"
                 );
             }
+            // A second client stack, curl's (ngtcp2 + nghttp3): it fails an
+            // exchange a lenient client accepts (a STOP_SENDING after the
+            // answer). curl_h3.py asks for localhost: IPv4 listeners only.
+            if bound.address.is_ipv4() {
+                let req = ["GET:/demo".to_owned()];
+                let report = crate::h3_curl::curl_h3(None, bound.address.port(), &req).await;
+                assert_eq!(
+                    report["responses"][0]["status"], 200,
+                    "{}: {report}",
+                    bound.name
+                );
+            }
             continue;
         }
         if bound.protocol == "admin" {

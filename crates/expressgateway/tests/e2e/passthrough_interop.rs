@@ -25,7 +25,7 @@ async fn passthrough_curl_h3_verifies_the_hypercorn_certificate() {
     let port = pt_addr(&gw).port();
     let mut requests: Vec<String> = (0..10).map(|i| format!("GET:/curl/{i}")).collect();
     requests.push(format!("POST:/echo:{}", 1 << 20));
-    let report = crate::h3_curl::curl_h3(&c.cert_path, port, &requests).await;
+    let report = crate::h3_curl::curl_h3(Some(&c.cert_path), port, &requests).await;
     let responses = report["responses"].as_array().expect("responses");
     assert_eq!(responses.len(), requests.len());
     for r in responses {
