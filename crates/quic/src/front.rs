@@ -147,11 +147,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
     handshake: Handshake,
 ) {
-    let info = Arc::new(ConnInfo {
-        peer,
-        tls: true,
-        sni: sni_of(&conn),
-    });
+    let info = Arc::new(ConnInfo::new(peer, true, sni_of(&conn)));
     let quic = conn.clone();
     let mut h3 = match h3::server::builder()
         .max_field_section_size(u64::from(settings.h2.max_header_list_size))

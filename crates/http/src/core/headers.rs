@@ -3,19 +3,23 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, TE};
+use http::header::{
+    CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
 /// RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy ones proxies drop.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+/// Names, not strings: a lookup by `&str` parses and classifies the name
+/// every time, on every request.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -26,12 +30,20 @@ static VIA: HeaderName = HeaderName::from_static("via");
 /// Remove hop-by-hop headers, including every name listed in `Connection`.
 /// `TE: trailers` survives: it is how gRPC asks for trailers end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (or only `Connection`): one pass over the
+    // names, comparing interned names, instead of a hashed lookup for each.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        // `keep-alive`, the usual entry, goes with the fixed set below.
+        .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     let wants_trailers = headers
         .get_all(TE)
@@ -42,7 +54,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if wants_trailers {
@@ -51,26 +63,47 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Add `X-Forwarded-For/-Proto/-Host` and `Via` to a request going upstream.
+/// `client` is the peer address as a header value, formatted once per
+/// connection (`ConnInfo::forwarded_for`).
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     tls: bool,
     host: Option<&str>,
     version: Version,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
+            joined.extend_from_slice(prior.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     let proto = if tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    // The client's own Host field, when it is the authority, is shared
+    // rather than copied.
+    let same_host = headers
+        .get(HOST)
+        .filter(|v| Some(v.as_bytes()) == host.map(str::as_bytes))
+        .cloned();
+    if let Some(v) = same_host.or_else(|| host.and_then(|h| HeaderValue::from_str(h).ok())) {
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
     append_via(headers, version);
+}
+
+/// The peer address as `X-Forwarded-For` carries it.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    // An IP address is always a valid header value; the fallback is
+    // never taken but keeps this free of panics.
+    HeaderValue::from_str(&client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// `Via: <version> expressgateway`, appended to any prior hops.
@@ -115,7 +148,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
         add_forwarding(
             &mut h,
-            "127.0.0.1".parse().expect("ip"),
+            &forwarded_for("127.0.0.1".parse().expect("ip")),
             true,
             Some("example.com"),
             Version::HTTP_2,

@@ -34,6 +34,20 @@ pub struct ConnInfo {
     pub tls: bool,
     /// TLS server name the client asked for, lowercase.
     pub sni: Option<String>,
+    /// `peer`'s address as `X-Forwarded-For` carries it: formatted once
+    /// per connection, not per request.
+    pub forwarded_for: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool, sni: Option<String>) -> Self {
+        Self {
+            peer,
+            tls,
+            sni,
+            forwarded_for: headers::forwarded_for(peer.ip()),
+        }
+    }
 }
 
 /// What the exchange came to: labels for the metrics, and the access
@@ -290,7 +304,7 @@ where
     }
     headers::add_forwarding(
         &mut parts.headers,
-        conn.peer.ip(),
+        &conn.forwarded_for,
         conn.tls,
         authority.as_deref(),
         client_version,

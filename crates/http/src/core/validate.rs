@@ -3,18 +3,18 @@
 
 use eg_config::UnderscorePolicy;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, Request, Version};
+use http::{HeaderMap, HeaderName, Request, Version};
 
 use crate::error_map::ProxyError;
 
 /// Headers that are meaningful only on one HTTP/1 connection; an HTTP/2
 /// or HTTP/3 request carrying them is malformed (RFC 9113 §8.2.2).
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
+static CONNECTION_SPECIFIC: [HeaderName; 5] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// Request extension set by the HTTP/1 front when the raw head had
@@ -45,11 +45,8 @@ pub fn check_framing<B>(req: &Request<B>, strict_te: bool) -> Result<(), ProxyEr
         }
     }
     if req.version() >= Version::HTTP_2 {
-        if let Some(name) = CONNECTION_SPECIFIC
-            .iter()
-            .find(|n| headers.contains_key(**n))
-        {
-            let _ = name;
+        // One pass over the names: interned-name compares, no hashing.
+        if headers.keys().any(|k| CONNECTION_SPECIFIC.contains(k)) {
             return Err(ProxyError::BadRequest(
                 "connection-specific header in an HTTP/2 or HTTP/3 request",
             ));

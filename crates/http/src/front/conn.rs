@@ -43,11 +43,7 @@ pub(super) async fn connection(
     drain: CancellationToken,
 ) {
     let Some(acceptor) = settings.acceptor.clone() else {
-        let info = ConnInfo {
-            peer,
-            tls: false,
-            sni: None,
-        };
+        let info = ConnInfo::new(peer, false, None);
         // HTTP/1 or, after the preface, HTTP/2 with prior knowledge.
         let watch = ConnWatch::new(Instant::now());
         let (io, verdicts) = TrackedIo::new(stream, true);
@@ -74,11 +70,7 @@ pub(super) async fn connection(
     let (_, session) = tls.get_ref();
     let sni = session.server_name().map(str::to_ascii_lowercase);
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let info = ConnInfo {
-        peer,
-        tls: true,
-        sni,
-    };
+    let info = ConnInfo::new(peer, true, sni);
     let watch = ConnWatch::new(Instant::now());
     if h2 {
         let max_list = settings.h2.max_header_list_size;

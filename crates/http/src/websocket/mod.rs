@@ -187,7 +187,7 @@ impl Request<'_> {
         handshake::strip_websocket_fields(&mut parts.headers);
         headers::add_forwarding(
             &mut parts.headers,
-            self.conn.peer.ip(),
+            &self.conn.forwarded_for,
             self.conn.tls,
             self.authority,
             client_version,
