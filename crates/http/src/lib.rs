@@ -13,6 +13,7 @@ pub mod grpc;
 mod h2_frame;
 pub mod h3io;
 pub mod health;
+pub mod series;
 pub mod settings;
 pub mod websocket;
 

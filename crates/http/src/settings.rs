@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::connector::breaker::PendingQueue;
 use crate::connector::Upstream;
 use crate::core::route::CompiledRoute;
+use crate::series::{BackendOutcome, BackendSeries, ListenerSeries};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -29,6 +30,8 @@ pub enum SettingsError {
 pub struct PoolHandle {
     pub pool: Arc<Pool>,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Each backend's `backend_requests_total` series (same indices).
+    series: Vec<BackendSeries>,
     /// Requests waiting for a backend slot (circuit breaker).
     pub queue: PendingQueue,
 }
@@ -70,11 +73,24 @@ impl PoolHandle {
                 })?;
             upstreams.push(upstream);
         }
+        let series = spec
+            .backends
+            .iter()
+            .map(|b| BackendSeries::new(&spec.name, &b.address))
+            .collect();
         Ok(Self {
             pool,
             upstreams,
+            series,
             queue: PendingQueue::new(&breaker),
         })
+    }
+
+    /// Count an attempt on the backend at `index`.
+    pub fn count(&self, index: usize, outcome: BackendOutcome) {
+        if let Some(series) = self.series.get(index) {
+            series.count(outcome);
+        }
     }
 }
 
@@ -197,6 +213,8 @@ pub struct HttpSettings {
     pub grpc: crate::grpc::GrpcSettings,
     /// `[listeners.websocket]`.
     pub websocket: crate::websocket::WsSettings,
+    /// Per-request metric series outside routes.
+    pub series: ListenerSeries,
 }
 
 impl HttpSettings {
@@ -233,6 +251,8 @@ impl HttpSettings {
                 carry,
             )?))
         };
+        let label = listener.label(index);
+        let default_cluster = default_pool.as_ref().map(|p| p.pool.name.as_str());
         let mut routes = Vec::with_capacity(listener.routes.len());
         for (j, r) in listener.routes.iter().enumerate() {
             let pool = match &r.cluster {
@@ -245,9 +265,11 @@ impl HttpSettings {
                 None => None,
             };
             routes.push(
-                CompiledRoute::new(j, r, pool).ok_or_else(|| SettingsError::Invalid {
-                    path: format!("{path}.routes[{j}].header"),
-                    reason: "not a valid header name and value".into(),
+                CompiledRoute::new(j, r, pool, &label, default_cluster).ok_or_else(|| {
+                    SettingsError::Invalid {
+                        path: format!("{path}.routes[{j}].header"),
+                        reason: "not a valid header name and value".into(),
+                    }
                 })?,
             );
         }
@@ -255,8 +277,9 @@ impl HttpSettings {
         let alt_svc = listener.alt_svc.as_ref().and_then(|a| {
             HeaderValue::from_str(&format!("h3=\":{}\"; ma={}", a.h3_port, a.max_age)).ok()
         });
+        let series = ListenerSeries::new(&label, default_cluster);
         Ok(Self {
-            label: listener.label(index),
+            label,
             protocol: listener.protocol,
             acceptor,
             routes,
@@ -287,6 +310,7 @@ impl HttpSettings {
             access_log: access_log(config, carry)?,
             grpc: (&listener.grpc).into(),
             websocket: crate::websocket::WsSettings::from_config(&listener.websocket),
+            series,
         })
     }
 

@@ -135,7 +135,11 @@ pub async fn acquire(pool: &Arc<H1Pool>, a: Acquire<'_, '_>) -> Result<Pooled, A
                 }
             }
         };
-        return Ok(connect(pool, a.address, a.tls, a.connect_timeout, permit).await?);
+        // Boxed: a dial (TCP, TLS) is a large future that most requests,
+        // which find a pooled connection, never run; inline it would grow
+        // every request's future, which is moved several times per request.
+        let dial = Box::pin(connect(pool, a.address, a.tls, a.connect_timeout, permit));
+        return Ok(dial.await?);
     }
 }
 

@@ -130,7 +130,8 @@ impl H2Conns {
                 }
             }
             drop(live);
-            let conn = self.dial_one(address, tls, connect_timeout).await?;
+            // Boxed, as the H1 dial: rare, and large inline.
+            let conn = Box::pin(self.dial_one(address, tls, connect_timeout)).await?;
             if let Some(taken) = conn.try_ticket() {
                 return Ok(taken);
             }

@@ -112,18 +112,17 @@ impl H3Conn {
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (_, sender) = self
-            .shared
-            .get_or_dial(address, move || async move {
-                let sender = connect(&owned, client, tls.as_ref(), connect_timeout, move || {
-                    // The driver saw the connection close: forget it,
-                    // unless a newer one already took its place.
-                    shared.clear_if(|(g, _)| *g == generation);
-                })
-                .await?;
-                Ok((generation, sender))
+        // Boxed, as the H1 dial: rare, and large inline.
+        let (_, sender) = Box::pin(self.shared.get_or_dial(address, move || async move {
+            let sender = connect(&owned, client, tls.as_ref(), connect_timeout, move || {
+                // The driver saw the connection close: forget it,
+                // unless a newer one already took its place.
+                shared.clear_if(|(g, _)| *g == generation);
             })
             .await?;
+            Ok((generation, sender))
+        }))
+        .await?;
         Ok(sender)
     }
 }

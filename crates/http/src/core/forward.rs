@@ -19,6 +19,7 @@ use crate::body::{empty, BodyEvents, BodyFault, BodyLimit, ProxyBody};
 use crate::connector::breaker::RequestSlot;
 use crate::connector::{AcquireError, SendError, Sender, Upstream};
 use crate::error_map::ProxyError;
+use crate::series::BackendOutcome;
 use crate::settings::PoolHandle;
 
 pub struct Exchange<'a> {
@@ -160,7 +161,8 @@ impl Exchange<'_> {
                     if let Some(fault) = self.body_events.client_fault() {
                         return Err(client_error(fault));
                     }
-                    count(&pool.name, &upstream.address, "timeout");
+                    self.pool
+                        .count(in_flight.backend().index, BackendOutcome::Timeout);
                     if matches!(why, HeadWait::HeadTimeout) {
                         in_flight.report(Outcome::Failure);
                     }
@@ -179,7 +181,8 @@ impl Exchange<'_> {
                     let fresh_h1 = !reused && !upstream.multiplexed();
                     if fresh_h1 {
                         in_flight.report(Outcome::Failure);
-                        count(&pool.name, &upstream.address, "error");
+                        self.pool
+                            .count(in_flight.backend().index, BackendOutcome::Error);
                         tried.push(in_flight.backend().index);
                         if tried.len() >= self.pool.upstreams.len() {
                             return Err(ProxyError::UpstreamFailed);
@@ -204,7 +207,8 @@ impl Exchange<'_> {
                         continue;
                     }
                     in_flight.report(Outcome::Failure);
-                    count(&pool.name, &upstream.address, "error");
+                    self.pool
+                        .count(in_flight.backend().index, BackendOutcome::Error);
                     // No answer came: an idempotent bodiless request is safe
                     // to send again. Bounded by `attempts` and the pool size,
                     // not by the budget, which guards answered (status) retries.
@@ -225,7 +229,8 @@ impl Exchange<'_> {
                         // backend may still fail mid-body (BackendBody).
                         in_flight.head_arrived();
                     }
-                    count(&pool.name, &upstream.address, "response");
+                    self.pool
+                        .count(in_flight.backend().index, BackendOutcome::Response);
                     let retryable = retry.config.on_status.contains(&status);
                     let permit = if retryable && may_retry(&tried) {
                         retry.try_retry()
@@ -350,7 +355,7 @@ pub(crate) async fn acquire(
             Err(AcquireError::Dial(e)) => {
                 eg_runtime::warn_limited!(backend = %upstream.address, error = %e, "backend dial failed");
                 picked.report(Outcome::Failure);
-                count(&pool.name, &upstream.address, "connect_failed");
+                handle.count(index, BackendOutcome::ConnectFailed);
                 tried.push(index);
                 dial_failures += 1;
                 if tried.len() >= total {
@@ -371,11 +376,4 @@ fn client_error(fault: BodyFault) -> ProxyError {
         BodyFault::Limit(BodyLimit::TooLarge) => ProxyError::TooLarge,
         BodyFault::Limit(BodyLimit::Stalled | BodyLimit::TotalTimeout) => ProxyError::ClientTimeout,
     }
-}
-
-fn count(cluster: &str, backend: &str, outcome: &str) {
-    metrics()
-        .backend_requests_total
-        .with_label_values(&[cluster, backend, outcome])
-        .inc();
 }

@@ -25,6 +25,7 @@ use crate::access_log;
 use crate::body::{BoxError, Guarded, ProxyBody};
 use crate::error_map::ProxyError;
 use crate::grpc;
+use crate::series::{Protocol, RouteSeries};
 use crate::settings::{HttpSettings, InflightSlot};
 
 /// What the front knows about the client connection.
@@ -53,8 +54,8 @@ impl ConnInfo {
 /// What the exchange came to: labels for the metrics, and the access
 /// log's fields beyond the request head.
 struct Outcome<'a> {
-    route: &'a str,
-    cluster: &'a str,
+    /// The route (and so cluster) the request took; its series count it.
+    series: &'a RouteSeries,
     backend: Option<&'a str>,
     retries: u32,
     request_body: Option<std::sync::Arc<crate::body::BodyEvents>>,
@@ -71,14 +72,9 @@ where
     B::Error: Into<BoxError>,
 {
     let started = StdInstant::now();
-    let protocol = match req.version() {
-        Version::HTTP_2 => "h2",
-        Version::HTTP_3 => "h3",
-        _ => "h1",
-    };
+    let protocol = Protocol::of(req.version());
     let mut outcome = Outcome {
-        route: "none",
-        cluster: "none",
+        series: &settings.series.unrouted,
         backend: None,
         retries: 0,
         request_body: None,
@@ -121,26 +117,10 @@ where
     if let Some(alt) = &settings.alt_svc {
         resp.headers_mut().insert(ALT_SVC, alt.clone());
     }
-    let code_class = match resp.status().as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    let m = metrics();
-    m.http_requests_total
-        .with_label_values(&[
-            &settings.label,
-            outcome.route,
-            outcome.cluster,
-            protocol,
-            code_class,
-        ])
-        .inc();
-    m.http_request_duration_seconds
-        .with_label_values(&[&settings.label, protocol])
-        .observe(started.elapsed().as_secs_f64());
+    outcome.series.count(protocol, resp.status().as_u16());
+    settings
+        .series
+        .observe_duration(protocol, started.elapsed().as_secs_f64());
     let Some((log, head)) = logged else {
         return resp;
     };
@@ -148,10 +128,10 @@ where
         time,
         started,
         listener: settings.label.clone(),
-        route: outcome.route.to_owned(),
-        cluster: outcome.cluster.to_owned(),
+        route: outcome.series.route().to_owned(),
+        cluster: outcome.series.cluster().to_owned(),
         backend: outcome.backend.map(str::to_owned),
-        protocol,
+        protocol: protocol.label(),
         method: head.method,
         authority: head.authority,
         path: head.path,
@@ -252,17 +232,21 @@ where
         .find(|r| r.matches(&host, path, &parts.headers));
     let pool = match route {
         Some(r) => {
-            outcome.route = &r.label;
+            outcome.series = &r.series;
             r.pool.as_ref().or(settings.default_pool.as_ref())
         }
-        None => settings.default_pool.as_ref(),
+        None => {
+            outcome.series = &settings.series.default_route;
+            settings.default_pool.as_ref()
+        }
     }
     .ok_or(ProxyError::NoRoute)?;
-    outcome.cluster = &pool.pool.name;
     let body = match grpc {
         Some(_) if settings.grpc.health_synthesized && path == grpc::health::CHECK_PATH => {
             let by = (Instant::now() + settings.limits.body_timeout).min(deadline);
-            let request = grpc::health::read_request(boxed(body), by).await?;
+            // Boxed, as the WebSocket path below: kept out of every
+            // request's future.
+            let request = Box::pin(grpc::health::read_request(boxed(body), by)).await?;
             match grpc::health::local_answer(request, pool) {
                 grpc::health::Read::Local(resp) => return Ok(resp),
                 grpc::health::Read::Forward(bytes) => Either::Right(Full::new(bytes)),
@@ -282,7 +266,10 @@ where
             authority: authority.as_deref(),
             head_timeout: settings.limits.head_timeout,
         };
-        return ws.open(kind, parts).await;
+        // Boxed: the WebSocket handshake is a large future; inline it
+        // would grow every request's future, which hyper moves several
+        // times per request.
+        return Box::pin(ws.open(kind, parts)).await;
     }
 
     let declared = parts

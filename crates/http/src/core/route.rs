@@ -6,16 +6,17 @@ use std::sync::Arc;
 use eg_config::Route;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::series::RouteSeries;
 use crate::settings::PoolHandle;
 
 pub struct CompiledRoute {
-    /// Metric label: `route-<index>`.
-    pub label: String,
     host: Option<HostMatch>,
     path_prefix: Option<String>,
     header: Option<(HeaderName, HeaderValue)>,
     /// `None`: the listener's default pool.
     pub pool: Option<Arc<PoolHandle>>,
+    /// Its `http_requests_total` series.
+    pub series: RouteSeries,
 }
 
 enum HostMatch {
@@ -27,7 +28,15 @@ enum HostMatch {
 impl CompiledRoute {
     /// `None` when the header name or value cannot be an HTTP header
     /// (validation already refuses such configs).
-    pub fn new(index: usize, route: &Route, pool: Option<Arc<PoolHandle>>) -> Option<Self> {
+    /// `listener` and `default_cluster` (the listener's default pool) label
+    /// the route's metric series.
+    pub fn new(
+        index: usize,
+        route: &Route,
+        pool: Option<Arc<PoolHandle>>,
+        listener: &str,
+        default_cluster: Option<&str>,
+    ) -> Option<Self> {
         let host = route.host.as_ref().map(|h| match h.strip_prefix('*') {
             Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
             None => HostMatch::Exact(h.to_ascii_lowercase()),
@@ -39,12 +48,19 @@ impl CompiledRoute {
             )),
             None => None,
         };
+        let label = format!("route-{index}");
+        let cluster = pool
+            .as_ref()
+            .map(|p| p.pool.name.as_str())
+            .or(default_cluster)
+            .unwrap_or("none");
+        let series = RouteSeries::new(listener, &label, cluster);
         Some(Self {
-            label: format!("route-{index}"),
             host,
             path_prefix: route.path_prefix.clone(),
             header,
             pool,
+            series,
         })
     }
 
@@ -85,7 +101,7 @@ mod tests {
             }),
             cluster: None,
         };
-        CompiledRoute::new(0, &r, None).expect("valid route")
+        CompiledRoute::new(0, &r, None, "test", None).expect("valid route")
     }
 
     #[test]
