@@ -315,7 +315,9 @@ impl Sender {
                         .boxed()
                 }))
             }
-            Self::H3(sender) => h3::send(sender, req).await.map_err(SendError::H3),
+            // Boxed: h3's request future is several times the size of the
+            // others, and every request's future would carry its size.
+            Self::H3(sender) => Box::pin(h3::send(sender, req)).await.map_err(SendError::H3),
         }
     }
 }

@@ -198,7 +198,10 @@ where
                 req.extensions_mut().insert(AmbiguousFraming);
             }
             let tracked = tracked.cloned();
-            async move {
+            // Boxed: the request's future is kilobytes, and hyper moves it
+            // several times per request (into its dispatcher; for HTTP/2
+            // into the stream's task, whose every state change copies it).
+            Box::pin(async move {
                 let version = req.version();
                 let connect = req.method() == Method::CONNECT;
                 let mut resp = core::handle(&settings, &info, req).await;
@@ -234,7 +237,7 @@ where
                     parts,
                     Watched::new(body, progress, open),
                 ))
-            }
+            })
         })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -334,8 +334,13 @@ where
         // spawned from its stream's task, not for a new request: it must
         // neither take a newer request's progress nor be cut by it (the
         // WebSocket relay bounds it). hyper does not name the type, so it
-        // is told apart by name.
-        if std::any::type_name::<F>().contains("UpgradedSendStreamTask") {
+        // is told apart by name (the path before its generic arguments:
+        // the whole name of a stream's type runs to kilobytes).
+        let path = std::any::type_name::<F>()
+            .split('<')
+            .next()
+            .unwrap_or_default();
+        if path.ends_with("UpgradedSendStreamTask") {
             tokio::spawn(fut);
             return;
         }
