@@ -1,4 +1,4 @@
-//! `h3load`: a small HTTP/3 load generator (quinn + h3) for `bench/h3.sh`.
+//! `h3load`: a small HTTP/3 load generator (quinn + h3) for `bench/run.sh` (paths h3, modea).
 //!
 //! ```text
 //! cargo build --release --example h3load
