@@ -1,11 +1,12 @@
 """Idle connection memory of a proxy, for bench/paths/idle.sh.
 
-  idle_conns.py --port P --proto h1|h2c -n N --pids PID,PID...
+  idle_conns.py --port P --proto h1|h1-bare|h2c -n N --pids PID,PID...
 
 Opens --warm connections first (the proxy's allocator and pools settle),
 reads the summed VmRSS of --pids, then opens N more; each connection sends
 one request (GET /, HTTP/1.1 keep-alive or h2c by prior knowledge), reads
-its whole response and then stays open and silent. After --settle seconds
+its whole response and then stays open and silent (h1-bare: connects and
+sends nothing, a connection before its first request). After --settle seconds
 it reads VmRSS again and prints, as its last line:
 
   RESULT n=N failed=F before_kib=B after_kib=A kib_per_conn=K
@@ -91,7 +92,10 @@ def open_many(n, port, proto, keep):
     first_error = None
     for _ in range(n):
         try:
-            keep.append(h1_conn(port) if proto == "h1" else h2c_conn(port))
+            if proto == "h1-bare":
+                keep.append(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S))
+            else:
+                keep.append(h1_conn(port) if proto == "h1" else h2c_conn(port))
         except (OSError, ConnectionError, ValueError) as e:
             failed += 1
             first_error = first_error or repr(e)
@@ -101,7 +105,7 @@ def open_many(n, port, proto, keep):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--proto", choices=("h1", "h2c"), required=True)
+    ap.add_argument("--proto", choices=("h1", "h1-bare", "h2c"), required=True)
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--warm", type=int, default=50)
     ap.add_argument("--settle", type=float, default=1.0)

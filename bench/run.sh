@@ -23,7 +23,8 @@
 #          (grpc_pass), HAProxy (proto h2), gateway
 #   modea  QUIC passthrough (Mode A) vs straight to the QUIC backend
 #          (examples/h3load), `/` and a 64 KiB `/big`
-#   idle   N idle H1 and N idle h2c connections (bench/idle_conns.py):
+#   idle   N idle H1 (after one request, and bare) and N idle h2c connections
+#          (bench/idle_conns.py):
 #          RSS growth per connection of nginx, HAProxy and the gateway
 #
 # Pinning: each proxy on PROXY_CPUS (taskset), with one worker per CPU there

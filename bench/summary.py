@@ -151,7 +151,7 @@ def main():
         g = {r["proxy"]: num(r["p50"]) for r in groups[("modea", "single")]}
         add = (g["gateway"] - g["direct"]) * 1000 if g.get("gateway") is not None and g.get("direct") is not None else None
         goal("modea single-request p50 added < 50 us", add is not None and f"{add:.0f} us", add is not None and add < 50)
-    for case in ("h1", "h2c"):
+    for case in ("h1", "h1-bare", "h2c"):
         if ("idle", case) in groups:
             v = next((num(r["rate"]) for r in groups[("idle", case)] if r["proxy"] == "gateway"), None)
             goal(f"idle {case} <= 8 KiB/conn", v is not None and f"{v:g} KiB", v is not None and v <= 8)
