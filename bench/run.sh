@@ -15,8 +15,8 @@
 #   h2     HTTP/2 over TLS -> H1 origin: nginx, HAProxy, gateway (h2load
 #          -t1 -c16 -m8), and p99 at half load (h2load --rps)
 #   h3     HTTP/3 -> H1 origin: caddy, gateway (examples/h3load -t1 -c8
-#          -m10), and the gateway's own HTTP/2 at the same shape (the goal
-#          compares H3 to it)
+#          -m10), p99 at half load (h3load --rps), and the gateway's own
+#          HTTP/2 at the same shape (the goal compares H3 to it)
 #   ws     WebSocket echo over HTTP/1.1 (examples/wsload): nginx, HAProxy,
 #          gateway
 #   grpc   gRPC unary over TLS -> h2c grpcio origin (h2load): nginx

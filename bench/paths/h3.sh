@@ -3,7 +3,8 @@
 # GOMAXPROCS = PROXY_WORKERS) and the gateway's `quic` listener, both loaded
 # with examples/h3load -t1 -c CONNS -m STREAMS. Case h2ref: the gateway's
 # own HTTP/2 over TLS (h2load) at the same shape, which the H3 goal compares
-# with. No half-load case: h3load has no rate limit.
+# with. half: h3load --rps (total over the connections) at half of the
+# lowest max req/s of the two, offered to both.
 need caddy caddy
 need h2load nghttp2-client
 [ -x "$H3LOAD_BIN" ] || die "$H3LOAD_BIN missing (REBUILD=0 with no build?)"
@@ -52,5 +53,10 @@ ready_h3 "127.0.0.1:$CADDY_PORT" "$PID_caddy" "$WORK/caddy.log" caddy
 
 h3load_case max caddy "$PID_caddy" "127.0.0.1:$CADDY_PORT" "${H3_SHAPE[@]}"
 h3load_case max gateway "$PID_gateway" "127.0.0.1:$GATEWAY_QUIC" "${H3_SHAPE[@]}"
+half=$(( $(lowest_rate max) / 2 ))
+if [ "$half" -gt 0 ]; then
+  h3load_case half caddy "$PID_caddy" "127.0.0.1:$CADDY_PORT" "${H3_SHAPE[@]}" --rps "$half"
+  h3load_case half gateway "$PID_gateway" "127.0.0.1:$GATEWAY_QUIC" "${H3_SHAPE[@]}" --rps "$half"
+fi
 WANT_ALPN=h2
 h2load_case h2ref gateway "$PID_gateway" "https://127.0.0.1:$GATEWAY_TLS/" "${H3_SHAPE[@]}"
