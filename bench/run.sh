@@ -68,7 +68,9 @@ cd "$(dirname "$0")/.."
 ALL_PATHS=(l4 h1 h2 h3 ws grpc modea idle)
 if [ $# -eq 0 ]; then set -- "${ALL_PATHS[@]}"; fi
 for p in "$@"; do
-  [ -f "bench/paths/$p.sh" ] || { echo "error: unknown path '$p' (paths: ${ALL_PATHS[*]})" >&2; exit 2; }
+  known=0
+  for q in "${ALL_PATHS[@]}"; do [ "$p" = "$q" ] && known=1; done
+  [ "$known" = 1 ] || { echo "error: unknown path '$p' (paths: ${ALL_PATHS[*]})" >&2; exit 2; }
 done
 
 TARGET=${CARGO_TARGET_DIR:-target}
