@@ -60,6 +60,7 @@
 #   PROXY_CPUS (0), LOAD_CPUS (1)  comma-separated CPU lists for taskset
 #   IDLE_CONNS (2000)      connections per protocol in the idle path
 #   STREAMS (4)            iperf3 streams in the l4 path
+#   L4_UNPINNED=1          the l4 path without taskset, one worker per core
 #   RESULTS (bench/RESULTS.md), KEEP_WORK=1 (keep each path's temp dir)
 # Benchmarks stay out of .ci/run: figures on a shared machine are noise.
 set -euo pipefail

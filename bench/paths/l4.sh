@@ -4,6 +4,14 @@
 # (sourced by run.sh). rate = Gbit/s received; cpu = the proxy's
 # utime+stime per GiB moved, in ms. iperf3 server and client on LOAD_CPUS
 # (so the direct path runs on those CPUs alone).
+# L4_UNPINNED=1: no taskset and one worker per core, as the first
+# L4 figures were taken (the pinned direct path runs both iperf3 ends on
+# one CPU, which the proxied paths cannot match).
+if [ "${L4_UNPINNED:-0}" = 1 ]; then
+  on_proxy() { "$@"; }
+  on_load() { "$@"; }
+  PROXY_WORKERS=$(nproc)
+fi
 need iperf3 iperf3
 need haproxy haproxy
 STREAMS=${STREAMS:-4}
