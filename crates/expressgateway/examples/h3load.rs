@@ -1,4 +1,4 @@
-//! `h3load`: a small HTTP/3 load generator (quinn + h3) for `bench/h3.sh`.
+//! `h3load`: a small HTTP/3 load generator (quinn + h3) for `bench/run.sh` (paths h3, modea).
 //!
 //! ```text
 //! cargo build --release --example h3load
@@ -71,6 +71,11 @@ struct Args {
     /// Per-request timeout in seconds (a timed-out request is an error).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Total requests per second over all connections, paced (request k
+    /// starts no earlier than k / RPS seconds into the run); default: as
+    /// fast as the streams go. For latency at a fixed load.
+    #[arg(long)]
+    rps: Option<f64>,
 }
 
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -253,6 +258,10 @@ struct Budget {
     /// With `-n`: requests still to start (may go negative by racing).
     remaining: Option<AtomicU64>,
     stop: AtomicBool,
+    /// With `--rps`: the run's start and the rate it paces to.
+    pace: Option<(Instant, f64)>,
+    /// Requests paced so far (the next one's place in the schedule).
+    paced: AtomicU64,
 }
 
 impl Budget {
@@ -280,6 +289,22 @@ impl Budget {
                 }
             }
         }
+        true
+    }
+
+    /// With `--rps`, wait for this request's turn in the schedule; false
+    /// when the run ended meanwhile.
+    async fn wait_turn(&self) -> bool {
+        let Some((start, rps)) = self.pace else {
+            return true;
+        };
+        let k = self.paced.fetch_add(1, Ordering::Relaxed);
+        let at = start + Duration::from_secs_f64(k as f64 / rps);
+        if self.deadline.is_some_and(|d| at >= d) {
+            self.stop.store(true, Ordering::Relaxed);
+            return false;
+        }
+        tokio::time::sleep_until(at.into()).await;
         true
     }
 }
@@ -392,7 +417,7 @@ async fn connection_slot(
             let mut sender = sender.clone();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(4096);
-                while !dead.load(Ordering::Relaxed) && budget.take() {
+                while !dead.load(Ordering::Relaxed) && budget.take() && budget.wait_turn().await {
                     let t = Instant::now();
                     match client.get(&mut sender).await {
                         Ok(s) => {
@@ -468,6 +493,8 @@ async fn load(client: Arc<Client>, args: &Args, result: &mut Vec<(String, String
         },
         remaining: args.requests.map(AtomicU64::new),
         stop: AtomicBool::new(false),
+        pace: args.rps.map(|r| (start, r)),
+        paced: AtomicU64::new(0),
     });
     let mut slots = Vec::with_capacity(conns.len());
     for c in conns {
@@ -556,6 +583,12 @@ fn run(args: Args) -> Result<()> {
     }
     if args.requests.is_none() && (args.duration.is_nan() || args.duration <= 0.0) {
         bail!("-d must be positive");
+    }
+    if args
+        .rps
+        .is_some_and(|r| r.is_nan() || r <= 0.0 || r.is_infinite())
+    {
+        bail!("--rps must be positive");
     }
     let target = args
         .target

@@ -1,5 +1,5 @@
 //! `wsload`: a WebSocket echo origin and echo load generator (tokio-tungstenite)
-//! for `bench/ws.sh`.
+//! for `bench/run.sh` (path ws).
 //!
 //! ```text
 //! cargo build --release --example wsload
