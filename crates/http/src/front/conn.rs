@@ -42,10 +42,27 @@ pub(super) async fn connection(
     live: Arc<ArcSwap<HttpSettings>>,
     drain: CancellationToken,
 ) {
+    let accepted = Instant::now();
+    // The first request (cleartext) or the handshake (TLS) is due within
+    // this bound from accept, whatever the wait below took of it.
+    let within = match settings.acceptor {
+        Some(_) => settings.handshake_timeout,
+        None => settings.limits.header_timeout,
+    };
+    if !first_bytes(
+        &stream,
+        accepted + within,
+        &drain,
+        settings.acceptor.is_some(),
+    )
+    .await
+    {
+        return;
+    }
     let Some(acceptor) = settings.acceptor.clone() else {
         let info = ConnInfo::new(peer, false, None);
         // HTTP/1 or, after the preface, HTTP/2 with prior knowledge.
-        let watch = ConnWatch::new(Instant::now());
+        let watch = ConnWatch::new(accepted);
         let (io, verdicts) = TrackedIo::new(stream, true);
         let max_list = settings.h2.max_header_list_size;
         let (io, guard) = H2Guard::new(io, Arc::clone(&watch), max_list, false);
@@ -57,11 +74,11 @@ pub(super) async fn connection(
             watch,
             live,
         };
-        serve(io, conn, settings, drain).await;
+        Box::pin(serve(io, conn, settings, drain)).await;
         return;
     };
     let accept = acceptor.accept(stream);
-    let within = settings.handshake_timeout;
+    let within = within.saturating_sub(accepted.elapsed());
     let Some(tls) =
         eg_runtime::handshake::bounded(within, accept, peer, "client TLS handshake").await
     else {
@@ -83,7 +100,7 @@ pub(super) async fn connection(
             watch,
             live,
         };
-        serve(io, conn, settings, drain).await;
+        Box::pin(serve(io, conn, settings, drain)).await;
     } else {
         let (io, verdicts) = TrackedIo::new(tls, false);
         let conn = Conn {
@@ -94,7 +111,37 @@ pub(super) async fn connection(
             watch,
             live,
         };
-        serve(io, conn, settings, drain).await;
+        Box::pin(serve(io, conn, settings, drain)).await;
+    }
+}
+
+/// Wait for the client's first bytes, until `by`; `false` when the
+/// connection is to end instead (closed, silent past `by`, or draining).
+/// Until then the connection holds no buffers: hyper's read and write
+/// buffers (8 KiB each) and a TLS session are set up once the peer has
+/// sent something, so silent connections (a flood of them, or browsers'
+/// preconnects) cost only their task. (The `serve` futures are boxed for
+/// the same reason: inline, every connection's task would be their size
+/// from accept.)
+async fn first_bytes(
+    stream: &TcpStream,
+    by: Instant,
+    drain: &CancellationToken,
+    tls: bool,
+) -> bool {
+    tokio::select! {
+        ready = tokio::time::timeout_at(by, stream.readable()) => match ready {
+            Ok(ready) => ready.is_ok(),
+            Err(_) => {
+                if tls {
+                    eg_runtime::handshake::count_timeout();
+                } else {
+                    trip("header_timeout");
+                }
+                false
+            }
+        },
+        () = drain.cancelled() => false,
     }
 }
 
