@@ -171,12 +171,13 @@ impl<R: H3Recv> hyper::body::Body for H3Body<R> {
         }
         let mut recv = this.recv.lock().unwrap_or_else(|p| p.into_inner());
         if !this.data_done {
-            let mut out = BytesMut::new();
+            // A lone chunk is handed on as it came (no copy); only a run of
+            // chunks already there is glued into one.
+            let mut chunk = Coalesced::None;
             loop {
                 match recv.poll_data(cx) {
                     Poll::Ready(Ok(Some(bytes))) => {
-                        out.extend_from_slice(&bytes);
-                        if out.len() >= COALESCE_BYTES {
+                        if chunk.push(bytes) >= COALESCE_BYTES {
                             break;
                         }
                     }
@@ -188,12 +189,12 @@ impl<R: H3Recv> hyper::body::Body for H3Body<R> {
                         this.done = true;
                         return Poll::Ready(Some(Err(e)));
                     }
-                    Poll::Pending if out.is_empty() => return Poll::Pending,
+                    Poll::Pending if chunk.is_empty() => return Poll::Pending,
                     Poll::Pending => break,
                 }
             }
-            if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            if let Some(bytes) = chunk.into_bytes() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
         }
         match recv.poll_trailers(cx) {
@@ -211,6 +212,56 @@ impl<R: H3Recv> hyper::body::Body for H3Body<R> {
 
     fn is_end_stream(&self) -> bool {
         self.done && self.ready.is_none()
+    }
+}
+
+/// The data chunks one poll of an H3 body found.
+enum Coalesced {
+    None,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Coalesced {
+    /// Add `bytes`; the length so far.
+    fn push(&mut self, bytes: Bytes) -> usize {
+        let next = match std::mem::replace(self, Coalesced::None) {
+            Coalesced::None => Coalesced::One(bytes),
+            Coalesced::One(first) => {
+                let mut glued = BytesMut::with_capacity(first.len() + bytes.len());
+                glued.extend_from_slice(&first);
+                glued.extend_from_slice(&bytes);
+                Coalesced::Many(glued)
+            }
+            Coalesced::Many(mut glued) => {
+                glued.extend_from_slice(&bytes);
+                Coalesced::Many(glued)
+            }
+        };
+        *self = next;
+        match self {
+            Coalesced::None => 0,
+            Coalesced::One(b) => b.len(),
+            Coalesced::Many(b) => b.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Coalesced::None => true,
+            Coalesced::One(b) => b.is_empty(),
+            Coalesced::Many(b) => b.is_empty(),
+        }
+    }
+
+    /// The chunk to hand on; `None` when nothing (or only empty data) came.
+    fn into_bytes(self) -> Option<Bytes> {
+        let bytes = match self {
+            Coalesced::None => return None,
+            Coalesced::One(b) => b,
+            Coalesced::Many(b) => b.freeze(),
+        };
+        (!bytes.is_empty()).then_some(bytes)
     }
 }
 
@@ -237,6 +288,12 @@ impl Pace {
     where
         F: std::future::Future<Output = Result<(), BoxError>>,
     {
+        let mut write = std::pin::pin!(write);
+        // Almost every write finishes on its first poll (the credit is
+        // there): no clock read and no timer for those.
+        if let Some(done) = now_or_pending(write.as_mut()).await {
+            return done;
+        }
         let by = (Instant::now() + self.progress).min(self.deadline);
         match tokio::time::timeout_at(by, write).await {
             Ok(done) => done,
@@ -249,6 +306,27 @@ impl Pace {
             }
         }
     }
+}
+
+/// `fut`'s output, or `None` once `by` has passed. A future ready on its
+/// first poll (an H3 request's HEADERS usually come with its stream) costs
+/// no timer.
+pub async fn by_deadline<F: std::future::Future>(by: Instant, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(out) = now_or_pending(fut.as_mut()).await {
+        return Some(out);
+    }
+    tokio::time::timeout_at(by, fut).await.ok()
+}
+
+/// Poll `fut` once: its output if ready, `None` if pending (the waker of
+/// this task is registered, so polling it again later is enough).
+async fn now_or_pending<F: std::future::Future>(mut fut: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// Send `body` on `send`, then finish; a body error aborts the stream.
@@ -367,4 +445,51 @@ where
         tokio::join!(outbound, inbound);
     };
     (near, pump)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_chunk_is_handed_on_as_it_came() {
+        let chunk = Bytes::from(vec![7u8; 100]);
+        let ptr = chunk.as_ptr();
+        let mut c = Coalesced::None;
+        assert_eq!(c.push(chunk), 100);
+        let out = c.into_bytes().unwrap();
+        assert_eq!(out.as_ptr(), ptr, "no copy for a single chunk");
+    }
+
+    #[test]
+    fn chunks_already_there_are_glued_in_order() {
+        let mut c = Coalesced::None;
+        c.push(Bytes::from_static(b"ab"));
+        c.push(Bytes::from_static(b""));
+        assert_eq!(c.push(Bytes::from_static(b"cd")), 4);
+        assert_eq!(c.into_bytes().unwrap(), Bytes::from_static(b"abcd"));
+    }
+
+    #[test]
+    fn nothing_or_empty_data_is_no_chunk() {
+        assert!(Coalesced::None.into_bytes().is_none());
+        let mut c = Coalesced::None;
+        c.push(Bytes::new());
+        assert!(c.is_empty());
+        assert!(c.into_bytes().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn by_deadline_takes_a_ready_future_and_bounds_a_pending_one() {
+        let by = Instant::now() + Duration::from_secs(1);
+        assert_eq!(by_deadline(by, async { 5 }).await, Some(5));
+        assert_eq!(by_deadline(by, std::future::pending::<u8>()).await, None);
+        // A future that becomes ready later, before the deadline.
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            6
+        };
+        let by = Instant::now() + Duration::from_secs(1);
+        assert_eq!(by_deadline(by, later).await, Some(6));
+    }
 }

@@ -205,9 +205,9 @@ async fn serve_connection(
             Ok(Some(resolver)) if closing => {
                 // Past our GOAWAY: refuse as unprocessed, so the client can
                 // safely send it again on a new connection.
-                let within = settings.limits.header_timeout;
+                let by = Instant::now() + settings.limits.header_timeout;
                 requests.spawn(async move {
-                    if let Some((_, mut stream)) = read_head(resolver, within).await {
+                    if let Some((_, mut stream)) = read_head(resolver, by).await {
                         let code = h3::error::Code::from(H3_REQUEST_REJECTED);
                         stream.stop_sending(code);
                         stream.stop_stream(code);
@@ -218,10 +218,14 @@ async fn serve_connection(
                 served = served.saturating_add(1);
                 let (settings, info) = (live.load_full(), Arc::clone(&info));
                 let mut handshake = handshake.clone();
-                requests.spawn(async move {
+                // Boxed: the request's state machine (the core's proxy
+                // future inside) is ~12 KB, and tokio moves a task's future
+                // by value on spawn, into its cell and out at join; behind
+                // a pointer each of those moves copies 16 bytes instead.
+                requests.spawn(Box::pin(async move {
                     let started = Instant::now();
-                    let within = settings.limits.header_timeout;
-                    let Some((mut req, stream)) = read_head(resolver, within).await else {
+                    let by = started + settings.limits.header_timeout;
+                    let Some((mut req, stream)) = read_head(resolver, by).await else {
                         return;
                     };
                     if !handshake.admit(&mut req, &settings.label).await {
@@ -230,7 +234,7 @@ async fn serve_connection(
                     if let Err(e) = request(req, stream, &settings, &info, started).await {
                         tracing::debug!(error = %e, "HTTP/3 request ended with an error");
                     }
-                });
+                }));
                 if served >= limits.max_requests_per_connection && !closing {
                     // Recycle: GOAWAY names the stream after this one, so
                     // this request completes and the client moves later
@@ -268,16 +272,12 @@ fn count(defence: &str) {
 /// Read a request's HEADERS within `within`. On expiry the stream is reset
 /// (H3_REQUEST_INCOMPLETE; dropping it stops the receiving side) and the
 /// `header_timeout` defence counted. Other failures were answered by h3.
-async fn read_head(mut resolver: Resolver, within: Duration) -> Option<(Request<()>, Stream)> {
-    let by = Instant::now() + within;
+async fn read_head(mut resolver: Resolver, by: Instant) -> Option<(Request<()>, Stream)> {
     let first = std::future::poll_fn(|cx| resolver.frame_stream.poll_next(cx));
-    let frame = match tokio::time::timeout_at(by, first).await {
-        Ok(frame) => frame,
-        Err(_) => {
-            count("header_timeout");
-            resolver.frame_stream.reset(H3_REQUEST_INCOMPLETE);
-            return None;
-        }
+    let Some(frame) = h3io::by_deadline(by, first).await else {
+        count("header_timeout");
+        resolver.frame_stream.reset(H3_REQUEST_INCOMPLETE);
+        return None;
     };
     let resolved = match resolver.accept_with_frame(frame) {
         Ok(r) => r,
@@ -287,13 +287,13 @@ async fn read_head(mut resolver: Resolver, within: Duration) -> Option<(Request<
         }
     };
     // Only a 431 answer is written here; bounded all the same.
-    match tokio::time::timeout_at(by, resolved.resolve()).await {
-        Ok(Ok(pair)) => Some(pair),
-        Ok(Err(e)) => {
+    match h3io::by_deadline(by, resolved.resolve()).await {
+        Some(Ok(pair)) => Some(pair),
+        Some(Err(e)) => {
             tracing::debug!(error = %e, "HTTP/3 request head refused");
             None
         }
-        Err(_) => {
+        None => {
             count("header_timeout");
             None
         }

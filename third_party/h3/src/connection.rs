@@ -1058,7 +1058,7 @@ where
         let mut block = BytesMut::new();
 
         let mem_size =
-            qpack::encode_stateless(&mut block, Header::trailer(trailers)).map_err(|_e| {
+            qpack::encode_header_stateless(&mut block, &Header::trailer(trailers)).map_err(|_e| {
                 self.handle_connection_error_on_stream(InternalConnectionError {
                     code: Code::H3_INTERNAL_ERROR,
                     message: "Failed to encode trailers".to_string(),

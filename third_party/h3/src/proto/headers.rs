@@ -46,6 +46,37 @@ impl Header {
         }
     }
 
+    /// Every field in the order `into_iter` yields them (pseudo-headers
+    /// first), borrowed (ExpressGateway: for `encode_header_stateless`).
+    pub fn try_for_each_field<E>(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let pseudo = &self.pseudo;
+        if let Some(method) = &pseudo.method {
+            f(b":method", method.as_str().as_bytes())?;
+        }
+        if let Some(scheme) = &pseudo.scheme {
+            f(b":scheme", scheme.as_str().as_bytes())?;
+        }
+        if let Some(authority) = &pseudo.authority {
+            f(b":authority", authority.as_str().as_bytes())?;
+        }
+        if let Some(path) = &pseudo.path {
+            f(b":path", path.as_str().as_bytes())?;
+        }
+        if let Some(status) = &pseudo.status {
+            f(b":status", status.as_str().as_bytes())?;
+        }
+        if let Some(protocol) = &pseudo.protocol {
+            f(b":protocol", protocol.as_str().as_bytes())?;
+        }
+        for (name, value) in &self.fields {
+            f(name.as_str().as_bytes(), value.as_bytes())?;
+        }
+        Ok(())
+    }
+
     pub fn trailer(fields: HeaderMap) -> Self {
         Self {
             //= https://www.rfc-editor.org/rfc/rfc9114#section-4.3

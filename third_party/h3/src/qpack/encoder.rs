@@ -1,6 +1,7 @@
 use std::{cmp, io::Cursor};
 
 use bytes::{Buf, BufMut};
+use super::{prefix_int, prefix_string};
 
 use super::{
     block::{
@@ -200,18 +201,46 @@ where
     HeaderPrefix::new(0, 0, 0, 0).encode(block);
     for field in fields {
         let field = field.as_ref();
-
-        if let Some(index) = StaticTable::find(field) {
-            Indexed::Static(index).encode(block);
-        } else if let Some(index) = StaticTable::find_name(&field.name) {
-            LiteralWithNameRef::new_static(index, field.value.clone()).encode(block)?;
-        } else {
-            Literal::new(field.name.clone(), field.value.clone()).encode(block)?;
-        }
-
-        size += field.mem_size() as u64;
+        size += encode_field_stateless(block, &field.name, &field.value)?;
     }
     Ok(size)
+}
+
+/// `encode_stateless` of a whole header section, read in place
+/// (ExpressGateway): the same bytes, without a `HeaderField` (two
+/// allocations) per field.
+pub fn encode_header_stateless<W: BufMut>(
+    block: &mut W,
+    header: &crate::proto::headers::Header,
+) -> Result<u64, EncoderError> {
+    let mut size = 0;
+    HeaderPrefix::new(0, 0, 0, 0).encode(block);
+    header.try_for_each_field(|name, value| {
+        size += encode_field_stateless(block, name, value)?;
+        Ok::<_, EncoderError>(())
+    })?;
+    Ok(size)
+}
+
+/// One field without the dynamic table; its size as `HeaderField::mem_size`
+/// counts it. ExpressGateway: the bytes `LiteralWithNameRef::Static` and
+/// `Literal` encode, written from borrowed slices instead of clones of the
+/// name and value.
+fn encode_field_stateless<W: BufMut>(
+    block: &mut W,
+    name: &[u8],
+    value: &[u8],
+) -> Result<u64, EncoderError> {
+    if let Some(index) = StaticTable::find_parts(name, value) {
+        Indexed::Static(index).encode(block);
+    } else if let Some(index) = StaticTable::find_name(name) {
+        prefix_int::encode(4, 0b0101, index as u64, block);
+        prefix_string::encode(8, 0, value, block)?;
+    } else {
+        prefix_string::encode(4, 0b0010, name, block)?;
+        prefix_string::encode(8, 0, value, block)?;
+    }
+    Ok((name.len() + value.len() + 32) as u64)
 }
 
 #[cfg(test)]

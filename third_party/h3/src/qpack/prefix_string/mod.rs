@@ -60,11 +60,9 @@ pub fn decode<B: Buf>(size: u8, buf: &mut B) -> Result<Vec<u8>, Error> {
 }
 
 pub fn encode<B: BufMut>(size: u8, flags: u8, value: &[u8], buf: &mut B) -> Result<(), Error> {
-    let encoded = Vec::from(value).hpack_encode()?;
-    prefix_int::encode(size - 1, flags << 1 | 1, encoded.len().try_into()?, buf);
-    for byte in encoded {
-        buf.write(byte);
-    }
+    let len = encode::encoded_len(value);
+    prefix_int::encode(size - 1, flags << 1 | 1, len.try_into()?, buf);
+    encode::encode_into(value, buf);
     Ok(())
 }
 
