@@ -20,7 +20,8 @@ BACKEND_PORT=$((BASE + 1)); HAPROXY_PORT=$((BASE + 2)); GATEWAY_PORT=$((BASE + 3
 
 need iperf3 iperf3
 need haproxy haproxy
-[ -x target/release/expressgateway ] && [ "${REBUILD:-1}" = 0 ] || cargo build --release -q
+BIN=${CARGO_TARGET_DIR:-target}/release/expressgateway
+[ -x "$BIN" ] && [ "${REBUILD:-1}" = 0 ] || cargo build --release -q
 
 
 iperf3 -s -p "$BACKEND_PORT" -D --pidfile "$WORK/iperf.pid" >/dev/null
@@ -56,7 +57,7 @@ protocol = "tcp"
 [[listeners.backends]]
 address = "127.0.0.1:$BACKEND_PORT"
 CFG
-RUST_LOG=warn target/release/expressgateway "$WORK/gateway.toml" >/dev/null &
+RUST_LOG=warn "$BIN" "$WORK/gateway.toml" >/dev/null &
 PIDS+=($!); GATEWAY_PID=$!
 sleep 1
 
