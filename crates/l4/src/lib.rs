@@ -4,8 +4,12 @@
 
 mod dial;
 mod listener;
+#[cfg(target_os = "linux")]
+mod pipes;
 mod relay;
 mod settings;
+#[cfg(target_os = "linux")]
+mod splice;
 
 pub use listener::serve;
 pub use settings::{L4Settings, SettingsError};

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use eg_runtime::{accept_loop, Admission, CancellationToken, Labelled, TaskTracker};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 
 use crate::dial::{dial, Upstream};
 use eg_balancer::Outcome;
 
-use crate::relay::relay;
+use crate::relay::{relay, relay_tcp};
 use crate::L4Settings;
 
 impl Labelled for L4Settings {
@@ -32,13 +33,13 @@ pub async fn serve(
 
 async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<L4Settings>) {
     let result = match &settings.acceptor {
-        None => forward(stream, peer, &settings).await,
+        None => forward(Client::Plain(stream), peer, &settings).await,
         Some(acceptor) => {
             let accept = acceptor.accept(stream);
             let within = settings.handshake_timeout;
             match eg_runtime::handshake::bounded(within, accept, peer, "client TLS handshake").await
             {
-                Some(tls) => forward(tls, peer, &settings).await,
+                Some(tls) => forward(Client::Tls(Box::new(tls)), peer, &settings).await,
                 None => Ok(()),
             }
         }
@@ -48,17 +49,25 @@ async fn connection(stream: TcpStream, peer: SocketAddr, settings: Arc<L4Setting
     }
 }
 
-async fn forward<C>(client: C, peer: SocketAddr, settings: &L4Settings) -> std::io::Result<()>
-where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+/// The client side of a relay: as accepted, or after TLS termination.
+enum Client {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+async fn forward(client: Client, peer: SocketAddr, settings: &L4Settings) -> std::io::Result<()> {
     let Some((in_flight, upstream)) = dial(settings, peer.ip()).await else {
         eg_runtime::warn_limited!(listener = %settings.label, %peer, "no backend reachable; closing client");
         return Ok(());
     };
-    let relayed = match upstream {
-        Upstream::Plain(b) => relay(client, b, settings.idle_timeout).await,
-        Upstream::Tls(b) => relay(client, *b, settings.idle_timeout).await,
+    let idle = settings.idle_timeout;
+    // Only two plain sockets can relay in the kernel; TLS on either side
+    // needs the bytes in user space.
+    let relayed = match (client, upstream) {
+        (Client::Plain(c), Upstream::Plain(b)) => relay_tcp(c, b, idle).await,
+        (Client::Plain(c), Upstream::Tls(b)) => relay(c, *b, idle).await,
+        (Client::Tls(c), Upstream::Plain(b)) => relay(*c, b, idle).await,
+        (Client::Tls(c), Upstream::Tls(b)) => relay(*c, *b, idle).await,
     };
     // The dial was not yet a success: how the relay ended says (a client's
     // reset or an idle timeout is nobody's fault but the client's).

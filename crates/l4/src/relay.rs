@@ -1,20 +1,22 @@
 //! Bidirectional byte relay: bounded buffers, half-close propagated both
-//! ways, and an idle timeout.
+//! ways, and an idle timeout. Two plain TCP sockets on Linux relay through
+//! the kernel (`splice`); anything else (TLS on either side) copies.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Per-direction relay buffer. 64 KiB matches the socket buffer scale
-/// where throughput flattens on loopback and 10G links, and bounds memory
-/// at 128 KiB per relayed connection.
-const RELAY_BUFFER_BYTES: usize = 64 * 1024;
+/// Per-direction relay buffer of the copy path. 64 KiB matches the socket
+/// buffer scale where throughput flattens on loopback and 10G links, and
+/// bounds memory at 128 KiB per relayed connection.
+pub(crate) const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
 /// How a relay ended.
 pub(crate) struct Relayed {
@@ -24,6 +26,78 @@ pub(crate) struct Relayed {
     pub(crate) backend_failed: bool,
 }
 
+/// What both directions of one relay share: when a byte last moved (for
+/// the idle timeout) and whether the backend's socket failed.
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    backend_failed: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            backend_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// A byte moved now.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Pass `e` on, noting it against the backend when its socket said it.
+    pub(crate) fn blame(&self, e: io::Error, backend: bool) -> io::Error {
+        if backend {
+            self.backend_failed.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+
+    fn last(&self) -> Duration {
+        Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Run `moving` until it ends or nothing has moved for `idle`.
+    async fn watch<F>(&self, moving: F, idle: Duration) -> Relayed
+    where
+        F: Future<Output = io::Result<(u64, u64)>>,
+    {
+        tokio::pin!(moving);
+        let result = loop {
+            let deadline = self.start + self.last() + idle;
+            tokio::select! {
+                done = &mut moving => break done,
+                () = tokio::time::sleep_until(deadline) => {
+                    if self.start.elapsed().saturating_sub(self.last()) >= idle {
+                        break Err(io::Error::new(io::ErrorKind::TimedOut, "relay idle timeout"));
+                    }
+                }
+            }
+        };
+        Relayed {
+            result,
+            backend_failed: self.backend_failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Relay two plain TCP sockets: through kernel pipes on Linux (no copy
+/// into user space), by copying elsewhere.
+pub(crate) async fn relay_tcp(client: TcpStream, backend: TcpStream, idle: Duration) -> Relayed {
+    #[cfg(target_os = "linux")]
+    {
+        let activity = Activity::new();
+        let moving = crate::splice::relay(&client, &backend, &activity);
+        activity.watch(moving, idle).await
+    }
+    #[cfg(not(target_os = "linux"))]
+    relay(client, backend, idle).await
+}
+
 /// Relay until both sides have closed, either side errors, or nothing has
 /// moved for `idle`. Bytes are (client->backend, backend->client).
 pub(crate) async fn relay<C, B>(mut client: C, backend: B, idle: Duration) -> Relayed
@@ -31,14 +105,10 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicBool::new(false));
+    let activity = Activity::new();
     let mut backend = Tracked {
         inner: backend,
-        start,
-        last: Arc::clone(&last),
-        failed: Arc::clone(&failed),
+        activity: &activity,
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
@@ -46,51 +116,27 @@ where
         RELAY_BUFFER_BYTES,
         RELAY_BUFFER_BYTES,
     );
-    tokio::pin!(copy);
-    let result = loop {
-        let since = Duration::from_millis(last.load(Ordering::Relaxed));
-        let deadline = start + since + idle;
-        tokio::select! {
-            done = &mut copy => break done,
-            () = tokio::time::sleep_until(deadline) => {
-                let now_idle = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                if now_idle >= idle {
-                    break Err(io::Error::new(io::ErrorKind::TimedOut, "relay idle timeout"));
-                }
-            }
-        }
-    };
-    Relayed {
-        result,
-        backend_failed: failed.load(Ordering::Relaxed),
-    }
+    activity.watch(copy, idle).await
 }
 
 /// The backend stream, stamping the time of every byte read or written
 /// (every relayed byte crosses it, so one side suffices for the idle
 /// timeout) and noting whether any of its operations failed.
-struct Tracked<S> {
+struct Tracked<'a, S> {
     inner: S,
-    start: Instant,
-    last: Arc<AtomicU64>,
-    failed: Arc<AtomicBool>,
+    activity: &'a Activity,
 }
 
-impl<S> Tracked<S> {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
+impl<S> Tracked<'_, S> {
     fn note<T>(&self, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if matches!(res, Poll::Ready(Err(_))) {
-            self.failed.store(true, Ordering::Relaxed);
+        match res {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.activity.blame(e, true))),
+            other => other,
         }
-        res
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -99,13 +145,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.touch();
+            self.activity.touch();
         }
         self.note(res)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -113,7 +159,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.activity.touch();
         }
         self.note(res)
     }
