@@ -233,7 +233,21 @@ async fn sigterm_closes_open_websockets_with_1001_within_the_drain() {
     ));
     let url = format!("ws://{}/hold", gw.addr(0));
     let hold = tokio::spawn(async move { client(&url, "hold:20", None).await });
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The signal must find the WebSocket open: wait for the gateway to count
+    // it (the Python client's start-up time varies with the machine's load).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics_text(&gw).await;
+        let open = metric(&text, "expressgateway_websockets_open{listener=\"h1-0\"} ");
+        if open == Some(1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WebSocket never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gw.signal("TERM");
     let report = hold.await.expect("join");
     assert_eq!(
