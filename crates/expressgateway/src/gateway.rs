@@ -503,6 +503,11 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), ?trigger, "rejected; keeping the running configuration and certificates");
                 counter.with_label_values(&["rejected"]).inc();
+                // logrotate has moved the file whether or not the new
+                // certificates load.
+                if trigger == Trigger::CertRotation {
+                    self.reopen_access_log();
+                }
                 return;
             }
         };
@@ -594,15 +599,19 @@ impl Gateway {
         }
         self.running.store(Arc::new(config));
         if trigger == Trigger::CertRotation {
-            // SIGUSR1 is also logrotate's signal: start a fresh access log
-            // file. Every listener shares one writer; once is enough.
-            let logs = self.slots.iter().filter_map(|s| match &s.live {
-                Live::Http(live) => live.load().access_log.clone(),
-                _ => None,
-            });
-            if let Some(log) = logs.into_iter().next() {
-                log.reopen();
-            }
+            self.reopen_access_log();
+        }
+    }
+
+    /// SIGUSR1 is also logrotate's signal: start a fresh access log file.
+    /// Every listener shares one writer; once is enough.
+    fn reopen_access_log(&self) {
+        let logs = self.slots.iter().filter_map(|s| match &s.live {
+            Live::Http(live) => live.load().access_log.clone(),
+            _ => None,
+        });
+        if let Some(log) = logs.into_iter().next() {
+            log.reopen();
         }
     }
 
