@@ -12,8 +12,14 @@ use crate::support::raw_h1::*;
 use crate::support::*;
 
 /// Listener 0: `checked` with active HTTP checks; listener 1: `ejecting`
-/// with passive health only; weights as given (a reload changes them).
-fn config(checked: &[SocketAddr], ejecting: &[SocketAddr], weight: u32) -> String {
+/// with passive health only; weights as given (a reload changes them);
+/// active checks every `interval_ms`.
+fn config(
+    checked: &[SocketAddr],
+    ejecting: &[SocketAddr],
+    weight: u32,
+    interval_ms: u64,
+) -> String {
     let backends = |list: &[SocketAddr]| -> String {
         list.iter()
             .map(|b| format!("[[listeners.backends]]\naddress = \"{b}\"\nweight = {weight}\n"))
@@ -22,7 +28,7 @@ fn config(checked: &[SocketAddr], ejecting: &[SocketAddr], weight: u32) -> Strin
     format!(
         "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n\
          [[listeners]]\nname = \"checked\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
-         [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 100\n\
+         [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = {interval_ms}\n\
          timeout_ms = 90\nrise = 1\nfall = 1\n{}\
          [[listeners]]\nname = \"ejecting\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
          [listeners.outlier_detection]\nconsecutive_failures = 1\nbase_ejection_ms = 600000\nmax_ejection_ms = 600000\n{}",
@@ -51,7 +57,8 @@ async fn drain_down_verdict_and_ejection_survive_reloads_and_rotation() {
     let steady = ProbeBackend::start().await;
     let checked = [drained.addr, down.addr, good.addr];
     let ejecting = [cutting.addr, steady.addr];
-    let gw = Gateway::start(&config(&checked, &ejecting, 1));
+    // Checks every 100 ms at first, so the DOWN verdict is learnt quickly.
+    let gw = Gateway::start(&config(&checked, &ejecting, 1, 100));
     let admin = gw.addr(2);
     // An operator drains one; another fails its checks; one cuts a body.
     let cl = client(ClientProto::H1);
@@ -72,8 +79,14 @@ async fn drain_down_verdict_and_ejection_survive_reloads_and_rotation() {
         if round == 5 {
             gw.signal("USR1");
         } else {
-            std::fs::write(gw.config_path(), config(&checked, &ejecting, 2 + round))
-                .expect("rewrite");
+            // The reloaded generations check once a minute: within this
+            // test they never probe, so the DOWN backend is kept out only
+            // by the verdict carried across the reload, not re-learnt.
+            std::fs::write(
+                gw.config_path(),
+                config(&checked, &ejecting, 2 + round, 60_000),
+            )
+            .expect("rewrite");
             gw.signal("HUP");
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
