@@ -208,3 +208,38 @@ async fn sigterm_turns_readyz_503_then_drains_and_exits() {
     let code = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0), "clean exit after the drain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_rereads_a_backend_ca_file_rotated_in_place() {
+    let dir = scratch();
+    let served = cert(dir.path(), "backend");
+    let unrelated = cert(dir.path(), "unrelated");
+    let ca = dir.path().join("backend-ca.pem");
+    std::fs::copy(&served.cert_path, &ca).expect("ca");
+    let backend = HttpBackend::start_with_tls("tls", Some(&served)).await;
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{}\"\ntls = true\ntls_ca_path = \"{}\"\n",
+        backend.addr,
+        ca.display()
+    );
+    let gw = Gateway::start_in(dir, &config);
+    let url = format!("http://{}/ca", gw.addr(0));
+    let status = async || send(&client(ClientProto::H1), get(&url)).await.status;
+    assert_eq!(status().await, StatusCode::OK, "the backend is trusted");
+    // The same path now holds a CA that did not sign the backend: after
+    // SIGUSR1 the gateway verifies against it (no pooled connection made
+    // under the old CA is reused).
+    std::fs::copy(&unrelated.cert_path, &ca).expect("rotate ca");
+    gw.signal("USR1");
+    assert!(
+        eventually(async || status().await == StatusCode::BAD_GATEWAY).await,
+        "the rotated CA file was not re-read"
+    );
+    std::fs::copy(&served.cert_path, &ca).expect("restore ca");
+    gw.signal("USR1");
+    assert!(
+        eventually(async || status().await == StatusCode::OK).await,
+        "the restored CA file was not re-read"
+    );
+}
