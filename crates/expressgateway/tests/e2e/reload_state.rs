@@ -227,3 +227,39 @@ async fn connections_opened_before_a_reload_follow_the_new_pool() {
     }
     assert_eq!(a.hits(), a_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_keep_their_pace_under_reloads_faster_than_their_interval() {
+    let failing = HttpBackend::start("failing").await;
+    let good = HttpBackend::start("good").await;
+    failing.seen.health_status.store(503, Ordering::SeqCst);
+    let cfg = |weight: u32| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 400\n\
+             timeout_ms = 300\nrise = 1\nfall = 2\n\
+             [[listeners.backends]]\naddress = \"{}\"\nweight = {weight}\n\
+             [[listeners.backends]]\naddress = \"{}\"\nweight = {weight}\n",
+            failing.addr, good.addr
+        )
+    };
+    let gw = Gateway::start(&cfg(1));
+    // A reload every 150 ms for 3 s: each generation lives less than one
+    // check interval. The two failures `fall` needs must still be probed
+    // (and counted across generations).
+    for n in 0..20 {
+        std::fs::write(gw.config_path(), cfg(2 + n % 3)).expect("rewrite");
+        gw.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Straight after the last reload, within one interval of it.
+    let cl = client(ClientProto::H1);
+    for i in 0..6 {
+        let r = send(&cl, get(&format!("http://{}/s{i}", gw.addr(0)))).await;
+        assert_eq!(
+            r.headers.get("x-backend").map(|v| v.as_bytes()),
+            Some(&b"good"[..]),
+            "the failing backend was never found DOWN under the reloads"
+        );
+    }
+}
