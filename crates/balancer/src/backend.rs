@@ -63,6 +63,14 @@ pub struct BackendLive {
     /// Peak-EWMA latency in nanoseconds (f64 bits) and its last update.
     ewma_ns: AtomicU64,
     ewma_stamp_ms: AtomicU64,
+    /// Active checks: passes and failures in a row (rise/fall progress),
+    /// and when the next probe is due (ms after `epoch`; 0: none yet).
+    /// Carried like the rest, so a reload neither resets the progress nor
+    /// pushes the next probe a whole interval away (reloads more frequent
+    /// than `interval_ms` would otherwise starve the checks).
+    check_passes: AtomicU32,
+    check_failures: AtomicU32,
+    next_check_ms: AtomicU64,
 }
 
 impl BackendState {
@@ -100,6 +108,9 @@ impl BackendLive {
             picked: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0f64.to_bits()),
             ewma_stamp_ms: AtomicU64::new(0),
+            check_passes: AtomicU32::new(0),
+            check_failures: AtomicU32::new(0),
+            next_check_ms: AtomicU64::new(0),
         }
     }
 
@@ -133,6 +144,36 @@ impl BackendLive {
 
     pub fn active_up(&self) -> bool {
         self.active_up.load(Ordering::Relaxed)
+    }
+
+    /// Active checks' rise/fall progress: (passes, failures) in a row.
+    pub(crate) fn check_run(&self) -> (u32, u32) {
+        (
+            self.check_passes.load(Ordering::Relaxed),
+            self.check_failures.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn set_check_run(&self, (passes, failures): (u32, u32)) {
+        self.check_passes.store(passes, Ordering::Relaxed);
+        self.check_failures.store(failures, Ordering::Relaxed);
+    }
+
+    /// How long until the next probe: what an earlier generation scheduled
+    /// (now if that time has passed), or `otherwise` when none did; never
+    /// more than `otherwise`.
+    pub(crate) fn check_due_in(&self, now: Instant, otherwise: Duration) -> Duration {
+        match self.next_check_ms.load(Ordering::Relaxed) {
+            0 => otherwise,
+            due => Duration::from_millis(due.saturating_sub(self.ms(now))).min(otherwise),
+        }
+    }
+
+    pub(crate) fn set_check_due(&self, now: Instant, wait: Duration) {
+        let due = self
+            .ms(now)
+            .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        self.next_check_ms.store(due.max(1), Ordering::Relaxed);
     }
 
     /// Operator drain (`true`) or enable (`false`).

@@ -264,3 +264,80 @@ server_id_len = 2
     let e = err(no_table);
     assert!(e.contains("passthrough.backends"), "{e}");
 }
+
+#[test]
+fn an_https_probe_needs_a_tls_backend() {
+    let text = r#"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "h1"
+[[listeners.backends]]
+address = "127.0.0.1:9000"
+[listeners.health_check]
+kind = "https"
+"#;
+    let e = err(text);
+    assert!(e.contains("listeners[0].health_check.kind"), "{e}");
+    assert!(e.contains("tls = true"), "{e}");
+    let with_tls = text.replace(
+        "address = \"127.0.0.1:9000\"",
+        "address = \"127.0.0.1:9000\"\ntls = true",
+    );
+    Config::from_toml(&with_tls).expect("https to a TLS backend");
+    let h3 = text.replace(
+        "address = \"127.0.0.1:9000\"",
+        "address = \"127.0.0.1:9000\"\nprotocol = \"h3\"",
+    );
+    Config::from_toml(&h3).expect("https to an h3 backend (always TLS)");
+    // A [[clusters]] entry is checked the same way.
+    let cluster = r#"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "h1"
+[[listeners.routes]]
+path_prefix = "/"
+cluster = "web"
+[[clusters]]
+name = "web"
+[[clusters.backends]]
+address = "127.0.0.1:9000"
+[clusters.health_check]
+kind = "https"
+"#;
+    let e = err(cluster);
+    assert!(e.contains("clusters[0].health_check.kind"), "{e}");
+}
+
+#[test]
+fn a_mode_b_cluster_takes_only_the_handshake_probe() {
+    let text = r#"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "quic"
+[listeners.quic]
+cert_path = "/nonexistent/c.pem"
+key_path = "/nonexistent/k.pem"
+[listeners.quic.raw_proxy]
+cluster = "relay"
+alpn = ["eg-test"]
+[[clusters]]
+name = "relay"
+[[clusters.backends]]
+address = "127.0.0.1:4433"
+[clusters.health_check]
+kind = "KIND"
+"#;
+    for kind in ["http", "https", "grpc"] {
+        let e = err(&text.replace("KIND", kind));
+        assert!(e.contains("clusters[0].health_check.kind"), "{kind}: {e}");
+        assert!(
+            e.contains("listeners[0].quic.raw_proxy.cluster"),
+            "{kind}: {e}"
+        );
+    }
+    let e = err(&text.replace("KIND", "tcp"));
+    assert!(
+        !e.contains("health_check.kind"),
+        "tcp (a QUIC handshake) fits: {e}"
+    );
+}

@@ -145,6 +145,24 @@ enum Live {
     Relay(Arc<ArcSwap<RelaySettings>>),
 }
 
+impl Live {
+    /// The pools these settings send to.
+    fn pools(&self) -> Vec<Arc<Pool>> {
+        match self {
+            Self::L4(s) => vec![Arc::clone(&s.load().pool)],
+            Self::Relay(s) => vec![Arc::clone(&s.load().pool)],
+            Self::Http(s) => {
+                let s = s.load();
+                s.default_pool
+                    .iter()
+                    .chain(s.routes.iter().filter_map(|r| r.pool.as_ref()))
+                    .map(|h| Arc::clone(&h.pool))
+                    .collect()
+            }
+        }
+    }
+}
+
 struct Slot {
     address: SocketAddr,
     protocol: ListenerProtocol,
@@ -196,6 +214,12 @@ impl Socket {
 pub struct Gateway {
     /// The configuration running now (SIGUSR1 rebuilds from it).
     running: ArcSwap<Config>,
+    /// The configuration the process started with: what its sockets,
+    /// threads and other restart-only keys still hold. Every reload is
+    /// compared with it, not with the last one loaded, so a key left
+    /// unapplied stays named (and the reload `restart_required`) until a
+    /// restart applies it.
+    bound: Config,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     slots: Vec<Slot>,
@@ -208,8 +232,9 @@ pub struct Gateway {
     /// Backend state and upstream connections, from one generation to the
     /// next.
     carry: Arc<eg_runtime::Carry>,
-    /// The running generation's pools, retired (their checks stopped) when
-    /// a reload replaces them.
+    /// The running generation's pools (and those of listeners a reload
+    /// could not touch, which still serve from them), retired (their
+    /// checks stopped) when a reload replaces them.
     pools: ArcSwap<Vec<Arc<Pool>>>,
     /// `[passthrough]`'s live settings, swapped by a reload.
     passthrough: Option<Arc<ArcSwap<eg_passthrough::Settings>>>,
@@ -409,6 +434,7 @@ impl Gateway {
         }
         Ok(Self {
             running: ArcSwap::from_pointee(config.clone()),
+            bound: config.clone(),
             shutdown,
             tracker,
             slots,
@@ -477,24 +503,34 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), ?trigger, "rejected; keeping the running configuration and certificates");
                 counter.with_label_values(&["rejected"]).inc();
+                // logrotate has moved the file whether or not the new
+                // certificates load.
+                if trigger == Trigger::CertRotation {
+                    self.reopen_access_log();
+                }
                 return;
             }
         };
         let pools = prepared.spawn_health_checks();
-        for old in self.pools.swap(Arc::new(pools.clone())).iter() {
-            old.retire();
-        }
-        if let Some(a) = &self.admin {
-            a.pools.store(Arc::new(pools));
-        }
-        let waiting = crate::reload_check::not_applied_live(&self.running.load(), &config);
-        for ((listener, built), slot) in config
+        // Slots that keep their running settings (moved, re-protocolled,
+        // switched kind, or removed from the file): they go on serving
+        // from their old pools, whose health checks must go on too.
+        let mut unapplied: Vec<&Slot> = self.slots.iter().skip(config.listeners.len()).collect();
+        let waiting = crate::reload_check::not_applied_live(&self.bound, &config);
+        for (index, ((listener, built), slot)) in config
             .listeners
             .iter()
             .zip(prepared.listeners)
             .zip(&self.slots)
+            .enumerate()
         {
             if listener.address != slot.address || listener.protocol != slot.protocol {
+                // Named in `waiting`; the other listeners still take theirs.
+                tracing::warn!(
+                    listener = %listener.label(index),
+                    "re-addressed or re-protocolled: it keeps serving its running routes and pools until a restart"
+                );
+                unapplied.push(slot);
                 continue;
             }
             if let (Some(gate), Some(quic)) = (&slot.gate, &listener.quic) {
@@ -522,8 +558,19 @@ impl Gateway {
                     live.store(Arc::new(s));
                 }
                 // HTTP/3 <-> Mode B: named by `not_applied_live`.
-                _ => {}
+                _ => unapplied.push(slot),
             }
+        }
+        let kept: Vec<Arc<Pool>> = unapplied.iter().flat_map(|s| s.live.pools()).collect();
+        let mut running = pools.clone();
+        running.extend(kept.iter().cloned());
+        for old in self.pools.swap(Arc::new(running)).iter() {
+            if !kept.iter().any(|k| Arc::ptr_eq(k, old)) {
+                old.retire();
+            }
+        }
+        if let Some(a) = &self.admin {
+            a.pools.store(Arc::new(pools));
         }
         if let (Some(live), Some(settings)) = (&self.passthrough, prepared.passthrough.take()) {
             live.store(Arc::new(settings));
@@ -552,15 +599,19 @@ impl Gateway {
         }
         self.running.store(Arc::new(config));
         if trigger == Trigger::CertRotation {
-            // SIGUSR1 is also logrotate's signal: start a fresh access log
-            // file. Every listener shares one writer; once is enough.
-            let logs = self.slots.iter().filter_map(|s| match &s.live {
-                Live::Http(live) => live.load().access_log.clone(),
-                _ => None,
-            });
-            if let Some(log) = logs.into_iter().next() {
-                log.reopen();
-            }
+            self.reopen_access_log();
+        }
+    }
+
+    /// SIGUSR1 is also logrotate's signal: start a fresh access log file.
+    /// Every listener shares one writer; once is enough.
+    fn reopen_access_log(&self) {
+        let logs = self.slots.iter().filter_map(|s| match &s.live {
+            Live::Http(live) => live.load().access_log.clone(),
+            _ => None,
+        });
+        if let Some(log) = logs.into_iter().next() {
+            log.reopen();
         }
     }
 

@@ -38,7 +38,28 @@ enum Command {
     },
 }
 
+/// SIGHUP and SIGUSR1 terminate a process by default, and the real
+/// handlers come only once the runtime is built (after the configuration
+/// is read, or the demo's certificates are generated). Register them now:
+/// tokio's process-wide handler stays for the life of the process, so a
+/// reload or rotation signalled during start-up is ignored (the file is
+/// about to be read anyway) instead of killing the gateway.
+fn survive_early_reload_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let _entered = rt.enter();
+    for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
+        let _ = signal(kind);
+    }
+}
+
 fn main() -> ExitCode {
+    survive_early_reload_signals();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => run::check(&config),

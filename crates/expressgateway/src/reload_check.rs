@@ -41,14 +41,21 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
         "observability.log_format (the process log; the access log follows at once)",
         old.observability.log_format != new.observability.log_format,
     );
-    differs(
-        &format!(
-            "listeners ({} configured, {} running: added or removed listeners)",
-            new.listeners.len(),
-            old.listeners.len()
-        ),
-        old.listeners.len() != new.listeners.len(),
-    );
+    for (i, l) in new.listeners.iter().enumerate().skip(old.listeners.len()) {
+        differs(
+            &format!("listeners[{i}] (added, {}: opened by a restart)", l.address),
+            true,
+        );
+    }
+    for (i, l) in old.listeners.iter().enumerate().skip(new.listeners.len()) {
+        differs(
+            &format!(
+                "listeners[{i}] (removed, {}: still serving until a restart)",
+                l.address
+            ),
+            true,
+        );
+    }
     let bind = |c: &Config| c.passthrough.as_ref().map(|p| p.bind_addr);
     differs(
         "passthrough.bind_addr (or [passthrough] added or removed)",
@@ -104,5 +111,16 @@ mod tests {
         // Live keys are not listed.
         let caps = parse(&format!("[runtime]\nmax_inflight_connections = 7\n{base}"));
         assert!(not_applied_live(&old, &caps).is_empty());
+        // An added listener is named by index and address.
+        let second = base
+            .replace("127.0.0.1:1", "127.0.0.1:5")
+            .replace("127.0.0.1:2", "127.0.0.1:6");
+        let added = parse(&format!("{base}{second}"));
+        let keys = not_applied_live(&old, &added);
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(
+            keys[0].starts_with("listeners[1] (added, 127.0.0.1:5"),
+            "{keys:?}"
+        );
     }
 }

@@ -51,9 +51,13 @@ impl PoolHandle {
             let protocol = b.protocol.unwrap_or(BackendProtocol::H1);
             // The same backend with the same connection settings keeps its
             // pooled connections (and circuit-breaker counts) across a reload.
+            // The CA file's content is part of it: a CA rotated in place
+            // (same path; SIGUSR1 or SIGHUP) builds a new upstream that
+            // verifies against it.
             let key = format!(
-                "{}\0{connect_timeout:?}\0{breaker:?}\0{pooling:?}",
-                eg_balancer::backend_key(&spec.name, b, protocol)
+                "{}\0{connect_timeout:?}\0{breaker:?}\0{pooling:?}\0{}",
+                eg_balancer::backend_key(&spec.name, b, protocol),
+                ca_digest(b.tls_ca_path.as_deref()),
             );
             let upstream = carry
                 .try_get_or_make(key, || {
@@ -91,6 +95,25 @@ impl PoolHandle {
         if let Some(series) = self.series.get(index) {
             series.count(outcome);
         }
+    }
+}
+
+/// A digest of a backend CA file's bytes, to tell a rotated file from the
+/// running one (not a security check: the file itself is verified when
+/// loaded). Empty without a CA file; an unreadable one is left to
+/// `backend_tls` to report.
+fn ca_digest(path: Option<&std::path::Path>) -> String {
+    use std::hash::{Hash, Hasher};
+    let Some(path) = path else {
+        return String::new();
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            format!("{:016x}", h.finish())
+        }
+        Err(e) => format!("unreadable: {e}"),
     }
 }
 

@@ -41,6 +41,19 @@ pub struct Verdicts {
 }
 
 impl Verdicts {
+    /// Resume from (passes, failures) in a row.
+    pub fn resume((successes, failures): (u32, u32)) -> Self {
+        Self {
+            successes,
+            failures,
+        }
+    }
+
+    /// (passes, failures) in a row.
+    pub fn progress(&self) -> (u32, u32) {
+        (self.successes, self.failures)
+    }
+
     /// Fold one result in; returns the new verdict when it changes.
     pub fn record(&mut self, ok: bool, currently_up: bool, rise: u32, fall: u32) -> Option<bool> {
         if ok {
@@ -72,13 +85,30 @@ pub fn spawn(pool: &Arc<Pool>, probe: Arc<dyn Probe>) {
 }
 
 async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: HealthCheck) {
-    let mut verdicts = Verdicts::default();
     let interval = Duration::from_millis(spec.interval_ms);
     let timeout = Duration::from_millis(spec.timeout_ms);
+    let mut first = true;
     loop {
         let jitter =
             interval.mul_f64(f64::from(spec.jitter_percent) / 100.0 * crate::rng::next_f64());
-        tokio::time::sleep(interval + jitter).await;
+        // The first probe of a generation comes when the one before had it
+        // due, so back-to-back reloads do not keep postponing it.
+        let wait = {
+            let Some(pool) = pool.upgrade() else { return };
+            let Some(backend) = pool.backends().get(index).cloned() else {
+                return;
+            };
+            let now = Instant::now();
+            let wait = if first {
+                backend.check_due_in(now, interval + jitter)
+            } else {
+                interval + jitter
+            };
+            backend.set_check_due(now, wait);
+            wait
+        };
+        first = false;
+        tokio::time::sleep(wait).await;
         let Some(pool) = pool.upgrade() else { return };
         if pool.is_retired() {
             return;
@@ -89,7 +119,11 @@ async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: Health
         let ok = tokio::time::timeout(timeout, probe.check(&backend))
             .await
             .unwrap_or(false);
-        if let Some(up) = verdicts.record(ok, backend.active_up(), spec.rise, spec.fall) {
+        // Rise/fall progress lives with the backend: it survives reloads.
+        let mut verdicts = Verdicts::resume(backend.check_run());
+        let verdict = verdicts.record(ok, backend.active_up(), spec.rise, spec.fall);
+        backend.set_check_run(verdicts.progress());
+        if let Some(up) = verdict {
             backend.set_active_up(up, Instant::now());
             if up {
                 tracing::info!(pool = %pool.name, backend = %backend.address, "health check: backend up");

@@ -82,6 +82,13 @@ impl Config {
                 );
             }
             check_listener(&mut f, &p, l, i, &cluster_names);
+            let relay_cluster = l
+                .quic
+                .as_ref()
+                .and_then(|q| q.raw_proxy.as_ref()?.cluster.as_deref());
+            if let Some(c) = relay_cluster {
+                self.check_relay_cluster(&mut f, &p, c);
+            }
         }
         if let Some(pt) = &self.passthrough {
             if !udp_addrs.insert(pt.bind_addr) && pt.bind_addr.port() != 0 {
@@ -187,6 +194,33 @@ impl Config {
                     "passthrough hashes the connection ID (\"cid\") or the source \"ip\"",
                 );
             }
+        }
+    }
+
+    /// A Mode B relay's backends speak an opaque protocol over QUIC: the
+    /// only probe that fits is a verified QUIC handshake (`kind = "tcp"`).
+    fn check_relay_cluster(&self, f: &mut Findings, listener: &str, name: &str) {
+        let Some((i, c)) = self
+            .clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+        else {
+            return;
+        };
+        if let Some(h) = c
+            .health_check
+            .as_ref()
+            .filter(|h| h.kind != crate::HealthCheckKind::Tcp)
+        {
+            f.fail(
+                format!("clusters[{i}].health_check.kind"),
+                format!("{:?}", h.kind).to_lowercase(),
+                format!(
+                    "{listener}.quic.raw_proxy.cluster relays opaque QUIC to this cluster: only \
+                     kind = \"tcp\" fits (a verified QUIC handshake offering the first raw_proxy.alpn)"
+                ),
+            );
         }
     }
 

@@ -210,8 +210,9 @@ fn check_backend(f: &mut Findings, p: &str, b: &Backend, used_by: PoolUse) {
 }
 
 /// A probe kind must be one the pool's backends can answer: gRPC health
-/// needs HTTP/2 or HTTP/3. (`tcp` is a connect check in the backend's own
-/// transport: a QUIC handshake for h3 backends.)
+/// needs HTTP/2 or HTTP/3, `https` a TLS backend (h3, or `tls = true`).
+/// (`tcp` is a connect check in the backend's own transport: a QUIC
+/// handshake for h3 backends.)
 fn check_probe_fits(f: &mut Findings, p: &str, h: &HealthCheck, pool: &PoolSpec, used_by: PoolUse) {
     let default = if used_by == PoolUse::L4 {
         BackendProtocol::Tcp
@@ -224,6 +225,10 @@ fn check_probe_fits(f: &mut Findings, p: &str, h: &HealthCheck, pool: &PoolSpec,
             (HealthCheckKind::Grpc, BackendProtocol::H1 | BackendProtocol::Tcp) => {
                 Some("gRPC health needs HTTP/2 or HTTP/3 backends (protocol = \"h2\" or \"h3\")")
             }
+            // HTTP/3 is always TLS; every other backend only with `tls = true`.
+            (HealthCheckKind::Https, proto) if proto != BackendProtocol::H3 && !b.tls => Some(
+                "an https probe needs a TLS backend: set tls = true on it, or use kind = \"http\"",
+            ),
             _ => None,
         };
         if let Some(why) = unfit {

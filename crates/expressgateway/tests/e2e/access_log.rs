@@ -151,3 +151,54 @@ async fn text_lines_name_the_gateway_outcome_and_sigusr1_reopens_the_file() {
         "the old file kept its one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_file_even_when_the_new_certificates_are_refused() {
+    let backend = crate::support::http::HttpBackend::start("a").await;
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let log = dir.path().join("access.log");
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[observability]\naccess_log = \"{}\"\n\
+             [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{b}\"\n\
+             [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1s\"\n\
+             [listeners.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+             [[listeners.backends]]\naddress = \"{b}\"\n",
+            log.display(),
+            c.cert_path.display(),
+            c.key_path.display(),
+            b = backend.addr,
+        ),
+    );
+    let cl = client(ClientProto::H1);
+    let url = format!("http://{}/first", gw.addr(0));
+    assert_eq!(send(&cl, get(&url)).await.status, 200);
+    assert_eq!(lines(&log, 1).await.len(), 1);
+    // A broken certificate and a logrotate-style rename, then SIGUSR1.
+    std::fs::write(&c.cert_path, "not a certificate").expect("break");
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    gw.signal("USR1");
+    let mut refused = false;
+    for _ in 0..60 {
+        if gw.stderr().contains("rejected") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the rotation was not refused: {}", gw.stderr());
+    let url = format!("http://{}/second", gw.addr(0));
+    assert_eq!(send(&cl, get(&url)).await.status, 200);
+    let fresh = lines(&log, 1).await;
+    assert_eq!(fresh.len(), 1, "the new file has the new line: {fresh:?}");
+    assert!(fresh[0].contains("/second"), "{fresh:?}");
+    assert_eq!(
+        lines(&rotated, 1).await.len(),
+        1,
+        "the old file kept its one"
+    );
+}

@@ -153,6 +153,20 @@ fn a_probe_the_backends_cannot_answer_is_refused() {
          [[listeners.backends]]\naddress = \"127.0.0.1:9\"\n",
         "gRPC health needs HTTP/2 or HTTP/3",
     );
+    refused(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [listeners.health_check]\nkind = \"https\"\n\
+         [[listeners.backends]]\naddress = \"127.0.0.1:9\"\n",
+        "listeners[0].health_check.kind",
+    );
+    refused(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"/nonexistent/c.pem\"\nkey_path = \"/nonexistent/k.pem\"\n\
+         [listeners.quic.raw_proxy]\ncluster = \"relay\"\nalpn = [\"eg-test\"]\n\
+         [[clusters]]\nname = \"relay\"\n[[clusters.backends]]\naddress = \"127.0.0.1:9\"\n\
+         [clusters.health_check]\nkind = \"http\"\n",
+        "clusters[0].health_check.kind",
+    );
 }
 
 #[test]

@@ -9,6 +9,42 @@ use crate::support::http::{client, get, send, ClientProto, HttpBackend};
 use crate::support::tls::{cert, client as tls_client, connect};
 use crate::support::*;
 
+/// SHA-256 of a certificate's DER: what an operator compares.
+fn fingerprint(der: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).to_vec()
+}
+
+fn pem_fingerprint(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+    fingerprint(&der)
+}
+
+/// The fingerprint of the leaf the server presented on `s`.
+fn served(s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
+    let leaf = s
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("a server certificate");
+    fingerprint(leaf)
+}
+
+/// One byte through an echo relay on `s`.
+async fn echo_once(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, byte: u8) {
+    tokio::io::AsyncWriteExt::write_all(s, &[byte])
+        .await
+        .expect("write");
+    let mut one = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut one))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(one, [byte]);
+}
+
 fn h1_config(backend: std::net::SocketAddr, extra: &str) -> String {
     format!("{extra}\n[[listeners]]\naddress = \"127.0.0.1:PORT\"\nprotocol = \"h1\"\n[[listeners.backends]]\naddress = \"{backend}\"\n")
 }
@@ -101,6 +137,13 @@ async fn sigusr1_rotates_certificates_and_keeps_them_on_failure() {
         connect(&trusts_second, gw.addr(0)).await.is_err(),
         "still the first certificate"
     );
+    // Opened before the rotation: it must keep working after it.
+    let trusts_first = tls_client(&first.cert_pem, &[&rustls::version::TLS13]);
+    let mut before = connect(&trusts_first, gw.addr(0))
+        .await
+        .expect("first certificate served");
+    assert_eq!(served(&before), pem_fingerprint(&first.cert_pem));
+    echo_once(&mut before, b'a').await;
 
     install(&second);
     gw.signal("USR1");
@@ -108,6 +151,14 @@ async fn sigusr1_rotates_certificates_and_keeps_them_on_failure() {
         eventually(async || connect(&trusts_second, gw.addr(0)).await.is_ok()).await,
         "SIGUSR1 did not rotate to the second certificate"
     );
+    let after = connect(&trusts_second, gw.addr(0)).await.expect("second");
+    assert_eq!(
+        served(&after),
+        pem_fingerprint(&second_pem),
+        "new handshakes get exactly the second certificate"
+    );
+    assert_ne!(served(&after), served(&before));
+    echo_once(&mut before, b'b').await;
 
     // A broken key: rotation is refused and the second certificate stays.
     std::fs::write(&key_path, "not a key").expect("break");
@@ -116,11 +167,10 @@ async fn sigusr1_rotates_certificates_and_keeps_them_on_failure() {
     let mut s = connect(&trusts_second, gw.addr(0))
         .await
         .expect("old certificate still served");
-    tokio::io::AsyncWriteExt::write_all(&mut s, b"x")
-        .await
-        .expect("write");
-    let mut one = [0u8; 1];
-    s.read_exact(&mut one).await.expect("echo");
+    assert_eq!(served(&s), pem_fingerprint(&second_pem));
+    echo_once(&mut s, b'x').await;
+    // The connection from before both signals still relays.
+    echo_once(&mut before, b'c').await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,4 +207,39 @@ async fn sigterm_turns_readyz_503_then_drains_and_exits() {
     );
     let code = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0), "clean exit after the drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_rereads_a_backend_ca_file_rotated_in_place() {
+    let dir = scratch();
+    let served = cert(dir.path(), "backend");
+    let unrelated = cert(dir.path(), "unrelated");
+    let ca = dir.path().join("backend-ca.pem");
+    std::fs::copy(&served.cert_path, &ca).expect("ca");
+    let backend = HttpBackend::start_with_tls("tls", Some(&served)).await;
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{}\"\ntls = true\ntls_ca_path = \"{}\"\n",
+        backend.addr,
+        ca.display()
+    );
+    let gw = Gateway::start_in(dir, &config);
+    let url = format!("http://{}/ca", gw.addr(0));
+    let status = async || send(&client(ClientProto::H1), get(&url)).await.status;
+    assert_eq!(status().await, StatusCode::OK, "the backend is trusted");
+    // The same path now holds a CA that did not sign the backend: after
+    // SIGUSR1 the gateway verifies against it (no pooled connection made
+    // under the old CA is reused).
+    std::fs::copy(&unrelated.cert_path, &ca).expect("rotate ca");
+    gw.signal("USR1");
+    assert!(
+        eventually(async || status().await == StatusCode::BAD_GATEWAY).await,
+        "the rotated CA file was not re-read"
+    );
+    std::fs::copy(&served.cert_path, &ca).expect("restore ca");
+    gw.signal("USR1");
+    assert!(
+        eventually(async || status().await == StatusCode::OK).await,
+        "the restored CA file was not re-read"
+    );
 }

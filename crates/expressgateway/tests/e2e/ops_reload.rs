@@ -87,6 +87,141 @@ async fn live_keys_apply_and_start_only_keys_are_named() {
         "the key is named: {}",
         gw.stderr()
     );
+    // The next reload still runs on the threads of the start: it too is
+    // restart_required (compared with what runs, not with the last file).
+    let named_before = gw.stderr().matches("runtime.worker_threads").count();
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = metrics_text(&gw).await;
+    assert!(
+        m.contains("expressgateway_config_reloads_total{result=\"restart_required\"} 2"),
+        "a second reload with the key still unapplied: {m}"
+    );
+    assert!(
+        m.contains("expressgateway_config_reloads_total{result=\"ok\"} 1"),
+        "{m}"
+    );
+    assert!(
+        gw.stderr().matches("runtime.worker_threads").count() > named_before,
+        "named again: {}",
+        gw.stderr()
+    );
+}
+
+/// Two h1 listeners (and the admin one); `first` is listener 0's address,
+/// and its backends have active checks.
+fn two_listeners(
+    first: &str,
+    b0: std::net::SocketAddr,
+    b1: std::net::SocketAddr,
+    more: &str,
+) -> String {
+    format!(
+        "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n\
+         [[listeners]]\naddress = \"{first}\"\nprotocol = \"h1\"\n\
+         [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 100\n\
+         timeout_ms = 90\nrise = 1\nfall = 1\n\
+         [[listeners.backends]]\naddress = \"{b0}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{b1}\"\n{more}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_or_added_listener_keeps_every_reload_restart_required() {
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let gw = Gateway::start(&two_listeners("127.0.0.1:0", a.addr, a.addr, ""));
+    let who = |addr: std::net::SocketAddr| async move {
+        let r = send(&client(ClientProto::H1), get(&format!("http://{addr}/w"))).await;
+        r.headers
+            .get("x-backend")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let (l0, l1) = (gw.addr(0), gw.addr(1));
+    let counts = async || {
+        let m = metrics_text(&gw).await;
+        let n = |result: &str| {
+            let series = format!("expressgateway_config_reloads_total{{result=\"{result}\"}} ");
+            m.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (n("ok"), n("restart_required"))
+    };
+    let reload = async |text: String| {
+        std::fs::write(gw.config_path(), text).expect("rewrite");
+        gw.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+
+    // Listener 0 moves (and would change pool); listener 1 changes pool.
+    reload(two_listeners("127.0.0.2:0", b.addr, b.addr, "")).await;
+    assert_eq!(
+        who(l1).await.as_deref(),
+        Some("b"),
+        "listener 1 still takes its new pool"
+    );
+    assert_eq!(
+        who(l0).await.as_deref(),
+        Some("a"),
+        "the moved listener keeps its running pool"
+    );
+    assert_eq!(counts().await, (0, 1));
+    assert!(
+        gw.stderr().contains("listeners[0].address"),
+        "{}",
+        gw.stderr()
+    );
+    // Its running pool is still checked: a failing backend leaves it.
+    a.seen
+        .health_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    let mut left = false;
+    for _ in 0..40 {
+        if who(l0).await.is_none() {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        left,
+        "the moved listener's pool is no longer health-checked"
+    );
+    a.seen
+        .health_status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+
+    // A later reload that changes only a live key: listener 0 is still not
+    // where the file says, so this one is not ok either.
+    reload(two_listeners("127.0.0.2:0", b.addr, a.addr, "")).await;
+    assert_eq!(who(l1).await.as_deref(), Some("a"));
+    assert_eq!(counts().await, (0, 2), "listener 0 is still unapplied");
+
+    // Back in place, plus a third listener: the added one is named.
+    let third = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{}\"\n",
+        b.addr
+    );
+    reload(two_listeners("127.0.0.1:0", b.addr, a.addr, &third)).await;
+    assert_eq!(
+        who(l0).await.as_deref(),
+        Some("b"),
+        "back in place: live again"
+    );
+    assert_eq!(counts().await, (0, 3));
+    assert!(
+        gw.stderr().contains("listeners[2] (added"),
+        "{}",
+        gw.stderr()
+    );
+
+    // The file matches what runs again: ok.
+    reload(two_listeners("127.0.0.1:0", a.addr, a.addr, "")).await;
+    assert_eq!(who(l0).await.as_deref(), Some("a"));
+    assert_eq!(counts().await, (1, 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,14 @@ use crate::support::raw_h1::*;
 use crate::support::*;
 
 /// Listener 0: `checked` with active HTTP checks; listener 1: `ejecting`
-/// with passive health only; weights as given (a reload changes them).
-fn config(checked: &[SocketAddr], ejecting: &[SocketAddr], weight: u32) -> String {
+/// with passive health only; weights as given (a reload changes them);
+/// active checks every `interval_ms`.
+fn config(
+    checked: &[SocketAddr],
+    ejecting: &[SocketAddr],
+    weight: u32,
+    interval_ms: u64,
+) -> String {
     let backends = |list: &[SocketAddr]| -> String {
         list.iter()
             .map(|b| format!("[[listeners.backends]]\naddress = \"{b}\"\nweight = {weight}\n"))
@@ -22,7 +28,7 @@ fn config(checked: &[SocketAddr], ejecting: &[SocketAddr], weight: u32) -> Strin
     format!(
         "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n\
          [[listeners]]\nname = \"checked\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
-         [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 100\n\
+         [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = {interval_ms}\n\
          timeout_ms = 90\nrise = 1\nfall = 1\n{}\
          [[listeners]]\nname = \"ejecting\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
          [listeners.outlier_detection]\nconsecutive_failures = 1\nbase_ejection_ms = 600000\nmax_ejection_ms = 600000\n{}",
@@ -51,7 +57,8 @@ async fn drain_down_verdict_and_ejection_survive_reloads_and_rotation() {
     let steady = ProbeBackend::start().await;
     let checked = [drained.addr, down.addr, good.addr];
     let ejecting = [cutting.addr, steady.addr];
-    let gw = Gateway::start(&config(&checked, &ejecting, 1));
+    // Checks every 100 ms at first, so the DOWN verdict is learnt quickly.
+    let gw = Gateway::start(&config(&checked, &ejecting, 1, 100));
     let admin = gw.addr(2);
     // An operator drains one; another fails its checks; one cuts a body.
     let cl = client(ClientProto::H1);
@@ -72,8 +79,14 @@ async fn drain_down_verdict_and_ejection_survive_reloads_and_rotation() {
         if round == 5 {
             gw.signal("USR1");
         } else {
-            std::fs::write(gw.config_path(), config(&checked, &ejecting, 2 + round))
-                .expect("rewrite");
+            // The reloaded generations check once a minute: within this
+            // test they never probe, so the DOWN backend is kept out only
+            // by the verdict carried across the reload, not re-learnt.
+            std::fs::write(
+                gw.config_path(),
+                config(&checked, &ejecting, 2 + round, 60_000),
+            )
+            .expect("rewrite");
             gw.signal("HUP");
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -213,4 +226,40 @@ async fn connections_opened_before_a_reload_follow_the_new_pool() {
         }
     }
     assert_eq!(a.hits(), a_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_keep_their_pace_under_reloads_faster_than_their_interval() {
+    let failing = HttpBackend::start("failing").await;
+    let good = HttpBackend::start("good").await;
+    failing.seen.health_status.store(503, Ordering::SeqCst);
+    let cfg = |weight: u32| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [listeners.health_check]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 400\n\
+             timeout_ms = 300\nrise = 1\nfall = 2\n\
+             [[listeners.backends]]\naddress = \"{}\"\nweight = {weight}\n\
+             [[listeners.backends]]\naddress = \"{}\"\nweight = {weight}\n",
+            failing.addr, good.addr
+        )
+    };
+    let gw = Gateway::start(&cfg(1));
+    // A reload every 150 ms for 3 s: each generation lives less than one
+    // check interval. The two failures `fall` needs must still be probed
+    // (and counted across generations).
+    for n in 0..20 {
+        std::fs::write(gw.config_path(), cfg(2 + n % 3)).expect("rewrite");
+        gw.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Straight after the last reload, within one interval of it.
+    let cl = client(ClientProto::H1);
+    for i in 0..6 {
+        let r = send(&cl, get(&format!("http://{}/s{i}", gw.addr(0)))).await;
+        assert_eq!(
+            r.headers.get("x-backend").map(|v| v.as_bytes()),
+            Some(&b"good"[..]),
+            "the failing backend was never found DOWN under the reloads"
+        );
+    }
 }
