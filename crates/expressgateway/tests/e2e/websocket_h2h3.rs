@@ -98,8 +98,9 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
     require_python_modules(&["aioquic", "niquests"]);
     let origin = Origin::start();
     let dir = scratch();
-    let c = cert(dir.path(), "srv");
-    let ca = c.cert_path.display().to_string();
+    // qh3 (niquests' QUIC stack) trusts only a CA-issued chain.
+    let (c, ca) = crate::support::tls::ca_issued(dir.path(), "srv");
+    let ca = ca.display().to_string();
     let backend = format!("address = \"127.0.0.1:{}\"", origin.port);
     let gw = Gateway::start_in(dir, &tls_front("quic", "quic", &c, &backend));
     let port = gw.addr(0).port().to_string();
@@ -114,6 +115,46 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
     let closes = origin.closes(1, Duration::from_secs(5));
     assert!(
         closes.iter().any(|l| l.starts_with("CLOSED 1000")),
+        "{closes:?}"
+    );
+
+    // niquests over HTTP/3 only (urllib3-future's RFC 9220 client over
+    // qh3): a text and a 10 MiB message echoed, then 3 s of silence past
+    // the listener's 2 s total_timeout_ms and one more echo, then a 1000
+    // close answered by the origin's close.
+    let url = format!("wss+rfc8441://localhost:{port}/niquests-h3");
+    let r = peer(
+        vec![
+            "niquests".into(),
+            "--h3".into(),
+            "--url".into(),
+            url,
+            "--ca".into(),
+            ca,
+            "--size".into(),
+            (10 << 20).to_string(),
+            "--hold".into(),
+            "3".into(),
+            "--close".into(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        (&r["status"], &r["http_version"]),
+        (&200.into(), &30.into()),
+        "{r}"
+    );
+    assert_eq!(
+        (&r["text_ok"], &r["binary_ok"], &r["hold_ok"]),
+        (&true.into(), &true.into(), &true.into()),
+        "{r}\n{}",
+        gw.stderr()
+    );
+    assert_eq!(r["closed_by_peer"], true, "{r}");
+    let closes = origin.closes(2, Duration::from_secs(5));
+    assert!(
+        closes.iter().any(|l| l == "CLOSED 1000 finished"),
         "{closes:?}"
     );
 }
