@@ -43,9 +43,9 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
     let gw = Gateway::start_in(dir, &tls_front("h1s", "tls", &c, &backend));
     let port = gw.addr(0).port().to_string();
 
-    // The h2 library: the setting, then 1 MiB (16x the default stream
+    // The h2 library: the setting, then 10 MiB (160x the default stream
     // window) echoed while it grants window only as it reads.
-    let r = h2_lib_echo(&port, &ca).await;
+    let r = h2_lib_echo(&port, &ca, 10 << 20).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
@@ -65,14 +65,17 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
             ca.clone(),
             "--size".into(),
             "16000".into(),
+            // Silent past the listener's 2 s total_timeout_ms.
+            "--hold".into(),
+            "3".into(),
         ],
         Duration::from_secs(60),
     )
     .await;
     assert_eq!(r["http_version"], 20, "{r}");
     assert_eq!(
-        (&r["text_ok"], &r["binary_ok"]),
-        (&true.into(), &true.into()),
+        (&r["text_ok"], &r["binary_ok"], &r["hold_ok"]),
+        (&true.into(), &true.into(), &true.into()),
         "{r}"
     );
 
@@ -337,7 +340,7 @@ async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
     );
     let gw = Gateway::start_in(dir, &config);
     // HTTP/2 client -> HTTP/3 origin.
-    let r = h2_lib_echo(&gw.addr(0).port().to_string(), &ca).await;
+    let r = h2_lib_echo(&gw.addr(0).port().to_string(), &ca, 1 << 20).await;
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),
@@ -352,9 +355,10 @@ async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
     );
 }
 
-/// The `h2` library's RFC 8441 client (`ws_peer.py h2`): 1 MiB echoed.
-async fn h2_lib_echo(port: &str, ca: &str) -> serde_json::Value {
-    let args = ["h2", "--port", port, "--ca", ca, "--size", "1048576"];
+/// The `h2` library's RFC 8441 client (`ws_peer.py h2`): `size` bytes echoed.
+async fn h2_lib_echo(port: &str, ca: &str, size: usize) -> serde_json::Value {
+    let size = size.to_string();
+    let args = ["h2", "--port", port, "--ca", ca, "--size", &size];
     peer(args.map(String::from).to_vec(), Duration::from_secs(60)).await
 }
 

@@ -325,7 +325,7 @@ def h2_client(args):
     # Send under flow control: never more than the window allows.
     sent = 0
     got = bytearray()
-    buf = b""
+    buf = bytearray()  # grows in place: a 10 MiB echo arrives in many DATA frames
     echoed = None
     while time.monotonic() < deadline and echoed is None:
         while sent < len(frame):
