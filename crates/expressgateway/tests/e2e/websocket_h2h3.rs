@@ -18,6 +18,10 @@ use crate::support::tls::cert;
 use crate::support::*;
 use crate::websocket::{peer, Origin};
 
+/// The answer to RFC 6455 §1.3's sample key `dGhlIHNhbXBsZSBub25jZQ==`,
+/// which the `h2` and aioquic clients send on their extended CONNECT.
+const RFC_6455_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
 /// How long a Python origin may take to listen.
 const ORIGIN_READY: Duration = Duration::from_secs(15);
 
@@ -47,6 +51,7 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
     // window) echoed while it grants window only as it reads.
     let r = h2_lib_echo(&port, &ca, 10 << 20).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
+    assert_eq!(r["accept"], RFC_6455_ACCEPT, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),
@@ -109,6 +114,7 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
     let port = gw.addr(0).port().to_string();
     let r = aioquic_echo(&port, &ca).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
+    assert_eq!(r["accept"], RFC_6455_ACCEPT, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),

@@ -29,7 +29,8 @@
 
   ws_peer.py h2 --port P --ca CA --size N [--settings-only]
       The `h2` library over TLS: checks SETTINGS_ENABLE_CONNECT_PROTOCOL,
-      opens an extended CONNECT and echoes an N-byte message under HTTP/2
+      opens an extended CONNECT with a Sec-WebSocket-Key (reports the
+      Sec-WebSocket-Accept) and echoes an N-byte message under HTTP/2
       flow control (it acknowledges data only as it reads it).
 """
 
@@ -311,6 +312,8 @@ def h2_client(args):
             (":path", "/h2"),
             (":authority", f"localhost:{args.port}"),
             ("sec-websocket-version", "13"),
+            # RFC 6455 1.3's sample key: optional on HTTP/2, but answered.
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ],
     )
     sock.sendall(conn.data_to_send())
@@ -318,7 +321,10 @@ def h2_client(args):
     while status is None and time.monotonic() < deadline:
         for ev in pump():
             if isinstance(ev, h2.events.ResponseReceived):
-                status = dict(ev.headers).get(b":status")
+                head = dict(ev.headers)
+                status = head.get(b":status")
+                accept = head.get(b"sec-websocket-accept")
+                report["accept"] = accept.decode() if accept else None
     report["status"] = int(status) if status else None
     data = pattern(args.size)
     frame = ws_frame(0x2, data)
