@@ -2,8 +2,9 @@
 //! and towards backends, with third-party peers: niquests, the Python `h2`
 //! library and Node's http2 client on the `h1s` front; aioquic (and
 //! niquests) on the `quic` front; hypercorn as an RFC 8441 origin and an
-//! aioquic RFC 9220 origin behind an HTTP/1.1 front; an HTTP/2 backend
-//! without SETTINGS_ENABLE_CONNECT_PROTOCOL answered with 502.
+//! aioquic RFC 9220 origin behind an HTTP/1.1 front; HTTP/2 and HTTP/3
+//! backends without SETTINGS_ENABLE_CONNECT_PROTOCOL answered with 502;
+//! `h2_extended_connect`/`h3_extended_connect = false` not advertising it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -321,6 +322,69 @@ async fn an_h2_backend_without_extended_connect_gets_502() {
     let url = format!("ws://{}/nope", gw.addr(0));
     let r = websockets_echo(&url, "status").await;
     assert_eq!(r["status"], 502, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_backend_without_extended_connect_gets_502() {
+    require_python_modules(&["websockets"]);
+    // quinn + h3 with the h3 builder's default: SETTINGS_ENABLE_CONNECT_PROTOCOL
+    // not advertised (h3 sends it as 0).
+    let dir = scratch();
+    let c = cert(dir.path(), "h3");
+    let backend = crate::support::h3::H3Backend::start("no-connect", &c).await;
+    let gw = Gateway::start_in(
+        dir,
+        &h1_front(&format!(
+            "address = \"{}\"\nprotocol = \"h3\"\ntls_ca_path = \"{}\"",
+            backend.addr,
+            c.cert_path.display()
+        )),
+    );
+    let url = format!("ws://{}/nope", gw.addr(0));
+    let r = websockets_echo(&url, "status").await;
+    assert_eq!(r["status"], 502, "{r}");
+    // It was not asked to carry the WebSocket as a plain request either.
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_connect_off_is_not_advertised() {
+    require_python_modules(&["h2", "aioquic"]);
+    let origin = Origin::start();
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let ca = c.cert_path.display().to_string();
+    let backend = format!("address = \"127.0.0.1:{}\"", origin.port);
+    let off = |front: String| {
+        front.replace(
+            "[[listeners.backends]]",
+            "[listeners.websocket]\nh2_extended_connect = false\nh3_extended_connect = false\n\
+             [[listeners.backends]]",
+        )
+    };
+    let config =
+        off(tls_front("h1s", "tls", &c, &backend)) + &off(tls_front("quic", "quic", &c, &backend));
+    let gw = Gateway::start_in(dir, &config);
+    let h2 = gw.addr(0).port().to_string();
+    let args = ["h2", "--port", &h2, "--ca", &ca, "--settings-only"];
+    let r = peer(args.map(String::from).to_vec(), Duration::from_secs(30)).await;
+    // The h2 client reports 0 for a setting the server left out.
+    assert_eq!(r["enable_connect_protocol"], 0, "{r}");
+    let mut cmd = python();
+    cmd.arg(py_dir().join("ws_h3.py")).args([
+        "client",
+        "--port",
+        &gw.addr(1).port().to_string(),
+        "--ca",
+        &ca,
+        "--settings-only",
+    ]);
+    let r = run_json(cmd, "ws_h3.py client", Duration::from_secs(30)).await;
+    assert_eq!(r["settings_seen"], true, "{r}");
+    assert!(
+        r["enable_connect_protocol"].is_null() || r["enable_connect_protocol"] == 0,
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 """WebSocket over HTTP/3 (RFC 9220) with aioquic, for the e2e tests.
 
-  ws_h3.py client --port P --ca CA --size N
+  ws_h3.py client --port P --ca CA --size N [--settings-only]
       Checks the server's SETTINGS_ENABLE_CONNECT_PROTOCOL, opens an
       extended CONNECT (:protocol websocket) with a Sec-WebSocket-Key
       (reports the Sec-WebSocket-Accept), echoes a text and an N-byte
@@ -85,6 +85,10 @@ async def client(args):
             await asyncio.sleep(0.02)
         settings = c.h3.received_settings or {}
         report["enable_connect_protocol"] = settings.get(Setting.ENABLE_CONNECT_PROTOCOL)
+        report["settings_seen"] = c.h3.received_settings is not None
+        if args.settings_only:
+            print(json.dumps(report))
+            return
         sid = c._quic.get_next_available_stream_id()
         c.h3.send_headers(
             sid,
@@ -169,6 +173,7 @@ def main():
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--ca", required=True)
     c.add_argument("--size", type=int, default=1 << 20)
+    c.add_argument("--settings-only", action="store_true")
     s = sub.add_parser("serve")
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)

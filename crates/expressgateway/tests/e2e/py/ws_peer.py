@@ -32,6 +32,7 @@
       opens an extended CONNECT with a Sec-WebSocket-Key (reports the
       Sec-WebSocket-Accept) and echoes an N-byte message under HTTP/2
       flow control (it acknowledges data only as it reads it).
+      --settings-only: report the setting and stop.
 """
 
 import argparse
@@ -302,6 +303,10 @@ def h2_client(args):
                 s = ev.changed_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL)
                 enable = s.new_value if s else 0
     report["enable_connect_protocol"] = enable
+    if args.settings_only:
+        sock.close()
+        print(json.dumps(report))
+        return
     sid = conn.get_next_available_stream_id()
     conn.send_headers(
         sid,
@@ -386,6 +391,7 @@ def main():
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--ca", required=True)
     h.add_argument("--size", type=int, default=1 << 20)
+    h.add_argument("--settings-only", action="store_true")
     args = p.parse_args()
     if args.cmd == "serve":
         asyncio.run(serve(args))
