@@ -143,6 +143,13 @@ def scenario(ch, name):
         return res
     if name == "unary":
         return run_unary(ch, "Unary", b"hello", timeout=20)
+    if name == "client_stream":
+        fn = ch.stream_unary(f"/{SVC}/ClientStream")
+        try:
+            cs, call = fn.with_call(iter([b"a", b"b", b"c"]), timeout=20)
+            return {"response": cs.decode(), **outcome(call)}
+        except grpc.RpcError as e:
+            return outcome(e)
     if name == "echo":
         fn = ch.unary_unary(f"/{SVC}/Unary")
         resp, call = fn.with_call(b"hello", timeout=20)
