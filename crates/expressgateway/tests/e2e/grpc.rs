@@ -186,8 +186,11 @@ async fn gateway_made_errors_are_grpc_statuses() {
     let dir = scratch();
     let c = cert(dir.path(), "srv");
     // Listener 0: its only backend's port is closed, and an active TCP
-    // check marks it down. Listener 1: a live backend and a 1 s clamp.
-    // Listener 2: no route for gRPC paths.
+    // check marks it down. Listener 1: a live backend, a 1 s clamp and a
+    // 1 KiB request body cap. Listener 2: no route for gRPC paths.
+    // Listener 3: one request in flight at most. Listener 4: a 1 s clamp
+    // before hyper's h2c backend, whose /slow never answers and ignores
+    // grpc-timeout (so only the gateway can end the call).
     let down = closed_port();
     let mut config = h1s_config(
         &c,
@@ -197,7 +200,8 @@ async fn gateway_made_errors_are_grpc_statuses() {
     config.push_str(&h1s_config(
         &c,
         &server.addr(),
-        "[listeners.grpc]\nmax_deadline_seconds = 1\n",
+        "[listeners.grpc]\nmax_deadline_seconds = 1\n\
+         [listeners.http]\nmax_request_body_bytes = 1024\n",
     ));
     config.push_str(&format!(
         "[[clusters]]\nname = \"other\"\n[[clusters.backends]]\naddress = \"{}\"\nprotocol = \"h2\"\n\
@@ -207,6 +211,17 @@ async fn gateway_made_errors_are_grpc_statuses() {
         server.addr(),
         c.cert_path.display(),
         c.key_path.display(),
+    ));
+    config.push_str(&h1s_config(
+        &c,
+        &server.addr(),
+        "[listeners.http]\nmax_inflight_requests = 1\n",
+    ));
+    let slow = crate::support::http::HttpBackend::start("slow").await;
+    config.push_str(&h1s_config(
+        &c,
+        &slow.addr.to_string(),
+        "[listeners.grpc]\nmax_deadline_seconds = 1\n",
     ));
     let gw = Gateway::start_in(dir, &config);
     // Let the check mark the closed backend down.
@@ -221,6 +236,39 @@ async fn gateway_made_errors_are_grpc_statuses() {
     let r = grpc_client(&c.cert_path, gw.addr(1).port(), &["sleep:3"]).await;
     let s = &r["sleep:3"];
     assert_eq!(s["code"], "DEADLINE_EXCEEDED", "{s}");
+    // The same where the backend cannot end it (grpcio's server enforces
+    // the grpc-timeout it is sent; hyper's /slow does not): the gateway's
+    // own trailers-only answer at the clamp, not a reset.
+    let r = grpc_client(&c.cert_path, gw.addr(4).port(), &["raw:/slow"]).await;
+    let s = &r["raw:/slow"];
+    assert_eq!(s["code"], "DEADLINE_EXCEEDED", "{s}");
+    assert_eq!(s["details"], "the backend did not answer in time", "{s}");
+    let took = s["seconds"].as_f64().unwrap_or(0.0);
+    assert!((0.9..1.9).contains(&took), "{s}");
+
+    // Limits: the request body cap and the in-flight cap are
+    // RESOURCE_EXHAUSTED, with the gateway's reason.
+    let r = grpc_client(&c.cert_path, gw.addr(1).port(), &["big", "unary"]).await;
+    assert_eq!(r["big"]["code"], "RESOURCE_EXHAUSTED", "{r}");
+    assert_eq!(
+        r["big"]["details"], "request body exceeds the configured limit",
+        "{r}"
+    );
+    assert_eq!(r["unary"]["code"], "OK", "{r}");
+    let r = grpc_client(&c.cert_path, gw.addr(3).port(), &["busy"]).await;
+    let b = &r["busy"];
+    assert_eq!(b["code"], "RESOURCE_EXHAUSTED", "{b}");
+    assert_eq!(
+        b["details"], "the gateway is at a configured capacity limit; retry later",
+        "{b}"
+    );
+    // The call holding the slot was not disturbed.
+    assert_eq!(b["held"]["code"], "OK", "{b}");
+    assert_eq!(
+        b["held"]["messages"],
+        serde_json::json!(["m0", "m1", "m2"]),
+        "{b}"
+    );
 
     let r = grpc_client(&c.cert_path, gw.addr(2).port(), &["unary"]).await;
     assert_eq!(r["unary"]["code"], "UNIMPLEMENTED", "{r}");
@@ -243,6 +291,7 @@ async fn gateway_made_errors_are_grpc_statuses() {
     assert!(head.starts_with("http/1.1 505"), "{head}");
     assert!(head.contains("grpc-status: 12"), "{head}");
     drop(gw);
+    drop(slow);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

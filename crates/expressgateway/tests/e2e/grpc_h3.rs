@@ -235,3 +235,52 @@ async fn grpcio_through_the_h2_front_to_an_h3_backend() {
     assert!(s["seconds"].as_f64().unwrap_or(0.0) > 1.5, "{s}");
     drop(gw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_made_errors_are_grpc_statuses_on_the_h3_front() {
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let backend = crate::support::h3::H3Backend::start("q", &c).await;
+    let down = closed_port();
+    // Listener 0: its backend's port is closed. Listener 1: a live h3
+    // backend and a 64-byte request body cap.
+    let config = crate::h3_matrix::quic_listener(&c, &down.to_string(), "h2", "")
+        + &crate::h3_matrix::quic_listener(&c, &backend.addr.to_string(), "h3", "").replace(
+            "[[listeners.backends]]",
+            "[listeners.http]\nmax_request_body_bytes = 64\n[[listeners.backends]]",
+        );
+    let gw = Gateway::start_in(dir, &config);
+    // Trailers-only: HTTP 200, the status in the one header block.
+    let status_of = |call: &serde_json::Value| {
+        assert_eq!(call["status"], 200, "{call}");
+        assert_eq!(
+            call["headers"]["content-type"], "application/grpc",
+            "{call}"
+        );
+        (
+            call["headers"]["grpc-status"].clone(),
+            call["headers"]["grpc-message"].clone(),
+        )
+    };
+    let calls = grpc_h3(&c.cert_path, gw.addr(0).port(), &["/test.Echo/Unary:hello"]).await;
+    assert_eq!(
+        status_of(&calls[0]),
+        ("14".into(), "could not connect to a backend".into())
+    );
+    let big = format!("/test.Echo/Unary:{}", "x".repeat(200));
+    let calls = grpc_h3(
+        &c.cert_path,
+        gw.addr(1).port(),
+        &[&big, "/test.Echo/Unary:ok"],
+    )
+    .await;
+    assert_eq!(
+        status_of(&calls[0]),
+        (
+            "8".into(),
+            "request body exceeds the configured limit".into()
+        )
+    );
+    assert_eq!(calls[1]["trailers"]["grpc-status"], "0", "{}", calls[1]);
+    drop(gw);
+}
