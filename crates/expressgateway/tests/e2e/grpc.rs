@@ -3,7 +3,8 @@
 //! kinds through the H2 (`h1s`) front to an h2c backend with trailers and
 //! status details intact, the deadline clamp as the backend sees it, the
 //! synthesized health check, gateway-made errors as gRPC statuses, long
-//! streams past `total_timeout_ms`, and `enabled = false`.
+//! streams past `total_timeout_ms`, silent ones past `body_timeout_ms`
+//! (the deadline governs), and `enabled = false`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -304,6 +305,28 @@ async fn a_long_server_stream_outlives_total_timeout() {
     assert_eq!(s["messages"].as_array().map(Vec::len), Some(8), "{s}");
     assert_eq!(s["trailers"]["x-trailer"], "stream-done", "{s}");
     assert!(s["seconds"].as_f64().unwrap_or(0.0) > 1.5, "{s}");
+    drop(setup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_governed_by_its_deadline_not_body_timeout() {
+    // body_timeout_ms 0.5 s, clamp 3 s, no client deadline: 3 messages
+    // 0.8 s apart (silent past body_timeout_ms each time, ~2.4 s in all)
+    // complete; 5 of them (~4 s) are still ended at the 3 s deadline.
+    let setup = Setup::start(
+        "[listeners.http]\nbody_timeout_ms = 500\n[listeners.grpc]\nmax_deadline_seconds = 3\n",
+    );
+    let r = setup.client(&["stream:3:0.8", "stream:5:0.8"]).await;
+    let s = &r["stream:3:0.8"];
+    assert_eq!(s["code"], "OK", "{s}");
+    assert_eq!(s["messages"], serde_json::json!(["m0", "m1", "m2"]), "{s}");
+    assert_eq!(s["trailers"]["x-trailer"], "stream-done", "{s}");
+    let s = &r["stream:5:0.8"];
+    assert_eq!(s["code"], "DEADLINE_EXCEEDED", "{s}");
+    let n = s["messages"].as_array().map_or(0, Vec::len);
+    assert!((3..5).contains(&n), "{s}");
+    let took = s["seconds"].as_f64().unwrap_or(0.0);
+    assert!((2.8..4.5).contains(&took), "{s}");
     drop(setup);
 }
 

@@ -37,6 +37,9 @@ fn status_for(limit: BodyLimit) -> (Code, &'static str) {
             Code::ResourceExhausted,
             "response larger than the gateway's max_response_body_bytes",
         ),
+        // Not reached through the core, which sets a call's stall bound to
+        // at least its deadline (counted from earlier): the deadline ends
+        // a silent stream first.
         BodyLimit::Stalled => (
             Code::Unavailable,
             "the backend sent nothing for body_timeout_ms",
