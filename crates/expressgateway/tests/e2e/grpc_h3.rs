@@ -267,9 +267,8 @@ async fn gateway_made_errors_are_grpc_statuses_on_the_h3_front() {
         status_of(&calls[0]),
         ("14".into(), "could not connect to a backend".into())
     );
-    // ClientStream: the origin reads the whole request before it answers
-    // (its echo would answer first, and a cap tripping after the answer
-    // began can only end the stream, not make a trailers-only response).
+    // ClientStream: the origin reads the whole request before it answers,
+    // so the cap trips before any answer: trailers-only.
     let big = format!("/test.Echo/ClientStream:{}", "x".repeat(200));
     let calls = grpc_h3(
         &c.cert_path,
@@ -285,5 +284,22 @@ async fn gateway_made_errors_are_grpc_statuses_on_the_h3_front() {
         )
     );
     assert_eq!(calls[1]["trailers"]["grpc-status"], "0", "{}", calls[1]);
+    // The cap tripping after the answer began (bidi: the second, 200-byte
+    // message is sent only once the first came back): the backend's stream
+    // is cut, and the client hears RESOURCE_EXHAUSTED in the trailers, not
+    // a stream that ends without a grpc-status.
+    let late = format!("/test.Echo/Bidi:>small|{}", "x".repeat(200));
+    let calls = grpc_h3(&c.cert_path, gw.addr(1).port(), &[&late]).await;
+    let call = &calls[0];
+    assert_eq!(
+        call["messages"],
+        serde_json::json!([hex("small")]),
+        "{call}"
+    );
+    assert_eq!(call["trailers"]["grpc-status"], "8", "{call}");
+    assert_eq!(
+        call["trailers"]["grpc-message"], "request body exceeds the configured limit",
+        "{call}"
+    );
     drop(gw);
 }

@@ -340,6 +340,7 @@ where
     // listener's in-flight slot live as long as the response body streams.
     let body = Guarded::new(body, limits.max_response_body, stall, deadline);
     let settled = forwarded.outcome_told;
+    let request_events = grpc.map(|_| std::sync::Arc::clone(&body_events));
     let body = BackendBody::new(
         body,
         forwarded.in_flight,
@@ -347,8 +348,8 @@ where
         settled,
         (forwarded.slot, inflight),
     );
-    let body = match grpc {
-        Some(_) => grpc::GrpcBody::new(body).boxed(),
+    let body = match request_events {
+        Some(request) => grpc::GrpcBody::new(body, request).boxed(),
         None => body.boxed(),
     };
     Ok(Response::from_parts(parts, body))

@@ -62,10 +62,16 @@ async def call(client, authority, spec):
     client._http.send_headers(sid, headers)
     if interleave:
         for i, frame in enumerate(framed):
+            if ex.done.done():
+                break
             client._http.send_data(sid, frame, end_stream=False)
             client.transmit()
             await asyncio.wait_for(answered(ex, i + 1), 20)
-        client._http.send_data(sid, b"", end_stream=True)
+        if not ex.done.done():
+            try:
+                client._http.send_data(sid, b"", end_stream=True)
+            except Exception:
+                pass  # the server ended the call (and this stream) first
     else:
         for i, frame in enumerate(framed):
             client._http.send_data(sid, frame, end_stream=i == len(framed) - 1)

@@ -151,9 +151,9 @@ where
     Ok(())
 }
 
-/// A gRPC origin by method name. `.../ServerStream` reads one request
-/// message `N,GAP` (or `N:GAP`) and answers `m0`..`m{N-1}`, GAP seconds
-/// apart; `.../ClientStream` reads the whole request and answers one
+/// A gRPC origin by method name. `.../ServerStream` reads the request
+/// (one message `N,GAP` or `N:GAP`) before it answers `m0`..`m{N-1}`, GAP seconds
+/// apart; `.../ClientStream` reads the whole request before it answers one
 /// message, the request messages joined by `|`; anything else echoes each
 /// request chunk back as it arrives (unary and bidi). Then trailers with
 /// grpc-status 0, status details and custom metadata; the `grpc-timeout`
@@ -175,14 +175,15 @@ where
         .header("content-type", "application/grpc")
         .header("x-seen-grpc-timeout", seen)
         .body(())?;
-    stream.send_response(resp).await?;
     let method = req.uri().path().rsplit('/').next().unwrap_or_default();
     match method {
         "ServerStream" | "ClientStream" => {
+            // The whole request first, then the answer.
             let mut body = BytesMut::new();
             while let Some(mut chunk) = stream.recv_data().await? {
                 body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
             }
+            stream.send_response(resp).await?;
             let messages = grpc_messages(&body);
             if method == "ClientStream" {
                 stream.send_data(grpc_frame(&messages.join(&b'|'))).await?;
@@ -200,6 +201,7 @@ where
             }
         }
         _ => {
+            stream.send_response(resp).await?;
             while let Some(mut chunk) = stream.recv_data().await? {
                 let bytes = chunk.copy_to_bytes(chunk.remaining());
                 stream.send_data(bytes).await?;
