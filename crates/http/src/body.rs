@@ -68,7 +68,7 @@ impl BodyEvents {
         self.end.notify_waiters();
     }
 
-    fn fail(&self, fault: BodyFault) {
+    pub(crate) fn fail(&self, fault: BodyFault) {
         let _ = self.client_fault.set(fault);
         self.finish();
     }

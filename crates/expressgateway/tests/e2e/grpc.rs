@@ -3,7 +3,8 @@
 //! kinds through the H2 (`h1s`) front to an h2c backend with trailers and
 //! status details intact, the deadline clamp as the backend sees it, the
 //! synthesized health check, gateway-made errors as gRPC statuses, long
-//! streams past `total_timeout_ms`, and `enabled = false`.
+//! streams past `total_timeout_ms`, silent ones past `body_timeout_ms`
+//! (the deadline governs), and `enabled = false`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -186,8 +187,11 @@ async fn gateway_made_errors_are_grpc_statuses() {
     let dir = scratch();
     let c = cert(dir.path(), "srv");
     // Listener 0: its only backend's port is closed, and an active TCP
-    // check marks it down. Listener 1: a live backend and a 1 s clamp.
-    // Listener 2: no route for gRPC paths.
+    // check marks it down. Listener 1: a live backend, a 1 s clamp and a
+    // 1 KiB request body cap. Listener 2: no route for gRPC paths.
+    // Listener 3: one request in flight at most. Listener 4: a 1 s clamp
+    // before hyper's h2c backend, whose /slow never answers and ignores
+    // grpc-timeout (so only the gateway can end the call).
     let down = closed_port();
     let mut config = h1s_config(
         &c,
@@ -197,7 +201,8 @@ async fn gateway_made_errors_are_grpc_statuses() {
     config.push_str(&h1s_config(
         &c,
         &server.addr(),
-        "[listeners.grpc]\nmax_deadline_seconds = 1\n",
+        "[listeners.grpc]\nmax_deadline_seconds = 1\n\
+         [listeners.http]\nmax_request_body_bytes = 1024\n",
     ));
     config.push_str(&format!(
         "[[clusters]]\nname = \"other\"\n[[clusters.backends]]\naddress = \"{}\"\nprotocol = \"h2\"\n\
@@ -207,6 +212,17 @@ async fn gateway_made_errors_are_grpc_statuses() {
         server.addr(),
         c.cert_path.display(),
         c.key_path.display(),
+    ));
+    config.push_str(&h1s_config(
+        &c,
+        &server.addr(),
+        "[listeners.http]\nmax_inflight_requests = 1\n",
+    ));
+    let slow = crate::support::http::HttpBackend::start("slow").await;
+    config.push_str(&h1s_config(
+        &c,
+        &slow.addr.to_string(),
+        "[listeners.grpc]\nmax_deadline_seconds = 1\n",
     ));
     let gw = Gateway::start_in(dir, &config);
     // Let the check mark the closed backend down.
@@ -221,6 +237,39 @@ async fn gateway_made_errors_are_grpc_statuses() {
     let r = grpc_client(&c.cert_path, gw.addr(1).port(), &["sleep:3"]).await;
     let s = &r["sleep:3"];
     assert_eq!(s["code"], "DEADLINE_EXCEEDED", "{s}");
+    // The same where the backend cannot end it (grpcio's server enforces
+    // the grpc-timeout it is sent; hyper's /slow does not): the gateway's
+    // own trailers-only answer at the clamp, not a reset.
+    let r = grpc_client(&c.cert_path, gw.addr(4).port(), &["raw:/slow"]).await;
+    let s = &r["raw:/slow"];
+    assert_eq!(s["code"], "DEADLINE_EXCEEDED", "{s}");
+    assert_eq!(s["details"], "the backend did not answer in time", "{s}");
+    let took = s["seconds"].as_f64().unwrap_or(0.0);
+    assert!((0.9..1.9).contains(&took), "{s}");
+
+    // Limits: the request body cap and the in-flight cap are
+    // RESOURCE_EXHAUSTED, with the gateway's reason.
+    let r = grpc_client(&c.cert_path, gw.addr(1).port(), &["big", "unary"]).await;
+    assert_eq!(r["big"]["code"], "RESOURCE_EXHAUSTED", "{r}");
+    assert_eq!(
+        r["big"]["details"], "request body exceeds the configured limit",
+        "{r}"
+    );
+    assert_eq!(r["unary"]["code"], "OK", "{r}");
+    let r = grpc_client(&c.cert_path, gw.addr(3).port(), &["busy"]).await;
+    let b = &r["busy"];
+    assert_eq!(b["code"], "RESOURCE_EXHAUSTED", "{b}");
+    assert_eq!(
+        b["details"], "the gateway is at a configured capacity limit; retry later",
+        "{b}"
+    );
+    // The call holding the slot was not disturbed.
+    assert_eq!(b["held"]["code"], "OK", "{b}");
+    assert_eq!(
+        b["held"]["messages"],
+        serde_json::json!(["m0", "m1", "m2"]),
+        "{b}"
+    );
 
     let r = grpc_client(&c.cert_path, gw.addr(2).port(), &["unary"]).await;
     assert_eq!(r["unary"]["code"], "UNIMPLEMENTED", "{r}");
@@ -243,6 +292,7 @@ async fn gateway_made_errors_are_grpc_statuses() {
     assert!(head.starts_with("http/1.1 505"), "{head}");
     assert!(head.contains("grpc-status: 12"), "{head}");
     drop(gw);
+    drop(slow);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,6 +305,28 @@ async fn a_long_server_stream_outlives_total_timeout() {
     assert_eq!(s["messages"].as_array().map(Vec::len), Some(8), "{s}");
     assert_eq!(s["trailers"]["x-trailer"], "stream-done", "{s}");
     assert!(s["seconds"].as_f64().unwrap_or(0.0) > 1.5, "{s}");
+    drop(setup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_governed_by_its_deadline_not_body_timeout() {
+    // body_timeout_ms 0.5 s, clamp 3 s, no client deadline: 3 messages
+    // 0.8 s apart (silent past body_timeout_ms each time, ~2.4 s in all)
+    // complete; 5 of them (~4 s) are still ended at the 3 s deadline.
+    let setup = Setup::start(
+        "[listeners.http]\nbody_timeout_ms = 500\n[listeners.grpc]\nmax_deadline_seconds = 3\n",
+    );
+    let r = setup.client(&["stream:3:0.8", "stream:5:0.8"]).await;
+    let s = &r["stream:3:0.8"];
+    assert_eq!(s["code"], "OK", "{s}");
+    assert_eq!(s["messages"], serde_json::json!(["m0", "m1", "m2"]), "{s}");
+    assert_eq!(s["trailers"]["x-trailer"], "stream-done", "{s}");
+    let s = &r["stream:5:0.8"];
+    assert_eq!(s["code"], "DEADLINE_EXCEEDED", "{s}");
+    let n = s["messages"].as_array().map_or(0, Vec::len);
+    assert!((3..5).contains(&n), "{s}");
+    let took = s["seconds"].as_f64().unwrap_or(0.0);
+    assert!((2.8..4.5).contains(&took), "{s}");
     drop(setup);
 }
 

@@ -2,8 +2,9 @@
 //! and towards backends, with third-party peers: niquests, the Python `h2`
 //! library and Node's http2 client on the `h1s` front; aioquic (and
 //! niquests) on the `quic` front; hypercorn as an RFC 8441 origin and an
-//! aioquic RFC 9220 origin behind an HTTP/1.1 front; an HTTP/2 backend
-//! without SETTINGS_ENABLE_CONNECT_PROTOCOL answered with 502.
+//! aioquic RFC 9220 origin behind an HTTP/1.1 front; HTTP/2 and HTTP/3
+//! backends without SETTINGS_ENABLE_CONNECT_PROTOCOL answered with 502;
+//! `h2_extended_connect`/`h3_extended_connect = false` not advertising it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,6 +18,10 @@ use crate::support::http::HttpBackend;
 use crate::support::tls::cert;
 use crate::support::*;
 use crate::websocket::{peer, Origin};
+
+/// The answer to RFC 6455 §1.3's sample key `dGhlIHNhbXBsZSBub25jZQ==`,
+/// which the `h2` and aioquic clients send on their extended CONNECT.
+const RFC_6455_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 /// How long a Python origin may take to listen.
 const ORIGIN_READY: Duration = Duration::from_secs(15);
@@ -43,10 +48,11 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
     let gw = Gateway::start_in(dir, &tls_front("h1s", "tls", &c, &backend));
     let port = gw.addr(0).port().to_string();
 
-    // The h2 library: the setting, then 1 MiB (16x the default stream
+    // The h2 library: the setting, then 10 MiB (160x the default stream
     // window) echoed while it grants window only as it reads.
-    let r = h2_lib_echo(&port, &ca).await;
+    let r = h2_lib_echo(&port, &ca, 10 << 20).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
+    assert_eq!(r["accept"], RFC_6455_ACCEPT, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),
@@ -65,14 +71,17 @@ async fn h2_front_speaks_rfc_8441_to_niquests_h2_and_node() {
             ca.clone(),
             "--size".into(),
             "16000".into(),
+            // Silent past the listener's 2 s total_timeout_ms.
+            "--hold".into(),
+            "3".into(),
         ],
         Duration::from_secs(60),
     )
     .await;
     assert_eq!(r["http_version"], 20, "{r}");
     assert_eq!(
-        (&r["text_ok"], &r["binary_ok"]),
-        (&true.into(), &true.into()),
+        (&r["text_ok"], &r["binary_ok"], &r["hold_ok"]),
+        (&true.into(), &true.into(), &true.into()),
         "{r}"
     );
 
@@ -98,13 +107,15 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
     require_python_modules(&["aioquic", "niquests"]);
     let origin = Origin::start();
     let dir = scratch();
-    let c = cert(dir.path(), "srv");
-    let ca = c.cert_path.display().to_string();
+    // qh3 (niquests' QUIC stack) trusts only a CA-issued chain.
+    let (c, ca) = crate::support::tls::ca_issued(dir.path(), "srv");
+    let ca = ca.display().to_string();
     let backend = format!("address = \"127.0.0.1:{}\"", origin.port);
     let gw = Gateway::start_in(dir, &tls_front("quic", "quic", &c, &backend));
     let port = gw.addr(0).port().to_string();
     let r = aioquic_echo(&port, &ca).await;
     assert_eq!(r["enable_connect_protocol"], 1, "{r}");
+    assert_eq!(r["accept"], RFC_6455_ACCEPT, "{r}");
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),
@@ -114,6 +125,46 @@ async fn h3_front_speaks_rfc_9220_to_aioquic_and_niquests() {
     let closes = origin.closes(1, Duration::from_secs(5));
     assert!(
         closes.iter().any(|l| l.starts_with("CLOSED 1000")),
+        "{closes:?}"
+    );
+
+    // niquests over HTTP/3 only (urllib3-future's RFC 9220 client over
+    // qh3): a text and a 10 MiB message echoed, then 3 s of silence past
+    // the listener's 2 s total_timeout_ms and one more echo, then a 1000
+    // close answered by the origin's close.
+    let url = format!("wss+rfc8441://localhost:{port}/niquests-h3");
+    let r = peer(
+        vec![
+            "niquests".into(),
+            "--h3".into(),
+            "--url".into(),
+            url,
+            "--ca".into(),
+            ca,
+            "--size".into(),
+            (10 << 20).to_string(),
+            "--hold".into(),
+            "3".into(),
+            "--close".into(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        (&r["status"], &r["http_version"]),
+        (&200.into(), &30.into()),
+        "{r}"
+    );
+    assert_eq!(
+        (&r["text_ok"], &r["binary_ok"], &r["hold_ok"]),
+        (&true.into(), &true.into(), &true.into()),
+        "{r}\n{}",
+        gw.stderr()
+    );
+    assert_eq!(r["closed_by_peer"], true, "{r}");
+    let closes = origin.closes(2, Duration::from_secs(5));
+    assert!(
+        closes.iter().any(|l| l == "CLOSED 1000 finished"),
         "{closes:?}"
     );
 }
@@ -274,6 +325,69 @@ async fn an_h2_backend_without_extended_connect_gets_502() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_backend_without_extended_connect_gets_502() {
+    require_python_modules(&["websockets"]);
+    // quinn + h3 with the h3 builder's default: SETTINGS_ENABLE_CONNECT_PROTOCOL
+    // not advertised (h3 sends it as 0).
+    let dir = scratch();
+    let c = cert(dir.path(), "h3");
+    let backend = crate::support::h3::H3Backend::start("no-connect", &c).await;
+    let gw = Gateway::start_in(
+        dir,
+        &h1_front(&format!(
+            "address = \"{}\"\nprotocol = \"h3\"\ntls_ca_path = \"{}\"",
+            backend.addr,
+            c.cert_path.display()
+        )),
+    );
+    let url = format!("ws://{}/nope", gw.addr(0));
+    let r = websockets_echo(&url, "status").await;
+    assert_eq!(r["status"], 502, "{r}");
+    // It was not asked to carry the WebSocket as a plain request either.
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_connect_off_is_not_advertised() {
+    require_python_modules(&["h2", "aioquic"]);
+    let origin = Origin::start();
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let ca = c.cert_path.display().to_string();
+    let backend = format!("address = \"127.0.0.1:{}\"", origin.port);
+    let off = |front: String| {
+        front.replace(
+            "[[listeners.backends]]",
+            "[listeners.websocket]\nh2_extended_connect = false\nh3_extended_connect = false\n\
+             [[listeners.backends]]",
+        )
+    };
+    let config =
+        off(tls_front("h1s", "tls", &c, &backend)) + &off(tls_front("quic", "quic", &c, &backend));
+    let gw = Gateway::start_in(dir, &config);
+    let h2 = gw.addr(0).port().to_string();
+    let args = ["h2", "--port", &h2, "--ca", &ca, "--settings-only"];
+    let r = peer(args.map(String::from).to_vec(), Duration::from_secs(30)).await;
+    // The h2 client reports 0 for a setting the server left out.
+    assert_eq!(r["enable_connect_protocol"], 0, "{r}");
+    let mut cmd = python();
+    cmd.arg(py_dir().join("ws_h3.py")).args([
+        "client",
+        "--port",
+        &gw.addr(1).port().to_string(),
+        "--ca",
+        &ca,
+        "--settings-only",
+    ]);
+    let r = run_json(cmd, "ws_h3.py client", Duration::from_secs(30)).await;
+    assert_eq!(r["settings_seen"], true, "{r}");
+    assert!(
+        r["enable_connect_protocol"].is_null() || r["enable_connect_protocol"] == 0,
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
     require_python_modules(&["h2", "aioquic", "hypercorn"]);
     let dir = scratch();
@@ -296,7 +410,7 @@ async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
     );
     let gw = Gateway::start_in(dir, &config);
     // HTTP/2 client -> HTTP/3 origin.
-    let r = h2_lib_echo(&gw.addr(0).port().to_string(), &ca).await;
+    let r = h2_lib_echo(&gw.addr(0).port().to_string(), &ca, 1 << 20).await;
     assert_eq!(
         (&r["status"], &r["echo_ok"]),
         (&200.into(), &true.into()),
@@ -311,9 +425,10 @@ async fn h2_and_h3_fronts_reach_h2_and_h3_origins() {
     );
 }
 
-/// The `h2` library's RFC 8441 client (`ws_peer.py h2`): 1 MiB echoed.
-async fn h2_lib_echo(port: &str, ca: &str) -> serde_json::Value {
-    let args = ["h2", "--port", port, "--ca", ca, "--size", "1048576"];
+/// The `h2` library's RFC 8441 client (`ws_peer.py h2`): `size` bytes echoed.
+async fn h2_lib_echo(port: &str, ca: &str, size: usize) -> serde_json::Value {
+    let size = size.to_string();
+    let args = ["h2", "--port", port, "--ca", ca, "--size", &size];
     peer(args.map(String::from).to_vec(), Duration::from_secs(60)).await
 }
 

@@ -211,6 +211,14 @@ where
 {
     // A gRPC call's own (clamped) deadline governs it, not total_timeout_ms.
     let deadline = Instant::now() + grpc.map_or(settings.limits.total_timeout, |c| c.budget);
+    // Nor body_timeout_ms: a stream may be silent, either way, for as long
+    // as its deadline allows (a watch or pub/sub stream sends when there
+    // is news). Still bounded: the deadline is at most
+    // max_deadline_seconds. Past a shorter deadline the stall timer could
+    // not fire first anyway.
+    let stall = grpc.map_or(settings.limits.body_timeout, |c| {
+        c.budget.max(settings.limits.body_timeout)
+    });
     validate::check_framing(&req, settings.strict_te)?;
     let authority = validate::authority(&req)?;
     let host = authority
@@ -297,12 +305,8 @@ where
         client_version,
     );
     let keys = affinity::keys(&pool.pool, &parts.headers);
-    let (body, body_events) = Guarded::from_client(
-        body,
-        settings.limits.max_request_body,
-        settings.limits.body_timeout,
-        deadline,
-    );
+    let (body, body_events) =
+        Guarded::from_client(body, settings.limits.max_request_body, stall, deadline);
     let exchange = forward::Exchange {
         pool,
         conn,
@@ -334,13 +338,9 @@ where
     let limits = &settings.limits;
     // The balancer's in-flight guard, the circuit-breaker slot and the
     // listener's in-flight slot live as long as the response body streams.
-    let body = Guarded::new(
-        body,
-        limits.max_response_body,
-        limits.body_timeout,
-        deadline,
-    );
+    let body = Guarded::new(body, limits.max_response_body, stall, deadline);
     let settled = forwarded.outcome_told;
+    let request_events = grpc.map(|_| std::sync::Arc::clone(&body_events));
     let body = BackendBody::new(
         body,
         forwarded.in_flight,
@@ -348,8 +348,8 @@ where
         settled,
         (forwarded.slot, inflight),
     );
-    let body = match grpc {
-        Some(_) => grpc::GrpcBody::new(body).boxed(),
+    let body = match request_events {
+        Some(request) => grpc::GrpcBody::new(body, request).boxed(),
         None => body.boxed(),
     };
     Ok(Response::from_parts(parts, body))

@@ -10,24 +10,43 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use std::sync::Arc;
+
 use super::status::{fields, Code};
-use crate::body::{limit_in, BodyLimit, BoxError};
+use crate::body::{limit_in, BodyEvents, BodyFault, BodyLimit, BoxError};
+use crate::error_map::ProxyError;
 
 pin_project_lite::pin_project! {
     pub struct GrpcBody<B> {
         #[pin]
         inner: B,
         ended: bool,
+        // The request body's fate: a cap of ours tripping on it after the
+        // backend's answer began ends the backend's stream (reset, or
+        // finished without trailers); the client hears our status instead.
+        request: Arc<BodyEvents>,
     }
 }
 
 impl<B> GrpcBody<B> {
-    pub fn new(inner: B) -> Self {
+    pub fn new(inner: B, request: Arc<BodyEvents>) -> Self {
         Self {
             inner,
             ended: false,
+            request,
         }
     }
+}
+
+/// The status for a request body one of our limits stopped; `None` when
+/// the client itself aborted (nobody is left to tell).
+fn request_status(request: &BodyEvents) -> Option<(Code, &'static str)> {
+    let e = match request.client_fault()? {
+        BodyFault::Aborted => return None,
+        BodyFault::Limit(BodyLimit::TooLarge) => ProxyError::TooLarge,
+        BodyFault::Limit(BodyLimit::Stalled | BodyLimit::TotalTimeout) => ProxyError::ClientTimeout,
+    };
+    Some((Code::for_error(&e), e.detail()))
 }
 
 fn status_for(limit: BodyLimit) -> (Code, &'static str) {
@@ -37,6 +56,9 @@ fn status_for(limit: BodyLimit) -> (Code, &'static str) {
             Code::ResourceExhausted,
             "response larger than the gateway's max_response_body_bytes",
         ),
+        // Not reached through the core, which sets a call's stall bound to
+        // at least its deadline (counted from earlier): the deadline ends
+        // a silent stream first.
         BodyLimit::Stalled => (
             Code::Unavailable,
             "the backend sent nothing for body_timeout_ms",
@@ -59,17 +81,30 @@ where
         if *this.ended {
             return Poll::Ready(None);
         }
-        match this.inner.poll_frame(cx) {
+        let status = match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => match limit_in(e.as_ref()) {
-                Some(limit) => {
-                    *this.ended = true;
-                    let (code, message) = status_for(limit);
-                    Poll::Ready(Some(Ok(Frame::trailers(fields(code, message)))))
-                }
-                None => Poll::Ready(Some(Err(e))),
+                Some(limit) => status_for(limit),
+                None => match request_status(this.request) {
+                    Some(status) => status,
+                    None => return Poll::Ready(Some(Err(e))),
+                },
             },
-            other => other,
-        }
+            // Ended without trailers: a stream our request cap cut short.
+            Poll::Ready(None) => match request_status(this.request) {
+                Some(status) => status,
+                None => return Poll::Ready(None),
+            },
+            other => {
+                if let Poll::Ready(Some(Ok(frame))) = &other {
+                    // Trailers are the end: nothing may follow them.
+                    *this.ended = frame.is_trailers();
+                }
+                return other;
+            }
+        };
+        *this.ended = true;
+        let (code, message) = status;
+        Poll::Ready(Some(Ok(Frame::trailers(fields(code, message)))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -97,11 +132,42 @@ mod tests {
         }));
         let deadline = Instant::now() + Duration::from_secs(2);
         let guarded = Guarded::new(silent, 1 << 20, Duration::from_secs(60), deadline);
-        let collected = GrpcBody::new(guarded)
+        let collected = GrpcBody::new(guarded, Arc::default())
             .collect()
             .await
             .expect("trailers, not an error");
         let trailers = collected.trailers().cloned().unwrap_or_default();
         assert_eq!(trailers["grpc-status"], "4");
+    }
+
+    /// A backend stream that ends (cleanly, or with an error) after our
+    /// request body cap tripped ends in RESOURCE_EXHAUSTED trailers.
+    #[tokio::test]
+    async fn request_cap_after_the_answer_began_ends_in_resource_exhausted() {
+        for backend_end in [None, Some("reset by the backend")] {
+            let request = Arc::new(BodyEvents::default());
+            request.fail(BodyFault::Limit(BodyLimit::TooLarge));
+            let mut frames: Vec<Result<Frame<Bytes>, BoxError>> =
+                vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x01x")))];
+            if let Some(why) = backend_end {
+                frames.push(Err(why.into()));
+            }
+            let inner = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+            let collected = GrpcBody::new(inner, request)
+                .collect()
+                .await
+                .expect("trailers, not an error");
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            assert_eq!(trailers["grpc-status"], "8", "{backend_end:?}");
+            assert_eq!(
+                trailers["grpc-message"], "request body exceeds the configured limit",
+                "{backend_end:?}"
+            );
+        }
+        // No fault of ours: a clean end stays clean, an error stays one.
+        let inner = http_body_util::Full::new(Bytes::from_static(b"x"))
+            .map_err(|never| -> BoxError { match never {} });
+        let collected = GrpcBody::new(inner, Arc::default()).collect().await;
+        assert!(collected.is_ok_and(|c| c.trailers().is_none()));
     }
 }

@@ -166,8 +166,36 @@ mod tests {
             resp.headers().get(&SEC_ACCEPT).map(HeaderValue::as_bytes),
             Some(&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..])
         );
+        // On H2/H3 (extended CONNECT) too, for clients that send a key.
         let resp = answer(Kind::ExtendedConnect, &hello, None);
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(resp.headers().get(UPGRADE).is_none());
+        assert_eq!(
+            resp.headers().get(&SEC_ACCEPT).map(HeaderValue::as_bytes),
+            Some(&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..])
+        );
+        // No key, no accept: there is nothing to answer.
+        let keyless = ClientHello {
+            key: None,
+            protocols: vec![],
+        };
+        let resp = answer(Kind::ExtendedConnect, &keyless, None);
+        assert!(resp.headers().get(&SEC_ACCEPT).is_none());
+    }
+
+    #[test]
+    fn extended_connect_key_is_optional_but_checked() {
+        let keyed = [
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        let connect = |h: &[(&str, &str)]| check(Kind::ExtendedConnect, &parts(Method::CONNECT, h));
+        let hello = connect(&keyed).expect("valid");
+        assert_eq!(
+            hello.key.as_ref().map(HeaderValue::as_bytes),
+            Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..])
+        );
+        assert!(connect(&keyed[..1]).is_ok_and(|h| h.key.is_none()));
+        assert!(connect(&[("sec-websocket-key", "abc")]).is_err());
     }
 }

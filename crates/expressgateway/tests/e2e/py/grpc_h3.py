@@ -4,6 +4,9 @@ length-prefixed message) on one QUIC connection.
 
 Usage: grpc_h3.py --ca CERT --port PORT CALL...
   CALL = PATH:PAYLOAD[:GRPC-TIMEOUT], e.g. /test.Echo/Unary:hello:20S
+  PAYLOAD "a|b|c" is three messages (client streaming), sent at once;
+  ">a|b" sends each message only once the previous one's answer arrived
+  (bidi, interleaved), then ends the request.
 Prints {"calls": [{"path", "status", "headers", "trailers", "messages"
 (hex)}]}. Exits non-zero when a call does not complete.
 """
@@ -32,6 +35,12 @@ def messages(body: bytes):
     return out
 
 
+async def answered(ex, n):
+    """Until the response holds n messages (or ended)."""
+    while len(messages(bytes(ex.body))) < n and not ex.done.done():
+        await asyncio.sleep(0.01)
+
+
 async def call(client, authority, spec):
     path, payload, *timeout = spec.split(":")
     sid = client._quic.get_next_available_stream_id()
@@ -47,9 +56,25 @@ async def call(client, authority, spec):
     ]
     if timeout:
         headers.append((b"grpc-timeout", timeout[0].encode()))
-    data = payload.encode()
+    interleave = payload.startswith(">")
+    parts = [p.encode() for p in payload.lstrip(">").split("|")]
+    framed = [struct.pack(">BI", 0, len(p)) + p for p in parts]
     client._http.send_headers(sid, headers)
-    client._http.send_data(sid, struct.pack(">BI", 0, len(data)) + data, end_stream=True)
+    if interleave:
+        for i, frame in enumerate(framed):
+            if ex.done.done():
+                break
+            client._http.send_data(sid, frame, end_stream=False)
+            client.transmit()
+            await asyncio.wait_for(answered(ex, i + 1), 20)
+        if not ex.done.done():
+            try:
+                client._http.send_data(sid, b"", end_stream=True)
+            except Exception:
+                pass  # the server ended the call (and this stream) first
+    else:
+        for i, frame in enumerate(framed):
+            client._http.send_data(sid, frame, end_stream=i == len(framed) - 1)
     client.transmit()
     await asyncio.wait_for(ex.done, 20)
     return {

@@ -143,6 +143,13 @@ def scenario(ch, name):
         return res
     if name == "unary":
         return run_unary(ch, "Unary", b"hello", timeout=20)
+    if name == "client_stream":
+        fn = ch.stream_unary(f"/{SVC}/ClientStream")
+        try:
+            cs, call = fn.with_call(iter([b"a", b"b", b"c"]), timeout=20)
+            return {"response": cs.decode(), **outcome(call)}
+        except grpc.RpcError as e:
+            return outcome(e)
     if name == "echo":
         fn = ch.unary_unary(f"/{SVC}/Unary")
         resp, call = fn.with_call(b"hello", timeout=20)
@@ -153,6 +160,30 @@ def scenario(ch, name):
             **outcome(call),
             "bidi": [m.decode() for m in bd],
         }
+    if name == "big":
+        # 4 KiB, past a small max_request_body_bytes (grpcio sends no
+        # content-length: the cap trips as the body streams).
+        return run_unary(ch, "Unary", b"x" * 4096, timeout=20)
+    if name == "busy":
+        # One call in flight (a server stream that has sent its first
+        # message), then a unary call beside it.
+        ss = ch.unary_stream(f"/{SVC}/ServerStream")(b"3:0.5", timeout=20)
+        first = next(ss).decode()
+        out = run_unary(ch, "Unary", b"hello", timeout=20)
+        rest = [m.decode() for m in ss]
+        out["held"] = {"messages": [first, *rest], **outcome(ss)}
+        return out
+    if name.startswith("raw:"):
+        # A method path outside test.Echo (a non-gRPC backend's route).
+        fn = ch.unary_unary(name.split(":", 1)[1])
+        started = time.monotonic()
+        try:
+            _, call = fn.with_call(b"")
+            out = outcome(call)
+        except grpc.RpcError as e:
+            out = outcome(e)
+        out["seconds"] = time.monotonic() - started
+        return out
     if name.startswith("sleep:"):
         return run_unary(ch, "Sleep", name.split(":", 1)[1].encode())
     if name.startswith("stream:"):

@@ -1,9 +1,11 @@
 """WebSocket over HTTP/3 (RFC 9220) with aioquic, for the e2e tests.
 
-  ws_h3.py client --port P --ca CA --size N
+  ws_h3.py client --port P --ca CA --size N [--settings-only]
       Checks the server's SETTINGS_ENABLE_CONNECT_PROTOCOL, opens an
-      extended CONNECT (:protocol websocket), echoes a text and an N-byte
-      message, closes with 1000. Prints one JSON report.
+      extended CONNECT (:protocol websocket) with a Sec-WebSocket-Key
+      (reports the Sec-WebSocket-Accept), echoes a text and an N-byte
+      message, closes with 1000. Prints one JSON report. --settings-only:
+      report the setting (and that SETTINGS arrived) and stop.
 
   ws_h3.py serve --cert C --key K
       An RFC 9220 WebSocket echo origin on 127.0.0.1:0 (UDP). Prints
@@ -44,6 +46,7 @@ class Client(QuicConnectionProtocol):
         super().__init__(*a, **kw)
         self.h3 = H3Connection(self._quic)
         self.status = asyncio.get_running_loop().create_future()
+        self.accept = None
         self.messages = asyncio.Queue()
         self.buf = b""
         self.partial = bytearray()
@@ -51,7 +54,10 @@ class Client(QuicConnectionProtocol):
     def quic_event_received(self, event):
         for ev in self.h3.handle_event(event):
             if isinstance(ev, HeadersReceived) and not self.status.done():
-                self.status.set_result(int(dict(ev.headers)[b":status"]))
+                head = dict(ev.headers)
+                accept = head.get(b"sec-websocket-accept")
+                self.accept = accept.decode() if accept else None
+                self.status.set_result(int(head[b":status"]))
             elif isinstance(ev, DataReceived):
                 self.buf += ev.data
                 frames, self.buf = parse_frames(self.buf)
@@ -79,6 +85,10 @@ async def client(args):
             await asyncio.sleep(0.02)
         settings = c.h3.received_settings or {}
         report["enable_connect_protocol"] = settings.get(Setting.ENABLE_CONNECT_PROTOCOL)
+        report["settings_seen"] = c.h3.received_settings is not None
+        if args.settings_only:
+            print(json.dumps(report))
+            return
         sid = c._quic.get_next_available_stream_id()
         c.h3.send_headers(
             sid,
@@ -89,10 +99,13 @@ async def client(args):
                 (b":path", b"/h3"),
                 (b":authority", f"localhost:{args.port}".encode()),
                 (b"sec-websocket-version", b"13"),
+                # RFC 6455 1.3's sample key: optional on HTTP/3, but answered.
+                (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
             ],
         )
         c.transmit()
         report["status"] = await asyncio.wait_for(c.status, 10)
+        report["accept"] = c.accept
         ok = []
         for payload, op in ((b"hello over h3", 0x1), (pattern(args.size), 0x2)):
             c.h3.send_data(sid, ws_frame(op, payload), end_stream=False)
@@ -160,6 +173,7 @@ def main():
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--ca", required=True)
     c.add_argument("--size", type=int, default=1 << 20)
+    c.add_argument("--settings-only", action="store_true")
     s = sub.add_parser("serve")
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)

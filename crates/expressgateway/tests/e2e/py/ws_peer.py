@@ -19,13 +19,20 @@
         hold:SECS          one echo every 0.1 s for SECS seconds
         status             expect the handshake refused; report the status
 
-  ws_peer.py niquests --url wss+rfc8441://... --ca CA --size N
-      niquests over HTTP/2 (RFC 8441): text and an N-byte message echoed.
+  ws_peer.py niquests --url wss+rfc8441://... --ca CA --size N [--h3] [--close]
+                                                         [--hold S]
+      niquests over HTTP/2 (RFC 8441), or HTTP/3 only with --h3 (RFC 9220;
+      urllib3-future speaks it over qh3, which trusts only a CA-issued
+      chain, not a self-signed leaf): text and an N-byte message echoed;
+      --hold S then waits S seconds and echoes once more; --close then
+      closes with 1000 and waits for the close reply.
 
-  ws_peer.py h2 --port P --ca CA --size N
+  ws_peer.py h2 --port P --ca CA --size N [--settings-only]
       The `h2` library over TLS: checks SETTINGS_ENABLE_CONNECT_PROTOCOL,
-      opens an extended CONNECT and echoes an N-byte message under HTTP/2
+      opens an extended CONNECT with a Sec-WebSocket-Key (reports the
+      Sec-WebSocket-Accept) and echoes an N-byte message under HTTP/2
       flow control (it acknowledges data only as it reads it).
+      --settings-only: report the setting and stop.
 """
 
 import argparse
@@ -186,8 +193,32 @@ def niquests_client(args):
                 break
             got += part if isinstance(part, bytes) else part.encode()
         report["binary_ok"] = got == data
+        if args.hold:
+            # Silent past the listener's total_timeout_ms, then one more echo.
+            time.sleep(args.hold)
+            ext.send_payload("after hold")
+            report["hold_ok"] = ext.next_payload() == "after hold"
+        if args.close:
+            report["closed_by_peer"] = niquests_close(ext)
         ext.close()
     print(json.dumps(report))
+
+
+def niquests_close(ext):
+    """Close with 1000 "finished" and wait for the peer's close frame.
+
+    niquests' own ext.close() sends wsproto's CloseConnection(0): status
+    code 0, which RFC 6455 7.4 forbids on the wire, so a conforming relay
+    answers it with 1002. This sends a valid close through the same
+    wsproto connection and stream; next_payload() returns None once the
+    peer's close frame arrives."""
+    from wsproto.events import CloseConnection
+
+    ext._dsa.sendall(ext._protocol.send(CloseConnection(1000, "finished")))
+    while True:
+        part = ext.next_payload()
+        if part is None:
+            return ext._remote_shutdown
 
 
 def ws_frame(opcode, payload):
@@ -272,6 +303,10 @@ def h2_client(args):
                 s = ev.changed_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL)
                 enable = s.new_value if s else 0
     report["enable_connect_protocol"] = enable
+    if args.settings_only:
+        sock.close()
+        print(json.dumps(report))
+        return
     sid = conn.get_next_available_stream_id()
     conn.send_headers(
         sid,
@@ -282,6 +317,8 @@ def h2_client(args):
             (":path", "/h2"),
             (":authority", f"localhost:{args.port}"),
             ("sec-websocket-version", "13"),
+            # RFC 6455 1.3's sample key: optional on HTTP/2, but answered.
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ],
     )
     sock.sendall(conn.data_to_send())
@@ -289,14 +326,17 @@ def h2_client(args):
     while status is None and time.monotonic() < deadline:
         for ev in pump():
             if isinstance(ev, h2.events.ResponseReceived):
-                status = dict(ev.headers).get(b":status")
+                head = dict(ev.headers)
+                status = head.get(b":status")
+                accept = head.get(b"sec-websocket-accept")
+                report["accept"] = accept.decode() if accept else None
     report["status"] = int(status) if status else None
     data = pattern(args.size)
     frame = ws_frame(0x2, data)
     # Send under flow control: never more than the window allows.
     sent = 0
     got = bytearray()
-    buf = b""
+    buf = bytearray()  # grows in place: a 10 MiB echo arrives in many DATA frames
     echoed = None
     while time.monotonic() < deadline and echoed is None:
         while sent < len(frame):
@@ -345,10 +385,13 @@ def main():
     n.add_argument("--ca", required=True)
     n.add_argument("--size", type=int, default=1 << 20)
     n.add_argument("--h3", action="store_true")
+    n.add_argument("--close", action="store_true")
+    n.add_argument("--hold", type=float, default=0)
     h = sub.add_parser("h2")
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--ca", required=True)
     h.add_argument("--size", type=int, default=1 << 20)
+    h.add_argument("--settings-only", action="store_true")
     args = p.parse_args()
     if args.cmd == "serve":
         asyncio.run(serve(args))

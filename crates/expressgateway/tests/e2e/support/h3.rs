@@ -151,7 +151,11 @@ where
     Ok(())
 }
 
-/// A gRPC echo: every request message back, then trailers with
+/// A gRPC origin by method name. `.../ServerStream` reads the request
+/// (one message `N,GAP` or `N:GAP`) before it answers `m0`..`m{N-1}`, GAP seconds
+/// apart; `.../ClientStream` reads the whole request before it answers one
+/// message, the request messages joined by `|`; anything else echoes each
+/// request chunk back as it arrives (unary and bidi). Then trailers with
 /// grpc-status 0, status details and custom metadata; the `grpc-timeout`
 /// it received comes back as `x-seen-grpc-timeout`.
 async fn grpc_echo<S>(
@@ -171,10 +175,38 @@ where
         .header("content-type", "application/grpc")
         .header("x-seen-grpc-timeout", seen)
         .body(())?;
-    stream.send_response(resp).await?;
-    while let Some(mut chunk) = stream.recv_data().await? {
-        let bytes = chunk.copy_to_bytes(chunk.remaining());
-        stream.send_data(bytes).await?;
+    let method = req.uri().path().rsplit('/').next().unwrap_or_default();
+    match method {
+        "ServerStream" | "ClientStream" => {
+            // The whole request first, then the answer.
+            let mut body = BytesMut::new();
+            while let Some(mut chunk) = stream.recv_data().await? {
+                body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            }
+            stream.send_response(resp).await?;
+            let messages = grpc_messages(&body);
+            if method == "ClientStream" {
+                stream.send_data(grpc_frame(&messages.join(&b'|'))).await?;
+            } else {
+                let spec = String::from_utf8_lossy(messages.first().map_or(&[][..], Vec::as_slice))
+                    .replace(':', ",");
+                let (n, gap) = spec.split_once(',').unwrap_or((&spec, "0"));
+                let gap = Duration::from_secs_f64(gap.parse().unwrap_or(0.0));
+                for i in 0..n.parse::<usize>().unwrap_or(0) {
+                    stream
+                        .send_data(grpc_frame(format!("m{i}").as_bytes()))
+                        .await?;
+                    tokio::time::sleep(gap).await;
+                }
+            }
+        }
+        _ => {
+            stream.send_response(resp).await?;
+            while let Some(mut chunk) = stream.recv_data().await? {
+                let bytes = chunk.copy_to_bytes(chunk.remaining());
+                stream.send_data(bytes).await?;
+            }
+        }
     }
     let mut t = HeaderMap::new();
     t.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -186,6 +218,28 @@ where
     stream.send_trailers(t).await?;
     stream.finish().await?;
     Ok(())
+}
+
+/// The messages of a gRPC body (uncompressed, length-prefixed).
+fn grpc_messages(mut body: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(head) = body.get(..5) {
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let Some(msg) = body.get(5..5 + len) else {
+            break;
+        };
+        out.push(msg.to_vec());
+        body = &body[5 + len..];
+    }
+    out
+}
+
+fn grpc_frame(msg: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + msg.len());
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(msg);
+    out.freeze()
 }
 
 /// An HTTP/3 client trusting `ca_pem`; it reconnects when the server has

@@ -15,6 +15,45 @@ pub fn cert(dir: &Path, stem: &str) -> eg_tls::SelfSigned {
     eg_tls::self_signed(&["localhost", "127.0.0.1"], dir, stem).expect("self-signed cert")
 }
 
+/// A `localhost` certificate issued by a fresh test CA, for clients that
+/// trust only a CA-issued chain (qh3, under niquests' HTTP/3, does not
+/// take a self-signed leaf as its own anchor). `cert_path` holds the
+/// chain (leaf, then CA) for a listener; the CA alone is returned too.
+pub fn ca_issued(dir: &Path, stem: &str) -> (eg_tls::SelfSigned, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "expressgateway e2e CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+    let key = rcgen::KeyPair::generate().expect("leaf key");
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let leaf = rcgen::CertificateParams::new(names)
+        .expect("leaf params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("leaf cert");
+    let cert_path = dir.join(format!("{stem}.crt"));
+    let key_path = dir.join(format!("{stem}.key"));
+    let ca_path = dir.join(format!("{stem}-ca.crt"));
+    let out = eg_tls::SelfSigned {
+        cert_pem: format!("{}{}", leaf.pem(), ca.pem()),
+        key_pem: key.serialize_pem(),
+        cert_path,
+        key_path,
+    };
+    std::fs::write(&out.cert_path, &out.cert_pem).expect("write chain");
+    std::fs::write(&out.key_path, &out.key_pem).expect("write key");
+    // The gateway refuses a key others can read.
+    std::fs::set_permissions(
+        &out.key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod key");
+    std::fs::write(&ca_path, ca.pem()).expect("write CA");
+    (out, ca_path)
+}
+
 /// A client trusting exactly `cert_pem`, limited to `versions`.
 pub fn client(
     cert_pem: &str,
