@@ -341,3 +341,60 @@ async fn finding_a_backend_is_bounded_by_the_request_deadline() {
         "the request waited {took:?} for a 10 s dial under a 1 s deadline"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_backend_goaway_every_50_streams_costs_no_request() {
+    use crate::support::h3::H3Backend;
+    let dir = scratch();
+    let c = crate::support::tls::cert(dir.path(), "srv");
+    let backend = H3Backend::start_goaway_every("recycler", &c, 50).await;
+    let ca = c.cert_path.display();
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{}\"\nprotocol = \"h3\"\ntls = true\ntls_ca_path = \"{ca}\"\n",
+            backend.addr
+        ),
+    );
+    let addr = gw.addr(0);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for i in 0..60 {
+                    // Bodiless POSTs too: "not processed" holds for any method.
+                    let head = if i % 2 == 0 {
+                        format!("GET /g{i} HTTP/1.1\r\nHost: x\r\n\r\n")
+                    } else {
+                        format!("POST /p{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                    };
+                    match exchange(addr, head.as_bytes()).await {
+                        Ok(r) if r.status == 200 => {}
+                        other => failed.push(verdict(&other)),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in tasks {
+        failed.extend(t.await.expect("join"));
+    }
+    let hits = backend.hits.load(Ordering::SeqCst);
+    eprintln!(
+        "h3 goaway: {} of 600 failed, {hits} backend requests, {} connections",
+        failed.len(),
+        backend.connections.load(Ordering::SeqCst)
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of 600 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(hits >= 600, "the backend served {hits}");
+    let conns = backend.connections.load(Ordering::SeqCst);
+    assert!(conns >= 10, "the backend recycled only {conns} connections");
+}
