@@ -355,3 +355,46 @@ fn quic_port_is_read_from_hypercorns_log() {
     let tcp = "[2026-01-01 00:00:00 +0000] [1] [INFO] Running on https://127.0.0.1:35371 (CTRL + C to quit)";
     assert_eq!(quic_port_of(tcp), None);
 }
+
+/// An upload the gateway answers before reading it (no route: 404; a
+/// declared length over the cap: 413) is stopped with H3_NO_ERROR (RFC 9114
+/// §4.1), not quinn's code 0, which curl reports as a reset of the exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answer_stops_the_upload_with_h3_no_error() {
+    require_python_modules(&["aioquic"]);
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let api = HttpBackend::start("api").await;
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+         [listeners.http]\nmax_request_body_bytes = 1000\n\
+         [[listeners.routes]]\npath_prefix = \"/api/\"\ncluster = \"api\"\n\
+         [[clusters]]\nname = \"api\"\n[[clusters.backends]]\naddress = \"{}\"\n",
+        c.cert_path.display(),
+        c.key_path.display(),
+        api.addr
+    );
+    let gw = Gateway::start_in(dir, &config);
+    let mut cmd = python();
+    cmd.arg(py_dir().join("h3_stop_sending.py"))
+        .arg("--ca")
+        .arg(&c.cert_path)
+        .args(["--port", &gw.addr(0).port().to_string()])
+        .args(["POST:/api/big:100000:500", "POST:/elsewhere:900:100"]);
+    let report = run_json(cmd, "aioquic STOP_SENDING probe", Duration::from_secs(15)).await;
+    let responses = report["responses"].as_array().expect("responses");
+    let got: Vec<_> = responses
+        .iter()
+        .map(|r| (r["status"].as_u64(), r["stop_sending"].as_u64()))
+        .collect();
+    assert_eq!(
+        got,
+        [(Some(413), Some(0x100)), (Some(404), Some(0x100))],
+        "(status, STOP_SENDING code) per upload: {report}\n{}",
+        gw.stderr()
+    );
+    for r in responses {
+        assert!(r["reset"].is_null(), "the response was reset: {r}");
+    }
+}

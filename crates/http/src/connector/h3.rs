@@ -241,7 +241,7 @@ pub async fn send(
         SendError::H3(e.into())
     })?;
     let (parts, ()) = resp.into_parts();
-    let body = h3io::recv_body(recv_half)
+    let body = h3io::recv_body(recv_half, h3io::H3_REQUEST_CANCELLED)
         .map_frame(move |frame| {
             let _live = &exchange;
             frame
@@ -269,7 +269,10 @@ pub async fn tunnel(
     let mut send_half = send_half;
     let _ = send_half.finish().await;
     Ok((
-        Response::from_parts(parts, h3io::recv_body(recv_half)),
+        Response::from_parts(
+            parts,
+            h3io::recv_body(recv_half, h3io::H3_REQUEST_CANCELLED),
+        ),
         None,
     ))
 }
