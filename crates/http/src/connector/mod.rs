@@ -113,7 +113,7 @@ impl SendError {
             }
             if let Some(h3) = e.downcast_ref::<StreamError>() {
                 return match h3 {
-                    StreamError::RemoteClosing { .. } => true,
+                    StreamError::RemoteClosing => true,
                     StreamError::RemoteTerminate { code, .. }
                     | StreamError::StreamError { code, .. } => *code == Code::H3_REQUEST_REJECTED,
                     _ => false,
