@@ -380,6 +380,7 @@ fn hash_policies_keep_non_divisible_weights_proportional() {
 
 #[test]
 fn ring_walk_ends_when_every_backend_is_excluded() {
+    use crate::policy::Policy as _;
     let p = pool_with("ring_hash", &[1, 1, 1], "");
     let exclude = [0, 1, 2];
     let ctx = PickContext {
@@ -389,6 +390,23 @@ fn ring_walk_ends_when_every_backend_is_excluded() {
         exclude: &exclude,
     };
     assert!(p.pick(&ctx).is_none());
+    // The walk stops once each of the 3 backends was seen and refused, not
+    // after all 1500 points: count the points looked at, over many keys.
+    let ring = crate::policy::hashing::Ring::new(p.backends());
+    let steps = std::cell::Cell::new(0usize);
+    let refuse = |_: &BackendState| {
+        steps.set(steps.get() + 1);
+        false
+    };
+    let mut most = 0;
+    for k in 0..1000u64 {
+        steps.set(0);
+        let key = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        assert!(ring.pick(p.backends(), &ctx_key(key), &refuse).is_none());
+        most = most.max(steps.get());
+    }
+    assert!(most >= 3, "every backend is looked at ({most})");
+    assert!(most < 150, "a walk looked at {most} of 1500 points");
 }
 
 #[test]

@@ -19,11 +19,22 @@ use crate::body::{BoxError, ProxyBody};
 
 /// H3 error code for an aborted stream (RFC 9114 §8.1 H3_REQUEST_CANCELLED).
 pub const H3_REQUEST_CANCELLED: u64 = 0x010c;
+/// H3_NO_ERROR (RFC 9114 §8.1): what a server that answered without
+/// reading the whole request asks the client to stop sending with (§4.1).
+pub const H3_NO_ERROR: u64 = 0x0100;
+
+/// How long a body dropped in the middle of a read waits for that read
+/// to end before it can send its STOP_SENDING code (see `H3Body`'s drop).
+const PENDING_READ_GRACE: Duration = Duration::from_secs(1);
 
 /// The receiving half of a request or response stream, polled directly.
 pub trait H3Recv: Send + Unpin + 'static {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>>;
     fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<HeaderMap>, BoxError>>;
+    /// STOP_SENDING with `code`, unless a read is in flight (h3-quinn's
+    /// receive stream sits inside its read future then, and stopping it
+    /// would panic): whether it stopped.
+    fn try_stop(&mut self, code: u64) -> bool;
 }
 
 /// The sending half.
@@ -62,6 +73,9 @@ macro_rules! recv_impl {
                 cx: &mut Context<'_>,
             ) -> Poll<Result<Option<HeaderMap>, BoxError>> {
                 self.poll_recv_trailers(cx).map_err(Into::into)
+            }
+            fn try_stop(&mut self, code: u64) -> bool {
+                self.try_stop_sending(h3::error::Code::from(code))
             }
         }
     };
@@ -105,12 +119,18 @@ const COALESCE_BYTES: usize = 64 * 1024;
 /// is bodiless from the start (`is_end_stream`), as on H1 and H2: no
 /// connector then leaves it unread, which would make quinn send
 /// STOP_SENDING(0) on drop, seen by curl as a reset of a complete exchange.
-pub fn recv_body<R: H3Recv>(recv: R) -> ProxyBody {
+///
+/// A body dropped before its end asks the peer to stop sending with
+/// `unread`: H3_NO_ERROR for a request the gateway answered without
+/// reading it all (RFC 9114 §4.1), H3_REQUEST_CANCELLED for a response
+/// nobody wants any more. (quinn's own drop would send code 0.)
+pub fn recv_body<R: H3Recv>(recv: R, unread: u64) -> ProxyBody {
     let mut body = H3Body {
-        recv: std::sync::Mutex::new(recv),
+        recv: Some(std::sync::Mutex::new(recv)),
         ready: None,
         data_done: false,
         done: false,
+        unread,
     };
     body.peek();
     body.boxed()
@@ -118,11 +138,54 @@ pub fn recv_body<R: H3Recv>(recv: R) -> ProxyBody {
 
 struct H3Body<R: H3Recv> {
     /// Behind a mutex only so the body is `Sync`; it is never contended.
-    recv: std::sync::Mutex<R>,
+    /// `None` only once dropped.
+    recv: Option<std::sync::Mutex<R>>,
     /// What the first look found, handed out by the first poll.
     ready: Option<Result<Frame<Bytes>, BoxError>>,
     data_done: bool,
     done: bool,
+    /// STOP_SENDING code when dropped before the end.
+    unread: u64,
+}
+
+impl<R: H3Recv> Drop for H3Body<R> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Some(recv) = self.recv.take() else { return };
+        let mut recv = recv.into_inner().unwrap_or_else(|p| p.into_inner());
+        let code = self.unread;
+        if recv.try_stop(code) {
+            return;
+        }
+        // A read is in flight: let it end (data, the end, a reset) in a
+        // task of its own, then stop the stream; past the grace quinn's
+        // drop sends its code 0 after all.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let settle = async {
+                loop {
+                    match std::future::poll_fn(|cx| recv.poll_data(cx)).await {
+                        Ok(Some(_)) if recv.try_stop(code) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            let trailers = std::future::poll_fn(|cx| recv.poll_trailers(cx)).await;
+                            if let Ok(Some(_)) = trailers {
+                                recv.try_stop(code);
+                            }
+                            return;
+                        }
+                        // Reset by the peer, or the connection is gone.
+                        Err(_) => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(PENDING_READ_GRACE, settle).await;
+        });
+    }
 }
 
 impl<R: H3Recv> H3Body<R> {
@@ -131,7 +194,10 @@ impl<R: H3Recv> H3Body<R> {
     fn peek(&mut self) {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        let recv = self.recv.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(recv) = self.recv.as_mut() else {
+            return;
+        };
+        let recv = recv.get_mut().unwrap_or_else(|p| p.into_inner());
         match recv.poll_data(&mut cx) {
             Poll::Ready(Ok(Some(bytes))) => self.ready = Some(Ok(Frame::data(bytes))),
             Poll::Ready(Ok(None)) => {
@@ -169,7 +235,10 @@ impl<R: H3Recv> hyper::body::Body for H3Body<R> {
         if this.done {
             return Poll::Ready(None);
         }
-        let mut recv = this.recv.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(recv) = this.recv.as_ref() else {
+            return Poll::Ready(None);
+        };
+        let mut recv = recv.lock().unwrap_or_else(|p| p.into_inner());
         if !this.data_done {
             // A lone chunk is handed on as it came (no copy); only a run of
             // chunks already there is glued into one.

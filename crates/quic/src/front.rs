@@ -319,7 +319,7 @@ async fn request(
     if websocket {
         return tunnel_request(parts, send, recv, settings, info, started).await;
     }
-    let body = h3io::recv_body(recv);
+    let body = h3io::recv_body(recv, h3io::H3_NO_ERROR);
     let resp = core::handle(settings, info, Request::from_parts(parts, body)).await;
     let (body, pace) = send_head(resp, &mut send, settings, started + budget).await?;
     h3io::send_body(body, &mut send, Some(pace)).await

@@ -25,6 +25,8 @@ pub struct FrameStream<S, B> {
     // Already read data from the stream
     decoder: FrameDecoder,
     remaining_data: usize,
+    // The last read of the QUIC stream returned Pending (ExpressGateway patch)
+    read_pending: bool,
 }
 
 impl<S, B> FrameStream<S, B> {
@@ -33,7 +35,15 @@ impl<S, B> FrameStream<S, B> {
             stream,
             decoder: FrameDecoder::default(),
             remaining_data: 0,
+            read_pending: false,
         }
+    }
+
+    /// Whether a read of the QUIC stream is in flight: h3-quinn holds its
+    /// stream inside that read, and stopping it then panics (ExpressGateway
+    /// patch)
+    pub fn read_pending(&self) -> bool {
+        self.read_pending
     }
 
     /// Unwraps the Framed streamer and returns the underlying stream **without** data loss for
@@ -59,33 +69,35 @@ where
             "There is still data to read, please call poll_data() until it returns None."
         );
 
+        // ExpressGateway patch: a frame already buffered is decoded before
+        // the QUIC stream is read again, so no read is left in flight
+        // behind a frame handed out (see `read_pending`).
         loop {
-            let end = self.try_recv(cx)?;
-
-            return match self.decoder.decode(self.stream.buf_mut())? {
+            match self.decoder.decode(self.stream.buf_mut())? {
                 Some(Frame::Data(PayloadLen(len))) => {
                     self.remaining_data = len;
-                    Poll::Ready(Ok(Some(Frame::Data(PayloadLen(len)))))
+                    return Poll::Ready(Ok(Some(Frame::Data(PayloadLen(len)))));
                 }
                 frame @ Some(Frame::WebTransportStream(_)) => {
                     self.remaining_data = usize::MAX;
-                    Poll::Ready(Ok(frame))
+                    return Poll::Ready(Ok(frame));
                 }
-                Some(frame) => Poll::Ready(Ok(Some(frame))),
-                None => match end {
-                    // Received a chunk but frame is incomplete, poll until we get `Pending`.
-                    Poll::Ready(false) => continue,
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(true) => {
-                        if self.stream.buf_mut().has_remaining() {
-                            // Reached the end of receive stream, but there is still some data:
-                            // The frame is incomplete.
-                            Poll::Ready(Err(FrameStreamError::UnexpectedEnd))
-                        } else {
-                            Poll::Ready(Ok(None))
-                        }
+                Some(frame) => return Poll::Ready(Ok(Some(frame))),
+                None => {}
+            }
+            return match self.try_recv(cx)? {
+                // Received a chunk but frame is incomplete, poll until we get `Pending`.
+                Poll::Ready(false) => continue,
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(true) => {
+                    if self.stream.buf_mut().has_remaining() {
+                        // Reached the end of receive stream, but there is still some data:
+                        // The frame is incomplete.
+                        Poll::Ready(Err(FrameStreamError::UnexpectedEnd))
+                    } else {
+                        Poll::Ready(Ok(None))
                     }
-                },
+                }
             };
         }
     }
@@ -102,10 +114,16 @@ where
             return Poll::Ready(Ok(None));
         };
 
-        let end = match self.try_recv(cx) {
-            Poll::Ready(Ok(end)) => end,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => false,
+        // ExpressGateway patch: buffered data is handed out without reading
+        // the QUIC stream again (see `read_pending`).
+        let end = if self.stream.buf_mut().has_remaining() {
+            false
+        } else {
+            match self.try_recv(cx) {
+                Poll::Ready(Ok(end)) => end,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => false,
+            }
         };
         let data = self.stream.buf_mut().take_chunk(self.remaining_data);
 
@@ -142,7 +160,9 @@ where
         if self.stream.is_eos() {
             return Poll::Ready(Ok(true));
         }
-        match self.stream.poll_read(cx) {
+        let polled = self.stream.poll_read(cx);
+        self.read_pending = polled.is_pending();
+        match polled {
             Poll::Ready(Err(e)) => Poll::Ready(Err(FrameStreamError::Quic(e))),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(eos)) => Poll::Ready(Ok(eos)),
@@ -192,11 +212,13 @@ where
                 stream: send,
                 decoder: FrameDecoder::default(),
                 remaining_data: 0,
+                read_pending: false,
             },
             FrameStream {
                 stream: recv,
                 decoder: self.decoder,
                 remaining_data: self.remaining_data,
+                read_pending: self.read_pending,
             },
         )
     }

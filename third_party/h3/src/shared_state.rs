@@ -2,7 +2,10 @@
 
 use std::{
     borrow::Cow,
-    sync::{atomic::AtomicBool, OnceLock},
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        OnceLock,
+    },
 };
 
 use futures_util::task::AtomicWaker;
@@ -18,6 +21,8 @@ pub struct SharedState {
     connection_error: OnceLock<ErrorOrigin>,
     /// The connection is closing
     closing: AtomicBool,
+    /// The stream ID of the peer's last GOAWAY (`u64::MAX`: none yet)
+    peer_goaway: AtomicU64,
     /// Waker for the connection
     waker: AtomicWaker,
 }
@@ -28,6 +33,7 @@ impl Default for SharedState {
             settings: OnceLock::new(),
             connection_error: OnceLock::new(),
             closing: AtomicBool::new(false),
+            peer_goaway: AtomicU64::new(u64::MAX),
             waker: AtomicWaker::new(),
         }
     }
@@ -90,6 +96,21 @@ pub trait ConnectionState {
         self.shared_state()
             .closing
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// The ID in the peer's last GOAWAY (ExpressGateway patch): requests on
+    /// streams at or above it were not processed (RFC 9114 §5.2)
+    fn peer_goaway_id(&self) -> Option<u64> {
+        let id = self
+            .shared_state()
+            .peer_goaway
+            .load(std::sync::atomic::Ordering::Acquire);
+        (id != u64::MAX).then_some(id)
+    }
+    /// Record the ID of a GOAWAY received (ExpressGateway patch)
+    fn set_peer_goaway_id(&self, id: u64) {
+        self.shared_state()
+            .peer_goaway
+            .store(id, std::sync::atomic::Ordering::Release);
     }
     /// Set the settings
     fn set_settings(&self, settings: Settings) {

@@ -3,7 +3,7 @@
 //! never blocks. Tables (sequences, Maglev, ring) are built with the pool,
 //! never on the request path.
 
-mod hashing;
+pub(crate) mod hashing;
 mod least;
 mod maglev;
 mod random;

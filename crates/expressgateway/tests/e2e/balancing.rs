@@ -256,3 +256,81 @@ async fn no_healthy_backend_answers_503() {
         "every backend down must answer 503"
     );
 }
+
+/// `ring_hash` gives each backend ring points in exact proportion to its
+/// weight (2:3:5 was 1:1:2 once: weights divided by the smallest, in
+/// integers): over 4000 distinct keys (a header), each share is within 5
+/// points of its weight's, and one key always lands on one backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_hash_2_3_5_shares_follow_the_weights() {
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let c = HttpBackend::start("c").await;
+    let gw = Gateway::start(&config(
+        "ring_hash",
+        &[(&a, 2), (&b, 3), (&c, 5)],
+        "hash_key = { source = \"header\", name = \"x-user\" }",
+    ));
+    let cl = client(ClientProto::H1);
+    let url = format!("http://{}/ring", gw.addr(0));
+    const KEYS: usize = 4000;
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (next, cl, url) = (Arc::clone(&next), cl.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= KEYS {
+                        return seen;
+                    }
+                    seen.push(ring_backend(&cl, &url, format!("user-{i}")).await);
+                }
+            })
+        })
+        .collect();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        for name in t.await.expect("task") {
+            *counts.entry(name).or_insert(0) += 1;
+        }
+    }
+    eprintln!("ring_hash 2:3:5 over {KEYS} keys: {counts:?}");
+    for (name, weight) in [("a", 2.0), ("b", 3.0), ("c", 5.0)] {
+        let share = *counts.get(name).unwrap_or(&0) as f64 / KEYS as f64;
+        assert!(
+            (share - weight / 10.0).abs() < 0.05,
+            "{name} got {share:.3} of {KEYS} keys, want {:.1}: {counts:?}",
+            weight / 10.0
+        );
+    }
+    // 2:3 stays 2:3 (integer division by the smallest made it 1:1, which
+    // the 5-point band alone would miss about half the time).
+    let (na, nb) = (counts.get("a").copied(), counts.get("b").copied());
+    let ratio = nb.unwrap_or(0) as f64 / na.unwrap_or(1).max(1) as f64;
+    assert!(
+        (1.25..1.8).contains(&ratio),
+        "b:a = {ratio:.2}, want 1.5: {counts:?}"
+    );
+    // Consistent: the same key again goes where it went.
+    let first = ring_backend(&cl, &url, "user-7".to_owned()).await;
+    for _ in 0..5 {
+        assert_eq!(ring_backend(&cl, &url, "user-7".to_owned()).await, first);
+    }
+}
+
+/// The backend that answered a GET carrying `x-user: user`.
+async fn ring_backend(cl: &TestClient, url: &str, user: String) -> String {
+    let req = ::http::Request::get(url)
+        .header("x-user", user)
+        .body(crate::support::http::text(""))
+        .expect("request");
+    let r = send(cl, req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.headers
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_owned()
+}

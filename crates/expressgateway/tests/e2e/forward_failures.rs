@@ -116,7 +116,11 @@ async fn backend_closing_idle_connections_never_costs_a_502() {
     use crate::support::http::{client, send, text, ClientProto};
     let probe = ProbeBackend::start().await;
     probe.seen.idle_close_ms.store(1000, Ordering::SeqCst);
-    let gw = Gateway::start(&config(&[probe.addr], ""));
+    let dir = scratch();
+    let c = crate::support::tls::cert(dir.path(), "srv");
+    // Listener 0: h1 (H1 and H2c clients); listener 1: quic (HTTP/3).
+    let quic = crate::h3_matrix::quic_listener(&c, &probe.addr.to_string(), "h1", "");
+    let gw = Gateway::start_in(dir, &format!("{}{quic}", config(&[probe.addr], "")));
     for proto in [ClientProto::H1, ClientProto::H2c] {
         let c = client(proto);
         for round in 0..3 {
@@ -133,9 +137,58 @@ async fn backend_closing_idle_connections_never_costs_a_502() {
             tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
         }
     }
+    // HTTP/3 through curl (ngtcp2): a GET and a POST with a body per round.
+    for round in 0..3 {
+        let requests = [format!("GET:/r{round}"), format!("POST:/r{round}:7")];
+        let report =
+            crate::h3_curl::curl_h3(Some(&c.cert_path), gw.addr(1).port(), &requests).await;
+        for r in report["responses"].as_array().expect("responses") {
+            assert_eq!(r["status"].as_u64(), Some(200), "H3 round {round}: {r}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    }
     assert!(
-        probe.seen.accepted.load(Ordering::SeqCst) >= 6,
+        probe.seen.accepted.load(Ordering::SeqCst) >= 9,
         "the backend did close idle connections"
+    );
+}
+
+/// A request that lands on a pooled connection the backend closes as it
+/// arrives (its idle close crossing the request) is sent again on a fresh
+/// connection: the client never sees it. The probe closes every connection
+/// at its second request, unanswered, so each request after the first one
+/// through a pool runs into it. Only idempotent requests: bytes of the
+/// request reached the backend, so a POST could have been processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_on_a_connection_the_backend_just_closed_is_resent() {
+    use crate::support::http::{client, get, send, ClientProto};
+    let probe = ProbeBackend::start().await;
+    probe.seen.close_reused.store(true, Ordering::SeqCst);
+    let dir = scratch();
+    let c = crate::support::tls::cert(dir.path(), "srv");
+    let quic = crate::h3_matrix::quic_listener(&c, &probe.addr.to_string(), "h1", "");
+    let gw = Gateway::start_in(dir, &format!("{}{quic}", config(&[probe.addr], "")));
+    for proto in [ClientProto::H1, ClientProto::H2c] {
+        let cl = client(proto);
+        for i in 0..5 {
+            let r = send(&cl, get(&format!("http://{}/s{i}", gw.addr(0)))).await;
+            assert_eq!(r.status, 200, "{proto:?} request {i}");
+        }
+    }
+    for i in 0..3 {
+        let requests = [format!("GET:/s{i}")];
+        let report =
+            crate::h3_curl::curl_h3(Some(&c.cert_path), gw.addr(1).port(), &requests).await;
+        for r in report["responses"].as_array().expect("responses") {
+            assert_eq!(r["status"].as_u64(), Some(200), "H3 request {i}: {r}");
+        }
+    }
+    // Each listener's pool: every request but its first met a closed one.
+    let dropped = probe.seen.dropped.load(Ordering::SeqCst);
+    eprintln!("requests on just-closed connections: {dropped}");
+    assert!(
+        dropped >= 9 + 2,
+        "only {dropped} requests met a closed connection"
     );
 }
 
@@ -340,4 +393,61 @@ async fn finding_a_backend_is_bounded_by_the_request_deadline() {
         took < std::time::Duration::from_secs(5),
         "the request waited {took:?} for a 10 s dial under a 1 s deadline"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_backend_goaway_every_50_streams_costs_no_request() {
+    use crate::support::h3::H3Backend;
+    let dir = scratch();
+    let c = crate::support::tls::cert(dir.path(), "srv");
+    let backend = H3Backend::start_goaway_every("recycler", &c, 50).await;
+    let ca = c.cert_path.display();
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{}\"\nprotocol = \"h3\"\ntls = true\ntls_ca_path = \"{ca}\"\n",
+            backend.addr
+        ),
+    );
+    let addr = gw.addr(0);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for i in 0..60 {
+                    // Bodiless POSTs too: "not processed" holds for any method.
+                    let head = if i % 2 == 0 {
+                        format!("GET /g{i} HTTP/1.1\r\nHost: x\r\n\r\n")
+                    } else {
+                        format!("POST /p{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                    };
+                    match exchange(addr, head.as_bytes()).await {
+                        Ok(r) if r.status == 200 => {}
+                        other => failed.push(verdict(&other)),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in tasks {
+        failed.extend(t.await.expect("join"));
+    }
+    let hits = backend.hits.load(Ordering::SeqCst);
+    eprintln!(
+        "h3 goaway: {} of 600 failed, {hits} backend requests, {} connections",
+        failed.len(),
+        backend.connections.load(Ordering::SeqCst)
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of 600 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(hits >= 600, "the backend served {hits}");
+    let conns = backend.connections.load(Ordering::SeqCst);
+    assert!(conns >= 10, "the backend recycled only {conns} connections");
 }

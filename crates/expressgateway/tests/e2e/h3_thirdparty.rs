@@ -355,3 +355,102 @@ fn quic_port_is_read_from_hypercorns_log() {
     let tcp = "[2026-01-01 00:00:00 +0000] [1] [INFO] Running on https://127.0.0.1:35371 (CTRL + C to quit)";
     assert_eq!(quic_port_of(tcp), None);
 }
+
+/// An upload the gateway answers before reading it (no route: 404; a
+/// declared length over the cap: 413) is stopped with H3_NO_ERROR (RFC 9114
+/// §4.1), not quinn's code 0, which curl reports as a reset of the exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answer_stops_the_upload_with_h3_no_error() {
+    require_python_modules(&["aioquic"]);
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let api = HttpBackend::start("api").await;
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"quic\"\n\
+         [listeners.quic]\ncert_path = \"{}\"\nkey_path = \"{}\"\n\
+         [listeners.http]\nmax_request_body_bytes = 1000\n\
+         [[listeners.routes]]\npath_prefix = \"/api/\"\ncluster = \"api\"\n\
+         [[clusters]]\nname = \"api\"\n[[clusters.backends]]\naddress = \"{}\"\n",
+        c.cert_path.display(),
+        c.key_path.display(),
+        api.addr
+    );
+    let gw = Gateway::start_in(dir, &config);
+    let mut cmd = python();
+    cmd.arg(py_dir().join("h3_stop_sending.py"))
+        .arg("--ca")
+        .arg(&c.cert_path)
+        .args(["--port", &gw.addr(0).port().to_string()])
+        .args(["POST:/api/big:100000:500", "POST:/elsewhere:900:100"]);
+    let report = run_json(cmd, "aioquic STOP_SENDING probe", Duration::from_secs(15)).await;
+    let responses = report["responses"].as_array().expect("responses");
+    let got: Vec<_> = responses
+        .iter()
+        .map(|r| (r["status"].as_u64(), r["stop_sending"].as_u64()))
+        .collect();
+    assert_eq!(
+        got,
+        [(Some(413), Some(0x100)), (Some(404), Some(0x100))],
+        "(status, STOP_SENDING code) per upload: {report}\n{}",
+        gw.stderr()
+    );
+    for r in responses {
+        assert!(r["reset"].is_null(), "the response was reset: {r}");
+    }
+}
+
+/// aioquic (a stack independent of ours and of curl's) through the `quic`
+/// listener to each backend protocol, on one connection: a GET, a 1 MiB
+/// upload echoed back, a response with trailers, 50 streams at once.
+async fn aioquic_cell(up: &str) {
+    require_python_modules(&["aioquic"]);
+    let dir = scratch();
+    let c = cert(dir.path(), "srv");
+    let (addr, _h, _q) = crate::h3_matrix::backend_for(up, &c).await;
+    let gw = Gateway::start_in(dir, &crate::h3_matrix::quic_listener(&c, &addr, up, ""));
+    let mut requests = vec![
+        "GET:/hello".to_owned(),
+        format!("POST:/echo:{}", 1 << 20),
+        "GET:/trailers".to_owned(),
+    ];
+    requests.extend((0..50).map(|i| format!("GET:/c/{i}")));
+    let refs: Vec<&str> = requests.iter().map(String::as_str).collect();
+    let report = aioquic_client(&c.cert_path, gw.addr(0).port(), &refs).await;
+    assert_eq!(report["alpn"], "h3", "{up}");
+    let responses = report["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), requests.len(), "{up}");
+    for r in responses {
+        let path = r["path"].as_str().unwrap_or_default();
+        assert_eq!(r["status"].as_u64(), Some(200), "{up}: {r}");
+        match path {
+            "/echo" => {
+                assert_eq!(r["body_len"].as_u64(), Some(1 << 20), "{up}: echo length");
+                assert_eq!(r["checksum_ok"], true, "{up}: echo checksum");
+            }
+            "/trailers" => {
+                assert_eq!(r["body"], "body-before-trailers", "{up}: {r}");
+                assert_eq!(r["trailers"]["grpc-status"], "0", "{up}: trailers: {r}");
+            }
+            _ => assert_eq!(
+                r["body"].as_str(),
+                Some(format!("backend q {path}\n").as_str()),
+                "{up}"
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_to_h1_backend() {
+    aioquic_cell("h1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_to_h2_backend() {
+    aioquic_cell("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_to_h3_backend() {
+    aioquic_cell("h3").await;
+}

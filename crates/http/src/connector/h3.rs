@@ -15,6 +15,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 
 use super::shared_dial::SharedDial;
 use super::stream::DialError;
+use super::SendError;
 use crate::body::{BoxError, ProxyBody};
 use crate::h3io;
 
@@ -103,9 +104,13 @@ impl H3Conn {
         tls: Option<&BackendTls>,
         connect_timeout: Duration,
     ) -> Result<H3Sender, DialError> {
-        if let Some((_, sender)) = self.shared.current(|_| true) {
+        if let Some((_, sender)) = self.shared.current(|(_, s)| !closing(s)) {
             return Ok(sender);
         }
+        // A connection the backend is closing (its GOAWAY came, or it
+        // failed) takes no new request; it stays up for the streams it
+        // carries, and its driver's clear finds nothing to clear.
+        self.shared.clear_if(|(_, s)| closing(s));
         let (owned, tls) = (address.to_owned(), tls.cloned());
         let client = self.client.clone();
         let shared = Arc::clone(&self.shared);
@@ -171,6 +176,13 @@ async fn connect(
     Ok(sender)
 }
 
+/// Whether the backend sent GOAWAY (no new stream may go out on this
+/// connection, RFC 9114 §5.2) or the connection has failed.
+fn closing(sender: &H3Sender) -> bool {
+    use ::h3::ConnectionState as _;
+    sender.is_closing() || sender.get_conn_error().is_some()
+}
+
 fn server_name(tls: &BackendTls) -> String {
     match &tls.server_name {
         rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_owned(),
@@ -185,13 +197,28 @@ fn server_name(tls: &BackendTls) -> String {
 /// the exchange ends first (no response, or the response body dropped,
 /// e.g. because the client went away), the upload stops and the backend
 /// sees its request stream reset (H3_REQUEST_CANCELLED), never a clean end.
+///
+/// A connection the backend has sent GOAWAY on hands the request back
+/// untouched (`SendError::Unsent`): it was picked before the GOAWAY came.
 pub async fn send(
     mut sender: H3Sender,
     req: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, BoxError> {
+) -> Result<Response<ProxyBody>, SendError> {
+    if closing(&sender) {
+        return Err(SendError::Unsent(
+            Box::new(req),
+            "the backend's HTTP/3 connection is closing (GOAWAY)".into(),
+        ));
+    }
     let (parts, body) = req.into_parts();
     let head = Request::from_parts(parts, ());
-    let stream = sender.send_request(head).await?;
+    // Should the GOAWAY land between that look and this send, h3 refuses
+    // it (RemoteClosing) before writing anything: `unprocessed` then.
+    let stream = sender
+        .send_request(head)
+        .await
+        .map_err(|e| SendError::H3(e.into()))?;
+    let id = stream.id().into_inner();
     let (mut send_half, mut recv_half) = stream.split();
     // Held by the response body; dropped with it, or on any early return.
     let (exchange, ended) = tokio::sync::oneshot::channel::<()>();
@@ -205,9 +232,16 @@ pub async fn send(
             _ = ended => h3io::H3Send::abort(&mut send_half),
         }
     });
-    let resp = recv_half.recv_response().await?;
+    let resp = recv_half.recv_response().await.map_err(|e| {
+        // The backend's GOAWAY (come since) named this stream unprocessed.
+        use ::h3::ConnectionState as _;
+        if sender.peer_goaway_id().is_some_and(|last| id >= last) {
+            return SendError::H3(Box::new(super::LeftOutOfGoaway(e.into())));
+        }
+        SendError::H3(e.into())
+    })?;
     let (parts, ()) = resp.into_parts();
-    let body = h3io::recv_body(recv_half)
+    let body = h3io::recv_body(recv_half, h3io::H3_REQUEST_CANCELLED)
         .map_frame(move |frame| {
             let _live = &exchange;
             frame
@@ -235,7 +269,10 @@ pub async fn tunnel(
     let mut send_half = send_half;
     let _ = send_half.finish().await;
     Ok((
-        Response::from_parts(parts, h3io::recv_body(recv_half)),
+        Response::from_parts(
+            parts,
+            h3io::recv_body(recv_half, h3io::H3_REQUEST_CANCELLED),
+        ),
         None,
     ))
 }

@@ -76,27 +76,49 @@ pub enum SendError {
     Hyper(#[from] hyper::Error),
     #[error("backend h3 exchange failed: {0}")]
     H3(crate::body::BoxError),
-    /// The connection closed before any byte of the request went out
-    /// (hyper hands the request back): safe to send again, any method.
+    /// The connection closed, or is closing (an HTTP/3 backend's GOAWAY),
+    /// before any byte of the request went out (hyper hands the request
+    /// back): safe to send again, any method.
     #[error("backend connection closed before the request was sent: {1}")]
-    Unsent(Box<Request<ProxyBody>>, hyper::Error),
+    Unsent(Box<Request<ProxyBody>>, crate::body::BoxError),
 }
+
+/// An HTTP/3 request on a stream at or above the ID in the backend's
+/// GOAWAY: the backend did not process it (RFC 9114 §5.2), whatever then
+/// ended the stream (most often the connection's graceful close).
+#[derive(Debug, thiserror::Error)]
+#[error("left out of the backend's GOAWAY: {0}")]
+pub(crate) struct LeftOutOfGoaway(pub(crate) crate::body::BoxError);
 
 impl SendError {
     /// The underlying hyper error, whose source chain may name a body limit.
     pub fn source_error(&self) -> &(dyn std::error::Error + 'static) {
         match self {
-            Self::Hyper(e) | Self::Unsent(_, e) => e,
-            Self::H3(e) => e.as_ref(),
+            Self::Hyper(e) => e,
+            Self::Unsent(_, e) | Self::H3(e) => e.as_ref(),
         }
     }
 
     /// The backend said it did not process the request: REFUSED_STREAM, or
-    /// a graceful GOAWAY that leaves this stream out (RFC 9113 §8.7). Safe
-    /// to send again elsewhere, and no mark against the backend.
+    /// a graceful GOAWAY that leaves this stream out (RFC 9113 §8.7); for
+    /// HTTP/3, H3_REQUEST_REJECTED, or a GOAWAY seen before the stream
+    /// opened (RFC 9114 §4.1.1, §5.2). Safe to send again elsewhere, and no
+    /// mark against the backend.
     pub fn unprocessed(&self) -> bool {
+        use ::h3::error::{Code, StreamError};
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self.source_error());
         while let Some(e) = cur {
+            if e.is::<LeftOutOfGoaway>() {
+                return true;
+            }
+            if let Some(h3) = e.downcast_ref::<StreamError>() {
+                return match h3 {
+                    StreamError::RemoteClosing => true,
+                    StreamError::RemoteTerminate { code, .. }
+                    | StreamError::StreamError { code, .. } => *code == Code::H3_REQUEST_REJECTED,
+                    _ => false,
+                };
+            }
             if let Some(h2) = e.downcast_ref::<::h2::Error>() {
                 let refused = h2.reason() == Some(::h2::Reason::REFUSED_STREAM);
                 let graceful_goaway = h2.is_go_away()
@@ -111,7 +133,7 @@ impl SendError {
 
     fn from_try(mut e: hyper::client::conn::TrySendError<Request<ProxyBody>>) -> Self {
         match e.take_message() {
-            Some(req) => Self::Unsent(Box::new(req), e.into_error()),
+            Some(req) => Self::Unsent(Box::new(req), e.into_error().into()),
             None => Self::Hyper(e.into_error()),
         }
     }
@@ -242,7 +264,7 @@ impl Sender {
             // h2 queues a later stream until the backend frees one.
             Self::H2(mut sender, _ticket) => {
                 if let Err(e) = sender.ready().await {
-                    return Err(SendError::Unsent(Box::new(req), e));
+                    return Err(SendError::Unsent(Box::new(req), e.into()));
                 }
                 sender
                     .try_send_request(req)
@@ -298,7 +320,7 @@ impl Sender {
                 // Closed before this request went out (a GOAWAY, say):
                 // hand it back to be sent elsewhere.
                 if let Err(e) = sender.ready().await {
-                    return Err(SendError::Unsent(Box::new(req), e));
+                    return Err(SendError::Unsent(Box::new(req), e.into()));
                 }
                 let resp = sender
                     .try_send_request(req)
@@ -317,7 +339,7 @@ impl Sender {
             }
             // Boxed: h3's request future is several times the size of the
             // others, and every request's future would carry its size.
-            Self::H3(sender) => Box::pin(h3::send(sender, req)).await.map_err(SendError::H3),
+            Self::H3(sender) => Box::pin(h3::send(sender, req)).await,
         }
     }
 }

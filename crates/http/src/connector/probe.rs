@@ -51,7 +51,7 @@ pub async fn probe_exchange(
             let sender = conn
                 .sender(target.address, target.tls, target.connect_timeout)
                 .await?;
-            super::h3::send(sender, req).await
+            Ok(super::h3::send(sender, req).await?)
         }
         BackendProtocol::H2 => {
             let tls = target.tls.is_some();

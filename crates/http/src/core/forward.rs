@@ -199,12 +199,21 @@ impl Exchange<'_> {
                     }
                     tracing::debug!(backend = %upstream.address, error = %e, "upstream exchange failed");
                     // A pooled connection the backend closed while idle, or
-                    // an H2 stream the backend refused or left out of its
-                    // GOAWAY: try a fresh one, without blaming the backend.
-                    let resend = e.unprocessed() || (reused && safe_to_repeat);
+                    // a stream the backend refused or left out of its
+                    // GOAWAY (H2, H3): try a fresh one, without blaming the
+                    // backend.
+                    let unprocessed = e.unprocessed();
+                    let resend = unprocessed || (reused && safe_to_repeat);
                     if resend && replay.is_some() && stale < MAX_STALE_RETRIES {
                         stale += 1;
                         continue;
+                    }
+                    if unprocessed {
+                        // The backend said it did not process it, but the
+                        // body went to the stream it refused and cannot be
+                        // sent again: the client gets the error, the backend
+                        // no mark (it declined work, it did not fail).
+                        return Err(ProxyError::UpstreamFailed);
                     }
                     in_flight.report(Outcome::Failure);
                     self.pool

@@ -440,6 +440,7 @@ where
                     if let Err(err) = self.inner.process_goaway(&mut self.recv_closing, id) {
                         return Poll::Ready(err);
                     }
+                    self.inner.set_peer_goaway_id(id.into_inner());
 
                     #[cfg(feature = "tracing")]
                     info!("Server initiated graceful shutdown, last: StreamId({})", id);

@@ -101,6 +101,16 @@ where
         self.inner.stream.stop_sending(error_code)
     }
 
+    /// Stop sending, unless a read is in flight (h3-quinn would panic):
+    /// whether it stopped (ExpressGateway patch)
+    pub fn try_stop_sending(&mut self, error_code: Code) -> bool {
+        if self.inner.stream.read_pending() {
+            return false;
+        }
+        self.inner.stream.stop_sending(error_code);
+        true
+    }
+
     /// Returns the underlying stream id
     pub fn id(&self) -> StreamId {
         self.inner.stream.id()

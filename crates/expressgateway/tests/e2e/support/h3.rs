@@ -40,6 +40,8 @@ fn endpoint_at(local: &str, server: Option<quinn::ServerConfig>) -> quinn::Endpo
 pub struct H3Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// QUIC connections accepted.
+    pub connections: Arc<AtomicUsize>,
     endpoint: quinn::Endpoint,
 }
 
@@ -51,14 +53,37 @@ impl Drop for H3Backend {
 
 impl H3Backend {
     pub async fn start(name: &'static str, cert: &eg_tls::SelfSigned) -> Self {
+        Self::start_with(name, cert, None).await
+    }
+
+    /// A backend that recycles each connection after `every` requests, as
+    /// a server shedding connections does: a graceful GOAWAY (h3's
+    /// `shutdown(0)`: later streams get H3_REQUEST_REJECTED), then, once
+    /// no stream has come for 300 ms, the connection closes (H3_NO_ERROR).
+    pub async fn start_goaway_every(
+        name: &'static str,
+        cert: &eg_tls::SelfSigned,
+        every: usize,
+    ) -> Self {
+        Self::start_with(name, cert, Some(every)).await
+    }
+
+    async fn start_with(
+        name: &'static str,
+        cert: &eg_tls::SelfSigned,
+        goaway_every: Option<usize>,
+    ) -> Self {
         let config = quinn::ServerConfig::with_crypto(server_crypto(cert));
         let endpoint = endpoint(Some(config));
         let addr = endpoint.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let (ep, counter) = (endpoint.clone(), Arc::clone(&hits));
+        let conns = Arc::clone(&connections);
         tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let counter = Arc::clone(&counter);
+                conns.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
                     let Ok(mut h3) =
@@ -67,7 +92,19 @@ impl H3Backend {
                     else {
                         return;
                     };
-                    while let Ok(Some(resolver)) = h3.accept().await {
+                    let (mut accepted, mut closing) = (0usize, false);
+                    loop {
+                        let next = if closing {
+                            match tokio::time::timeout(Duration::from_millis(300), h3.accept())
+                                .await
+                            {
+                                Ok(next) => next,
+                                Err(_) => break,
+                            }
+                        } else {
+                            h3.accept().await
+                        };
+                        let Ok(Some(resolver)) = next else { break };
                         let counter = Arc::clone(&counter);
                         tokio::spawn(async move {
                             let Ok((req, stream)) = resolver.resolve_request().await else {
@@ -76,6 +113,19 @@ impl H3Backend {
                             counter.fetch_add(1, Ordering::SeqCst);
                             let _ = answer(name, req, stream).await;
                         });
+                        accepted += 1;
+                        if !closing && goaway_every == Some(accepted) {
+                            closing = true;
+                            if h3.shutdown(0).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    // Dropping the connection closes it with H3_NO_ERROR, and
+                    // QUIC drops what it has not sent: let the last answers
+                    // (finished, not yet acknowledged) go out first.
+                    if closing {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 });
             }
@@ -83,6 +133,7 @@ impl H3Backend {
         Self {
             addr,
             hits,
+            connections,
             endpoint,
         }
     }

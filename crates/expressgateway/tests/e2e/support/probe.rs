@@ -30,6 +30,11 @@ pub struct ProbeSeen {
     /// Close a keep-alive connection idle this long (0: never), without
     /// announcing it (no `Keep-Alive: timeout`), as Node and others do.
     pub idle_close_ms: std::sync::atomic::AtomicU64,
+    /// Close a connection, unanswered, when its second request arrives:
+    /// a backend's close crossing a request on a reused connection.
+    pub close_reused: std::sync::atomic::AtomicBool,
+    /// Requests closed unanswered that way.
+    pub dropped: AtomicUsize,
 }
 
 pub struct ProbeBackend {
@@ -80,6 +85,7 @@ impl ProbeBackend {
 
 async fn serve(mut s: TcpStream, seen: &ProbeSeen) -> std::io::Result<()> {
     let mut buf = Vec::new();
+    let mut served = 0usize;
     loop {
         // One request head; bodies (other than /sink's) are not expected.
         let end = loop {
@@ -104,6 +110,11 @@ async fn serve(mut s: TcpStream, seen: &ProbeSeen) -> std::io::Result<()> {
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
         seen.requests.fetch_add(1, Ordering::SeqCst);
+        served += 1;
+        if served > 1 && seen.close_reused.load(Ordering::SeqCst) {
+            seen.dropped.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
         let declared: usize = head
             .lines()
