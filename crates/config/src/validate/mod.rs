@@ -162,16 +162,19 @@ impl Config {
         }
     }
 
+    /// The `[[clusters]]` entry called `name`, with its index (for key paths).
+    fn cluster_named(&self, name: &str) -> Option<(usize, &crate::Cluster)> {
+        self.clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+    }
+
     /// Mode A holds no keys: it can probe a backend only below TLS (a
     /// QUIC version negotiation, `kind = "tcp"`), and hash only what the
     /// public header and the source address show.
     fn check_passthrough_cluster(&self, f: &mut Findings, name: &str) {
-        let Some((i, c)) = self
-            .clusters
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.name == name)
-        else {
+        let Some((i, c)) = self.cluster_named(name) else {
             return;
         };
         if let Some(h) = &c.health_check {
@@ -200,12 +203,7 @@ impl Config {
     /// A Mode B relay's backends speak an opaque protocol over QUIC: the
     /// only probe that fits is a verified QUIC handshake (`kind = "tcp"`).
     fn check_relay_cluster(&self, f: &mut Findings, listener: &str, name: &str) {
-        let Some((i, c)) = self
-            .clusters
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.name == name)
-        else {
+        let Some((i, c)) = self.cluster_named(name) else {
             return;
         };
         if let Some(h) = c
