@@ -264,21 +264,30 @@ async fn h2_backend_goaway_every_50_streams_costs_no_request() {
         "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"h1\"\n\
          [[listeners.backends]]\naddress = \"{backend}\"\nprotocol = \"h2\"\n"
     ));
-    let addr = gw.addr(0);
+    let failed = goaway_load(gw.addr(0)).await;
+    assert!(
+        failed.is_empty(),
+        "{} of 600 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+/// 600 requests from 10 clients through `addr`, GETs and bodiless POSTs in
+/// turn ("not processed" holds for any method, so both are resent); the
+/// verdicts of those that did not get a 200.
+async fn goaway_load(addr: SocketAddr) -> Vec<String> {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             tokio::spawn(async move {
                 let mut failed = Vec::new();
                 for i in 0..60 {
-                    // "Not processed" holds for any method: bodiless POSTs
-                    // are resent too.
                     let head = if i % 2 == 0 {
                         format!("GET /g{i} HTTP/1.1\r\nHost: x\r\n\r\n")
                     } else {
                         format!("POST /p{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
                     };
-                    let r = exchange(addr, head.as_bytes()).await;
-                    match r {
+                    match exchange(addr, head.as_bytes()).await {
                         Ok(r) if r.status == 200 => {}
                         other => failed.push(verdict(&other)),
                     }
@@ -291,12 +300,7 @@ async fn h2_backend_goaway_every_50_streams_costs_no_request() {
     for t in tasks {
         failed.extend(t.await.expect("join"));
     }
-    assert!(
-        failed.is_empty(),
-        "{} of 600 failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    failed
 }
 
 /// A TCP backend that accepts, then resets every connection at once.
@@ -410,31 +414,7 @@ async fn h3_backend_goaway_every_50_streams_costs_no_request() {
             backend.addr
         ),
     );
-    let addr = gw.addr(0);
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut failed = Vec::new();
-                for i in 0..60 {
-                    // Bodiless POSTs too: "not processed" holds for any method.
-                    let head = if i % 2 == 0 {
-                        format!("GET /g{i} HTTP/1.1\r\nHost: x\r\n\r\n")
-                    } else {
-                        format!("POST /p{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-                    };
-                    match exchange(addr, head.as_bytes()).await {
-                        Ok(r) if r.status == 200 => {}
-                        other => failed.push(verdict(&other)),
-                    }
-                }
-                failed
-            })
-        })
-        .collect();
-    let mut failed = Vec::new();
-    for t in tasks {
-        failed.extend(t.await.expect("join"));
-    }
+    let failed = goaway_load(gw.addr(0)).await;
     let hits = backend.hits.load(Ordering::SeqCst);
     eprintln!(
         "h3 goaway: {} of 600 failed, {hits} backend requests, {} connections",

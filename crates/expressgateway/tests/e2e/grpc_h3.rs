@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::grpc::GrpcServer;
-use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_bounded};
+use crate::h3_thirdparty::{py_dir, python, require_python_modules, run_json};
 use crate::support::tls::cert;
 use crate::support::*;
 
@@ -26,12 +26,10 @@ async fn grpc_unary_streaming_and_health_through_the_h3_front() {
         "[listeners.grpc]\nmax_deadline_seconds = 30\n[[listeners.backends]]",
     ) + "[listeners.http]\ntotal_timeout_ms = 1500\n";
     let gw = Gateway::start_in(dir, &config);
-    let mut cmd = python();
-    cmd.arg(py_dir().join("grpc_h3.py"))
-        .arg("--ca")
-        .arg(&c.cert_path)
-        .args(["--port", &gw.addr(0).port().to_string()])
-        .args([
+    let calls = grpc_h3(
+        &c.cert_path,
+        gw.addr(0).port(),
+        &[
             "/test.Echo/Unary:hello:20S",
             "/test.Echo/Unary:fail",
             // 6 messages 0.4 s apart: past total_timeout_ms (1.5 s).
@@ -40,14 +38,9 @@ async fn grpc_unary_streaming_and_health_through_the_h3_front() {
             "/grpc.health.v1.Health/Check:",
             "/test.Echo/ClientStream:a|b|c:20S",
             "/test.Echo/Bidi:>x|y:20S",
-        ]);
-    let (ok, stdout, stderr) =
-        tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(60)))
-            .await
-            .expect("join");
-    assert!(ok, "grpc_h3.py failed:\n{stderr}\n{stdout}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
-    let calls = report["calls"].as_array().expect("calls");
+        ],
+    )
+    .await;
     let unary = &calls[0];
     assert_eq!(unary["status"], 200, "{unary}");
     assert_eq!(unary["headers"]["content-type"], "application/grpc");
@@ -109,12 +102,7 @@ async fn grpc_h3(ca: &std::path::Path, port: u16, calls: &[&str]) -> Vec<serde_j
         .arg(ca)
         .args(["--port", &port.to_string()])
         .args(calls);
-    let (ok, stdout, stderr) =
-        tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(60)))
-            .await
-            .expect("join");
-    assert!(ok, "grpc_h3.py failed:\n{stderr}\n{stdout}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let report = run_json(cmd, "grpc_h3.py", Duration::from_secs(60)).await;
     report["calls"].as_array().cloned().expect("calls")
 }
 
