@@ -114,9 +114,11 @@ where
             return Poll::Ready(Ok(None));
         };
 
-        // ExpressGateway patch: buffered data is handed out without reading
-        // the QUIC stream again (see `read_pending`).
-        let end = if self.stream.buf_mut().has_remaining() {
+        // ExpressGateway patch: a frame whose data is all buffered is handed
+        // out without reading the QUIC stream again (see `read_pending`);
+        // only a frame that needs more data reads (and so learns of an end
+        // that cuts it short).
+        let end = if self.stream.buf_mut().remaining() >= self.remaining_data {
             false
         } else {
             match self.try_recv(cx) {
@@ -128,6 +130,14 @@ where
         let data = self.stream.buf_mut().take_chunk(self.remaining_data);
 
         match (data, end) {
+            // ExpressGateway patch: the stream ended inside a DATA frame
+            // (data read earlier from the buffer, the end in a read of its
+            // own). Not a clean end: `poll_next` would then find
+            // `remaining_data` left and panic on its assertion.
+            // (WebTransport payloads, `usize::MAX`, end with the stream.)
+            (None, true) if self.remaining_data != usize::MAX => {
+                Poll::Ready(Err(FrameStreamError::UnexpectedEnd))
+            }
             (None, true) => Poll::Ready(Ok(None)),
             (None, false) => Poll::Pending,
             (Some(d), true)
