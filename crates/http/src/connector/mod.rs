@@ -103,9 +103,14 @@ impl SendError {
     /// a graceful GOAWAY that leaves this stream out (RFC 9113 §8.7); for
     /// HTTP/3, H3_REQUEST_REJECTED, or a GOAWAY seen before the stream
     /// opened (RFC 9114 §4.1.1, §5.2). Safe to send again elsewhere, and no
-    /// mark against the backend.
+    /// mark against the backend. A request handed back unsent is that by
+    /// definition (the forwarder resends it a few times first; past those
+    /// it must not turn into a mark either).
     pub fn unprocessed(&self) -> bool {
         use ::h3::error::{Code, StreamError};
+        if matches!(self, Self::Unsent(..)) {
+            return true;
+        }
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self.source_error());
         while let Some(e) = cur {
             if e.is::<LeftOutOfGoaway>() {
