@@ -71,6 +71,11 @@ pub struct BackendLive {
     check_passes: AtomicU32,
     check_failures: AtomicU32,
     next_check_ms: AtomicU64,
+    /// The one check runner that probes this backend (its token): a pool a
+    /// reload kept (its listener could not be re-bound) and its successor
+    /// share this state, and two runners would probe twice per interval
+    /// and race on the rise/fall progress. The newest runner wins.
+    check_owner: AtomicU64,
 }
 
 impl BackendState {
@@ -111,6 +116,7 @@ impl BackendLive {
             check_passes: AtomicU32::new(0),
             check_failures: AtomicU32::new(0),
             next_check_ms: AtomicU64::new(0),
+            check_owner: AtomicU64::new(0),
         }
     }
 
@@ -157,6 +163,17 @@ impl BackendLive {
     pub(crate) fn set_check_run(&self, (passes, failures): (u32, u32)) {
         self.check_passes.store(passes, Ordering::Relaxed);
         self.check_failures.store(failures, Ordering::Relaxed);
+    }
+
+    /// Make the runner with `token` the one that probes this backend.
+    pub(crate) fn claim_checks(&self, token: u64) {
+        self.check_owner.store(token, Ordering::Relaxed);
+    }
+
+    /// Whether the runner with `token` still is the one (a newer runner
+    /// for the same backend took over otherwise).
+    pub(crate) fn checks_owned_by(&self, token: u64) -> bool {
+        self.check_owner.load(Ordering::Relaxed) == token
     }
 
     /// How long until the next probe: what an earlier generation scheduled

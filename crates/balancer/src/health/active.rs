@@ -85,6 +85,9 @@ pub fn spawn(pool: &Arc<Pool>, probe: Arc<dyn Probe>) {
 }
 
 async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: HealthCheck) {
+    /// Runner tokens, unique for the life of the process (0: none yet).
+    static RUNNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let token = RUNNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let interval = Duration::from_millis(spec.interval_ms);
     let timeout = Duration::from_millis(spec.timeout_ms);
     let mut first = true;
@@ -98,6 +101,11 @@ async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: Health
             let Some(backend) = pool.backends().get(index).cloned() else {
                 return;
             };
+            if first {
+                backend.claim_checks(token);
+            } else if !backend.checks_owned_by(token) {
+                return;
+            }
             let now = Instant::now();
             let wait = if first {
                 backend.check_due_in(now, interval + jitter)
@@ -116,6 +124,9 @@ async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: Health
         let Some(backend) = pool.backends().get(index).cloned() else {
             return;
         };
+        if !backend.checks_owned_by(token) {
+            return;
+        }
         let ok = tokio::time::timeout(timeout, probe.check(&backend))
             .await
             .unwrap_or(false);
@@ -137,6 +148,56 @@ async fn run(pool: Weak<Pool>, index: usize, probe: Arc<dyn Probe>, spec: Health
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(AtomicUsize);
+
+    impl Probe for Counting {
+        fn check<'a>(
+            &'a self,
+            _backend: &'a BackendState,
+        ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { false })
+        }
+    }
+
+    /// A pool a reload kept and its successor share their backends'
+    /// state (one `Carry`): only the newer runner may probe.
+    #[tokio::test]
+    async fn pools_sharing_a_backend_probe_it_once_per_interval() {
+        let text = "[[listeners]]\naddress=\"127.0.0.1:0\"\nprotocol=\"h1\"\n\
+            [[listeners.routes]]\ncluster=\"c\"\n[[clusters]]\nname=\"c\"\n\
+            [clusters.health_check]\nkind=\"tcp\"\ninterval_ms=100\ntimeout_ms=50\nfall=100\n\
+            [[clusters.backends]]\naddress=\"10.0.0.1:80\"\n";
+        let config = eg_config::Config::from_toml(text).expect("valid config");
+        let spec = config.clusters[0].pool();
+        let carry = eg_runtime::Carry::default();
+        let old = Arc::new(Pool::carrying(
+            &spec,
+            eg_config::BackendProtocol::H1,
+            &carry,
+        ));
+        let probe = Arc::new(Counting(AtomicUsize::new(0)));
+        spawn(&old, Arc::clone(&probe) as Arc<dyn Probe>);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let new = Arc::new(Pool::carrying(
+            &spec,
+            eg_config::BackendProtocol::H1,
+            &carry,
+        ));
+        spawn(&new, Arc::clone(&probe) as Arc<dyn Probe>);
+        // Ten intervals: one runner probes at most once per 100-110 ms
+        // (jitter), so at most 10 times; two would make about 20. A slow
+        // machine only makes fewer.
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
+        let probes = probe.0.load(Ordering::SeqCst);
+        assert!(
+            (1..=11).contains(&probes),
+            "{probes} probes in 10.5 intervals"
+        );
+        drop((old, new));
+    }
 
     #[test]
     fn rise_and_fall_thresholds() {
