@@ -101,6 +101,18 @@ enum State {
     Stopped,
 }
 
+/// A complete head at the start of `bytes`, no longer than
+/// [`MAX_HEAD_BYTES`]: its length and judgement. `None` when it is partial,
+/// too long or does not parse: the caller collects it and decides.
+fn parse_head(bytes: &[u8]) -> Option<(usize, Option<Framing>)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => Some((n, judge(&req))),
+        _ => None,
+    }
+}
+
 /// hyper's chunked decoder states (proto/h1/decode.rs), same grammar:
 /// `hex[ \t]*[;ext]\r\n`, data, `\r\n`; after the `0` chunk, trailer
 /// lines (any bytes up to `\r\n`) and the final `\r\n`.
@@ -241,6 +253,17 @@ impl Tracker {
         let room = (MAX_HEAD_BYTES + 1).saturating_sub(self.head.len());
         let window = data.get(used..).unwrap_or_default();
         let window = window.get(..room).unwrap_or(window);
+        // The usual case: the whole head came in this read. Judged where it
+        // lies, without copying it line by line. httparse ends a complete
+        // head at its first empty line, which is where the collecting loop
+        // below would stop too; anything else (a partial or unparsable
+        // head) goes the collecting way.
+        if self.head.is_empty() {
+            if let Some((n, outcome)) = parse_head(window) {
+                self.conclude(outcome, emit);
+                return used.saturating_add(n);
+            }
+        }
         let mut rest = window;
         while !rest.is_empty() {
             let (line, after) = match rest.iter().position(|&b| b == b'\n') {
@@ -278,6 +301,12 @@ impl Tracker {
         if self.head.capacity() > 8 * 1024 {
             self.head = Vec::new();
         }
+        self.conclude(outcome, emit);
+        true
+    }
+
+    /// Act on a complete head's judgement: follow its body, or stop.
+    fn conclude(&mut self, outcome: Option<Framing>, emit: &mut impl FnMut(Verdict)) {
         self.leading = Leading::Lines;
         match outcome {
             Some(framing) => {
@@ -293,7 +322,6 @@ impl Tracker {
                 self.stop();
             }
         }
-        true
     }
 
     /// Step hyper's chunked grammar over `data`; chunk data is skipped

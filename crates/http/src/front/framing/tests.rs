@@ -163,6 +163,12 @@ fn oversized_head_is_ambiguous_and_bounded() {
     head.extend_from_slice(b"\r\n\r\n");
     head.extend_from_slice(GET);
     assert_eq!(verdicts(&head), vec![K, K]);
+    // One byte over it, complete in one read, is refused as when collected.
+    let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    head.resize(MAX_HEAD_BYTES - 3, b'a');
+    head.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(run(true, &[&head]).0, vec![A]);
+    assert_eq!(run(true, &[&head[..10], &head[10..]]).0, vec![A]);
     // Many leading empty lines do not count towards it.
     let mut lines = b"\r\n".repeat(MAX_HEAD_BYTES);
     lines.extend_from_slice(GET);
