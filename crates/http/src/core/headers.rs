@@ -30,9 +30,16 @@ static VIA: HeaderName = HeaderName::from_static("via");
 /// Remove hop-by-hop headers, including every name listed in `Connection`.
 /// `TE: trailers` survives: it is how gRPC asks for trailers end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none (or only `Connection`): one pass over the
-    // names, comparing interned names, instead of a hashed lookup for each.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // Most messages carry none, or only `Connection: keep-alive`: one pass
+    // over the names, comparing interned names, notes which are present,
+    // so only those cost a hashed removal.
+    let mut present = 0u8;
+    for key in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == key) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     let listed: Vec<HeaderName> = headers
@@ -54,8 +61,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if wants_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
@@ -140,6 +149,25 @@ mod tests {
         );
         assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
         assert!(h.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn each_fixed_hop_by_hop_name_goes_alone_or_with_the_others() {
+        for only in &HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.append(only.clone(), HeaderValue::from_static("1"));
+            h.append(only.clone(), HeaderValue::from_static("2"));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(only), "{only} kept");
+            assert!(h.contains_key("x-kept"));
+        }
+        let mut h = HeaderMap::new();
+        for name in &HOP_BY_HOP {
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+        }
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "left: {h:?}");
     }
 
     #[test]
