@@ -56,6 +56,14 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
             true,
         );
     }
+    let (ox, nx) = (&old.xdp, &new.xdp);
+    differs(
+        "xdp.enabled / interface / mode / conntrack_entries (the program is attached at start)",
+        ox.enabled != nx.enabled
+            || ox.interface != nx.interface
+            || ox.mode != nx.mode
+            || ox.conntrack_entries != nx.conntrack_entries,
+    );
     let bind = |c: &Config| c.passthrough.as_ref().map(|p| p.bind_addr);
     differs(
         "passthrough.bind_addr (or [passthrough] added or removed)",
