@@ -1,3 +1,18 @@
 //! The optional XDP plane (SPEC §10): a BPF program in C (`bpf/lb.c`,
 //! its contract with userspace in `bpf/lb.h`) that forwards established
 //! L4 flows in the kernel, and its controller.
+//!
+//! [`OBJECT`] is the clang-built object; load it with aya
+//! (`aya::EbpfLoader::new().set_max_entries(maps::CONNTRACK, n).load(OBJECT)`),
+//! take the program [`PROGRAM`] as `aya::programs::Xdp`, and fill the maps
+//! named in [`maps`] with the `#[repr(C)]` mirrors there.
+
+pub mod maps;
+pub mod testrun;
+
+/// The XDP object (ELF, BPF target) built from `bpf/lb.c`, 8-byte aligned
+/// as aya's parser wants it.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.o"));
+
+/// Name of the XDP program (its function) in [`OBJECT`].
+pub const PROGRAM: &str = "eg_lb";
