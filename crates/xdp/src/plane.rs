@@ -91,6 +91,15 @@ impl Plane {
             .map_max_entries(maps::CONNTRACK, s.conntrack_entries)
             .load(crate::OBJECT)
             .map_err(|e| PlaneError::load(&e))?;
+        // Maps first: the config must be in place before the program
+        // sees a packet (all zero would mean no kernel flows and every
+        // entry stale at once).
+        let services = take(&mut ebpf, maps::SERVICES)?;
+        let backends = take(&mut ebpf, maps::BACKENDS)?;
+        let maglev = take(&mut ebpf, maps::MAGLEV)?;
+        let mut config = take(&mut ebpf, maps::CONFIG)?;
+        let stats = std::sync::Arc::new(take(&mut ebpf, maps::STATS)?);
+        write_limits(&mut config, s)?;
         let program: &mut Xdp = ebpf
             .program_mut(crate::PROGRAM)
             .ok_or_else(|| PlaneError::Object(format!("no program {:?}", crate::PROGRAM)))?
@@ -109,27 +118,25 @@ impl Plane {
             .id();
         // aya falls back to a netlink attach when the kernel refuses a
         // BPF link; that attach would survive a crash. Only a link will do.
-        let is_link = loaded_links().flatten().any(|l| {
-            l.program_id() == prog_id && matches!(l.link_type(), Ok(LinkType::Xdp))
-        });
+        let is_link = loaded_links()
+            .flatten()
+            .any(|l| l.program_id() == prog_id && matches!(l.link_type(), Ok(LinkType::Xdp)));
         if !is_link {
             drop(link);
             return Err(PlaneError::NoLink);
         }
-        let mut plane = Self {
+        Ok(Self {
             link: Some(link),
             interface: s.interface.clone(),
-            services: take(&mut ebpf, maps::SERVICES)?,
-            backends: take(&mut ebpf, maps::BACKENDS)?,
-            maglev: take(&mut ebpf, maps::MAGLEV)?,
-            config: take(&mut ebpf, maps::CONFIG)?,
-            stats: std::sync::Arc::new(take(&mut ebpf, maps::STATS)?),
+            services,
+            backends,
+            maglev,
+            config,
+            stats,
             written: Vec::new(),
             written_backends: Vec::new(),
             _ebpf: ebpf,
-        };
-        plane.set_limits(s)?;
-        Ok(plane)
+        })
     }
 
     pub fn interface(&self) -> &str {
@@ -143,11 +150,7 @@ impl Plane {
 
     /// The live keys: the rate cap and the idle timeout.
     pub fn set_limits(&mut self, s: &Settings) -> Result<(), PlaneError> {
-        let c = maps::Config {
-            new_flows_per_cpu_per_sec: s.new_flows_per_cpu_per_second,
-            flow_idle_timeout_s: s.flow_idle_timeout_seconds,
-        };
-        self.config.set(0, c, 0).map_err(PlaneError::map("config"))
+        write_limits(&mut self.config, s)
     }
 
     /// Make the maps say what `plan` says: backends and tables first, then
@@ -210,7 +213,8 @@ impl Plane {
                 .set(index, entry, 0)
                 .map_err(PlaneError::map("backends"))?;
             if self.written_backends.len() <= at {
-                self.written_backends.resize(at + 1, maps::Backend::default());
+                self.written_backends
+                    .resize(at + 1, maps::Backend::default());
             }
             self.written_backends[at] = entry;
             written += 1;
@@ -248,6 +252,14 @@ impl Drop for Plane {
             tracing::info!(interface = %self.interface, "xdp: program detached");
         }
     }
+}
+
+fn write_limits(config: &mut Array<MapData, maps::Config>, s: &Settings) -> Result<(), PlaneError> {
+    let c = maps::Config {
+        new_flows_per_cpu_per_sec: s.new_flows_per_cpu_per_second,
+        flow_idle_timeout_s: s.flow_idle_timeout_seconds,
+    };
+    config.set(0, c, 0).map_err(PlaneError::map("config"))
 }
 
 fn service_key(local: SocketAddr) -> maps::ServiceKey {

@@ -88,8 +88,10 @@ impl Plan {
                 c.pool.policy_name.as_str()
             ));
         }
-        if c
-            .pool
+        if c.pool.slow_start().is_some() {
+            return Err("its pool has slow_start (ramping picks no table can mirror)".into());
+        }
+        if c.pool
             .hash_key
             .as_ref()
             .is_some_and(|k| k.source != HashSource::Ip)

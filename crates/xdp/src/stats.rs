@@ -92,14 +92,20 @@ impl Series {
                 c.inc_by(to - now);
             }
         };
-        up(&self.packets.with_label_values(&["forwarded"]), t.forwarded_packets);
+        up(
+            &self.packets.with_label_values(&["forwarded"]),
+            t.forwarded_packets,
+        );
         up(&self.packets.with_label_values(&["passed"]), t.passed);
         up(&self.packets.with_label_values(&["dropped"]), t.dropped);
         up(&self.bytes, t.forwarded_bytes);
         up(&self.rate_cap, t.rate_cap_trips);
         up(&self.new_flows, t.new_flows);
         up(&self.lookups.with_label_values(&["hit"]), t.conntrack_hits);
-        up(&self.lookups.with_label_values(&["miss"]), t.conntrack_misses);
+        up(
+            &self.lookups.with_label_values(&["miss"]),
+            t.conntrack_misses,
+        );
     }
 }
 
