@@ -3,7 +3,7 @@
 //! L4 flows in the kernel, and its controller.
 //!
 //! [`OBJECT`] is the clang-built object; load it with aya
-//! (`aya::EbpfLoader::new().set_max_entries(maps::CONNTRACK, n).load(OBJECT)`),
+//! (`aya::EbpfLoader::new().map_max_entries(maps::CONNTRACK, n).load(OBJECT)`),
 //! take the program [`PROGRAM`] as `aya::programs::Xdp`, and fill the maps
 //! named in [`maps`] with the `#[repr(C)]` mirrors there.
 //!
