@@ -16,7 +16,7 @@ const TRANSFER: usize = 4 << 20;
 
 fn config(pair: &NetPair, backend: SocketAddr) -> String {
     format!(
-        "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n\
+        "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n[runtime]\nreadiness_settle_ms = 0\n\
          [xdp]\nenabled = true\ninterface = \"{}\"\nmode = \"skb\"\n\
          [[listeners]]\naddress = \"{GW_IP}:0\"\nprotocol = \"tcp\"\nlb_policy = \"maglev\"\n\
          [[listeners.backends]]\naddress = \"{backend}\"\n",
