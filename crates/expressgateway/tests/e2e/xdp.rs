@@ -13,6 +13,9 @@ use crate::support::*;
 
 /// Bytes each way: a few MiB, thousands of packets at MTU size.
 const TRANSFER: usize = 4 << 20;
+/// How often the gateway copies backend eligibility to the kernel
+/// (`eg_xdp::ELIGIBILITY_SYNC`).
+const ELIGIBILITY_SYNC: Duration = Duration::from_millis(250);
 
 fn config(pair: &NetPair, backend: SocketAddr) -> String {
     format!(
@@ -175,4 +178,119 @@ fn xdp_tcp_transfer_takes_the_kernel_path_and_detaches_on_exit_and_kill() {
         "program left after kill -9: {}",
         pair.gw_link()
     );
+}
+
+/// A backend that answers each connection with its name, then closes.
+fn named_backend(listener: TcpListener, name: &'static str) {
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let _ = s.write_all(name.as_bytes());
+        }
+    });
+}
+
+/// Which backend a new connection from the peer namespace reaches.
+fn reached(pair: &NetPair, target: SocketAddr) -> String {
+    pair.in_peer(move || {
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut name = String::new();
+        s.read_to_string(&mut name).expect("read name");
+        name
+    })
+}
+
+fn listener_config(pair: &NetPair, backends: &[SocketAddr]) -> String {
+    let mut text = format!(
+        "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n[runtime]\nreadiness_settle_ms = 0\n\
+         [xdp]\nenabled = true\ninterface = \"{}\"\nmode = \"skb\"\n\
+         [[listeners]]\naddress = \"{GW_IP}:0\"\nprotocol = \"tcp\"\nlb_policy = \"maglev\"\n",
+        pair.gw_if
+    );
+    for b in backends {
+        text.push_str(&format!("[[listeners.backends]]\naddress = \"{b}\"\n"));
+    }
+    text
+}
+
+#[test]
+fn xdp_follows_reloads_and_drains() {
+    if !root_or_skip("xdp_follows_reloads_and_drains") {
+        return;
+    }
+    let pair = NetPair::new("r");
+    let bind = || pair.in_peer(|| TcpListener::bind(format!("{BACKEND_IP}:0")).expect("bind"));
+    let (one, two) = (bind(), bind());
+    let (a, b) = (
+        one.local_addr().expect("addr"),
+        two.local_addr().expect("addr"),
+    );
+    named_backend(one, "one");
+    named_backend(two, "two");
+    let wrapper = ["ip", "netns", "exec", pair.gw.as_str()];
+    let gw = Gateway::start_via(scratch(), &wrapper, &listener_config(&pair, &[a]));
+    let target = gw.addr(0);
+    let flows = |gw: &Gateway| value(&scrape(&pair, gw), "expressgateway_xdp_new_flows_total");
+    assert_eq!(reached(&pair, target), "one");
+    assert_eq!(flows(&gw), 1, "the first connection was not a kernel flow");
+    // A reload that replaces the backend rewrites the kernel's tables.
+    std::fs::write(gw.config_path(), listener_config(&pair, &[b])).expect("rewrite");
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while value(
+        &scrape(&pair, &gw),
+        "expressgateway_config_reloads_total{result=\"ok\"}",
+    ) == 0
+    {
+        assert!(Instant::now() < deadline, "no reload: {}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reached(&pair, target), "two", "reload not in the kernel");
+    assert_eq!(flows(&gw), 2);
+    // Both backends; then drain the one this client maps to: within the
+    // eligibility sync period new kernel flows go to the other.
+    std::fs::write(gw.config_path(), listener_config(&pair, &[a, b])).expect("rewrite");
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while value(
+        &scrape(&pair, &gw),
+        "expressgateway_config_reloads_total{result=\"ok\"}",
+    ) < 2
+    {
+        assert!(Instant::now() < deadline, "no reload: {}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = reached(&pair, target);
+    assert_eq!(reached(&pair, target), first, "maglev must be stable");
+    let (drain, other) = if first == "one" {
+        (a, "two")
+    } else {
+        (b, "one")
+    };
+    let admin = gw
+        .listeners
+        .iter()
+        .find(|l| l.name == "admin")
+        .map(|l| l.address)
+        .expect("admin");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.gw,
+        "curl",
+        "-sf",
+        "-X",
+        "POST",
+        &format!("http://{admin}/api/v1/pools/tcp-0%2Fdefault/backends/{drain}/drain"),
+    ]);
+    std::thread::sleep(ELIGIBILITY_SYNC + Duration::from_millis(250));
+    assert_eq!(
+        reached(&pair, target),
+        other,
+        "the drain did not reach the kernel"
+    );
+    assert_eq!(flows(&gw), 5, "every connection was a kernel flow");
 }
