@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::support::h3::{H3Backend, H3Client};
 use crate::support::netns::{root_or_skip, sh, NetPair, BACKEND_IP, GW_IP};
+use crate::support::tls::cert;
 use crate::support::*;
 
 /// Bytes each way: a few MiB, thousands of packets at MTU size.
@@ -293,4 +295,82 @@ fn xdp_follows_reloads_and_drains() {
         "the drain did not reach the kernel"
     );
     assert_eq!(flows(&gw), 5, "every connection was a kernel flow");
+}
+
+/// UDP through the gateway with the program attached: Mode A
+/// (passthrough) flows are not in the kernel's tables (userspace installs
+/// none yet), so the program passes their datagrams and a real QUIC
+/// client reaches a real QUIC backend across the veth through userspace.
+#[test]
+fn xdp_passes_mode_a_udp_to_userspace() {
+    if !root_or_skip("xdp_passes_mode_a_udp_to_userspace") {
+        return;
+    }
+    let pair = NetPair::new("u");
+    let dir = scratch();
+    let c = cert(dir.path(), "origin");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (target_tx, target_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let ns = format!("/var/run/netns/{}", pair.peer);
+    let client = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).expect("netns");
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let backend = H3Backend::start_on("udp-origin", &c, &format!("{BACKEND_IP}:0")).await;
+            addr_tx.send(backend.addr).expect("send addr");
+            let target = target_rx.await.expect("target");
+            let mut cl = H3Client::new(&c.cert_pem, target);
+            let r = cl.send(::http::Method::GET, "/", bytes::Bytes::new()).await;
+            let name = r
+                .headers
+                .get("x-backend")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            (r.status, name)
+        })
+    });
+    let backend = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("backend address");
+    let config = format!(
+        "[observability]\nmetrics_bind = \"127.0.0.1:0\"\n[runtime]\nreadiness_settle_ms = 0\n\
+         [xdp]\nenabled = true\ninterface = \"{}\"\nmode = \"skb\"\n\
+         [passthrough]\nbind_addr = \"{GW_IP}:0\"\nbackends = [\"{backend}\"]\n",
+        pair.gw_if
+    );
+    let wrapper = ["ip", "netns", "exec", pair.gw.as_str()];
+    let gw = Gateway::start_via(scratch(), &wrapper, &config);
+    let before = scrape(&pair, &gw);
+    let target = gw
+        .listeners
+        .iter()
+        .find(|l| l.name == "passthrough")
+        .map(|l| l.address)
+        .expect("passthrough listener");
+    target_tx.send(target).expect("send target");
+    let (status, name) = client.join().expect("client thread");
+    assert_eq!(status, ::http::StatusCode::OK);
+    assert_eq!(name.as_deref(), Some("udp-origin"));
+    let after = scrape(&pair, &gw);
+    let delta = |key: &str| value(&after, key).saturating_sub(value(&before, key));
+    let passed = delta("expressgateway_xdp_packets_total{action=\"passed\"}");
+    let relayed = delta("expressgateway_passthrough_datagrams_total");
+    eprintln!("xdp: {passed} packets passed to the stack, {relayed} datagrams relayed by Mode A");
+    assert!(relayed >= 4, "Mode A relayed {relayed} datagrams");
+    // Every datagram into the gateway (client's and backend's) went by
+    // the program and was passed.
+    assert!(passed >= relayed, "{passed} passed < {relayed} relayed");
+    assert_eq!(
+        delta("expressgateway_xdp_packets_total{action=\"forwarded\"}"),
+        0,
+        "no Mode A flow is in the kernel yet"
+    );
 }
