@@ -11,6 +11,7 @@ use eg_config::Config;
 
 /// A `tcp` listener the kernel may serve: its label, bound address, pool
 /// and whether every backend is cleartext.
+#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
 pub struct Offer {
     pub label: String,
     pub local: SocketAddr,
