@@ -449,6 +449,7 @@ impl Gateway {
                 socket,
                 Arc::clone(&settings),
                 shutdown.clone(),
+                xdp.fast_path(),
             ));
             passthrough = Some(settings);
         }

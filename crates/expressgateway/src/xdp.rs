@@ -54,11 +54,42 @@ mod on {
             Ok(Self(Some(controller)))
         }
 
+        /// Where Mode A installs its established flows, when the plane runs.
+        pub fn fast_path(&self) -> Option<Arc<dyn eg_passthrough::FastPath>> {
+            let flows = self.0.as_ref()?.udp_flows()?;
+            Some(Arc::new(ModeA(flows)))
+        }
+
         /// Write the maps for the listeners as they are now bound.
         pub async fn apply(&self, config: &Config, offers: Vec<Offer>) {
             if let Some(c) = &self.0 {
                 c.apply(settings(config), candidates(offers)).await;
             }
+        }
+    }
+
+    /// Mode A flows in the kernel's flow table (`eg_xdp::UdpFlows`).
+    struct ModeA(eg_xdp::UdpFlows);
+
+    fn udp(f: &eg_passthrough::KernelFlow) -> eg_xdp::UdpFlow {
+        eg_xdp::UdpFlow {
+            client: f.client,
+            listen: f.listen,
+            upstream: f.upstream,
+            backend: f.backend,
+            backend_index: f.backend_index,
+        }
+    }
+
+    impl eg_passthrough::FastPath for ModeA {
+        fn install(&self, flow: &eg_passthrough::KernelFlow) -> bool {
+            self.0.install(&udp(flow))
+        }
+        fn remove(&self, flow: &eg_passthrough::KernelFlow) {
+            self.0.remove(&udp(flow));
+        }
+        fn idle_ms(&self, flow: &eg_passthrough::KernelFlow) -> Option<u64> {
+            self.0.idle_ms(&udp(flow))
         }
     }
 
@@ -81,6 +112,10 @@ mod on {
         }
 
         pub async fn apply(&self, _config: &Config, _offers: Vec<Offer>) {}
+
+        pub fn fast_path(&self) -> Option<Arc<dyn eg_passthrough::FastPath>> {
+            None
+        }
     }
 
     pub fn refuse_unsupported(config: &Config) -> anyhow::Result<()> {

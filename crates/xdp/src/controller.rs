@@ -60,6 +60,11 @@ impl Controller {
         Ok(Self { state })
     }
 
+    /// The kernel's flow table, for Mode A flows userspace installs.
+    pub fn udp_flows(&self) -> Option<crate::UdpFlows> {
+        self.state.lock().ok().map(|s| s.plane.udp_flows())
+    }
+
     /// Serve `candidates` (at start once the listeners are bound, then
     /// the new generation's on every reload) with the live keys of
     /// `settings` (rate cap, idle timeout). Blocking work (a changed

@@ -18,11 +18,13 @@ mod plane;
 pub mod services;
 pub mod stats;
 pub mod testrun;
+mod udp_flows;
 
 pub use controller::{Controller, ELIGIBILITY_SYNC};
 pub use error::PlaneError;
 pub use plane::{Plane, Settings};
 pub use services::{Candidate, Plan};
+pub use udp_flows::{UdpFlow, UdpFlows};
 
 /// The XDP object (ELF, BPF target) built from `bpf/lb.c`, 8-byte aligned
 /// as aya's parser wants it.

@@ -58,6 +58,8 @@ pub struct Plane {
     backends: Array<MapData, maps::Backend>,
     maglev: Array<MapData, u32>,
     config: Array<MapData, maps::Config>,
+    /// Mode A's flows, installed by the passthrough datapath.
+    udp_flows: crate::UdpFlows,
     /// Shared with the metrics collector.
     stats: std::sync::Arc<PerCpuArray<MapData, u64>>,
     written: Vec<Written>,
@@ -98,6 +100,7 @@ impl Plane {
         let backends = take(&mut ebpf, maps::BACKENDS)?;
         let maglev = take(&mut ebpf, maps::MAGLEV)?;
         let mut config = take(&mut ebpf, maps::CONFIG)?;
+        let udp_flows = crate::UdpFlows::new(take(&mut ebpf, maps::CONNTRACK)?);
         let stats = std::sync::Arc::new(take(&mut ebpf, maps::STATS)?);
         write_limits(&mut config, s)?;
         let program: &mut Xdp = ebpf
@@ -132,6 +135,7 @@ impl Plane {
             backends,
             maglev,
             config,
+            udp_flows,
             stats,
             written: Vec::new(),
             written_backends: Vec::new(),
@@ -141,6 +145,11 @@ impl Plane {
 
     pub fn interface(&self) -> &str {
         &self.interface
+    }
+
+    /// The conntrack map, for Mode A's userspace-installed flows.
+    pub fn udp_flows(&self) -> crate::UdpFlows {
+        self.udp_flows.clone()
     }
 
     /// The per-CPU counters, for the metrics collector.
