@@ -72,14 +72,25 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().expect("bench address")
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let repeat: u32 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let Some(mut lab) = common::lab("testrun_bench") else {
-        std::process::exit(2);
+        return std::process::ExitCode::from(2);
     };
+    // Returning (not exiting) drops the lab, which deletes its namespace.
+    match bench(&mut lab, repeat) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(lab: &mut common::Lab, repeat: u32) -> Result<(), String> {
     for case in &CASES {
         let proto = if case.udp { IPPROTO_UDP } else { IPPROTO_TCP };
         let (a, b, c, d) = (sa(case.a), sa(case.b), sa(case.c), sa(case.d));
@@ -100,14 +111,14 @@ fn main() {
         let mut ns = Vec::new();
         for _ in 0..ROUNDS {
             let before = lab.stat(Stat::CtHit);
-            let out = eg_xdp::testrun::run(lab.prog(), &frame, repeat).expect("test run");
+            let out =
+                eg_xdp::testrun::run(lab.prog(), &frame, repeat).map_err(|e| e.to_string())?;
             let hits = lab.stat(Stat::CtHit) - before;
             if !out.action.is_forward() || hits != u64::from(repeat) {
-                eprintln!(
+                return Err(format!(
                     "{}: {:?}, {hits} hits of {repeat}: not the hit path",
                     case.name, out.action
-                );
-                std::process::exit(1);
+                ));
             }
             ns.push(out.duration.as_nanos());
         }
@@ -116,20 +127,20 @@ fn main() {
     // For scale: a packet for no listener (parse, conntrack miss, two
     // service lookups, XDP_PASS).
     let frame = Pkt::tcp("10.1.0.5:40000", "10.0.0.1:81", ACK).build();
-    let ns = (0..ROUNDS)
-        .map(|_| {
-            eg_xdp::testrun::run(lab.prog(), &frame, repeat)
-                .expect("test run")
-                .duration
-                .as_nanos()
-        })
-        .collect();
+    let mut ns = Vec::new();
+    for _ in 0..ROUNDS {
+        let out = eg_xdp::testrun::run(lab.prog(), &frame, repeat).map_err(|e| e.to_string())?;
+        ns.push(out.duration.as_nanos());
+    }
     report("pass_not_a_listener", ns);
+    Ok(())
 }
 
 const ROUNDS: usize = 5;
 
 fn report(name: &str, mut ns: Vec<u128>) {
     ns.sort_unstable();
-    println!("{name} {} {}", ns[0], ns[ns.len() / 2]);
+    if let (Some(min), Some(median)) = (ns.first(), ns.get(ns.len() / 2)) {
+        println!("{name} {min} {median}");
+    }
 }
