@@ -27,7 +27,14 @@
  * with client and backend behind the same neighbour (a router), so the
  * frame goes back where it came from with its Ethernet addresses swapped
  * (XDP_TX). Any other answer (no route, forwarding disabled on the
- * interface, MTU): XDP_PASS of the untouched packet.
+ * interface, MTU): XDP_PASS of the untouched packet. The answer is kept in
+ * the flow entry for EG_FIB_CACHE_NS (a lookup costs more than the rest of
+ * the hit path together); a backend on the local segment must have a
+ * resolved neighbour (userspace's health checks resolve it), else it would
+ * be taken for one-arm.
+ *
+ * Time is bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE): idle timeouts
+ * and the rate window are seconds, and the precise clock costs ~50 ns.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -317,7 +324,9 @@ static __always_inline struct eg_service *find_service(const struct eg_flow_key 
 
 static __always_inline int is_fresh(const struct eg_flow *f, const struct eg_config *cfg, __u64 now)
 {
-	return now - f->last_seen_ns <= (__u64)cfg->flow_idle_timeout_s * NS_PER_SEC;
+	/* A stamp ahead of now (userspace read the clock a moment later) is fresh. */
+	return now <= f->last_seen_ns ||
+	       now - f->last_seen_ns <= (__u64)cfg->flow_idle_timeout_s * NS_PER_SEC;
 }
 
 /* The backend at `offset` within the service, when userspace would pick it. */
@@ -495,43 +504,51 @@ static __always_inline long fib_route(struct xdp_md *ctx, const struct pkt *p,
 	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 }
 
-/* How the rewritten packet leaves, decided before anything is written:
- * XDP_TX / XDP_REDIRECT (with `fib` holding the MACs when `use_fib`), or
- * XDP_PASS when the FIB cannot place it. */
-struct egress {
-	int action;
-	__u32 ifindex;
-	int use_fib;
-};
-
-static __always_inline struct egress route(struct xdp_md *ctx, const struct pkt *p,
-					   const struct eg_flow *f, struct bpf_fib_lookup *fib)
+/* Ask the FIB where f's packets go, unless f holds a recent answer; -1
+ * when it has none (the packet passes). Writes only f, never the packet. */
+static __always_inline int refresh_egress(struct xdp_md *ctx, const struct pkt *p,
+					  struct eg_flow *f, __u64 now)
 {
-	struct egress e = { .action = XDP_PASS };
-	long rc = fib_route(ctx, p, f, fib);
+	struct bpf_fib_lookup fib;
+
+	if (f->fib_kind != EG_FIB_NONE && now >= f->fib_at_ns &&
+	    now - f->fib_at_ns < EG_FIB_CACHE_NS)
+		return 0;
+	long rc = fib_route(ctx, p, f, &fib);
 
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		e.use_fib = 1;
-		e.ifindex = fib->ifindex;
-		if (fib->ifindex == ctx->ingress_ifindex)
-			e.action = XDP_TX;
-		else if (!p->vlan)
-			e.action = XDP_REDIRECT;
+		f->fib_kind = EG_FIB_MACS;
+		f->fib_ifindex = fib.ifindex;
+		__builtin_memcpy(f->fib_dmac, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(f->fib_smac, fib.smac, ETH_ALEN);
 	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		e.action = XDP_TX; /* one-arm: back through the neighbour it came from */
+		f->fib_kind = EG_FIB_ONEARM; /* back through the neighbour it came from */
+	} else {
+		f->fib_kind = EG_FIB_NONE;
+		return -1;
 	}
-	return e;
+	f->fib_at_ns = now;
+	return 0;
 }
 
-static __always_inline void set_macs(struct pkt *p, const struct egress *e,
-				     const struct bpf_fib_lookup *fib)
+/* The verdict for a packet of f (its egress known): XDP_TX, XDP_REDIRECT,
+ * or XDP_PASS for a tagged frame that would leave by another interface. */
+static __always_inline int egress_action(struct xdp_md *ctx, const struct pkt *p,
+					 const struct eg_flow *f)
+{
+	if (f->fib_kind == EG_FIB_ONEARM || f->fib_ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return p->vlan ? XDP_PASS : XDP_REDIRECT;
+}
+
+static __always_inline void set_macs(struct pkt *p, const struct eg_flow *f)
 {
 	struct ethhdr *eth = p->eth;
 	unsigned char tmp[ETH_ALEN];
 
-	if (e->use_fib) {
-		__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	if (f->fib_kind == EG_FIB_MACS) {
+		__builtin_memcpy(eth->h_dest, f->fib_dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, f->fib_smac, ETH_ALEN);
 		return;
 	}
 	__builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
@@ -539,36 +556,35 @@ static __always_inline void set_macs(struct pkt *p, const struct egress *e,
 	__builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
 }
 
-/* Rewrite to `f` and send as `e` says; counts the forward. */
-static __always_inline int send(struct pkt *p, const struct eg_flow *f, const struct egress *e,
-				const struct bpf_fib_lookup *fib)
+/* Rewrite to f and send with `action`; counts the forward. */
+static __always_inline int send(struct pkt *p, const struct eg_flow *f, int action)
 {
 	rewrite(p, f);
-	set_macs(p, e, fib);
+	set_macs(p, f);
 	count(EG_STAT_FWD_PACKETS, 1);
 	count(EG_STAT_FWD_BYTES, p->frame_len);
-	if (e->action == XDP_REDIRECT)
-		return bpf_redirect(e->ifindex, 0);
-	return e->action;
+	if (action == XDP_REDIRECT)
+		return bpf_redirect(f->fib_ifindex, 0);
+	return action;
 }
 
 /* ---- the two ways a packet is forwarded ---- */
 
 static __always_inline int on_hit(struct xdp_md *ctx, struct pkt *p, struct eg_flow *f, __u64 now)
 {
-	struct bpf_fib_lookup fib;
-
 	/* Mode A: QUIC long headers (handshakes, new connection IDs) are
 	 * userspace's in both directions, even on an installed flow. */
 	if (f->from_user && p->key.proto == IPPROTO_UDP && p->quic_long)
 		return pass();
-	struct egress e = route(ctx, p, f, &fib);
+	if (refresh_egress(ctx, p, f, now) < 0)
+		return pass();
+	int action = egress_action(ctx, p, f);
 
-	if (e.action == XDP_PASS)
+	if (action == XDP_PASS)
 		return pass();
 	f->last_seen_ns = now;
 	count(EG_STAT_CT_HIT, 1);
-	return send(p, f, &e, &fib);
+	return send(p, f, action);
 }
 
 /* The reverse entry, under a free NAT port; returns the port (host
@@ -612,7 +628,6 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p,
 				    const struct eg_service *svc, const struct eg_config *cfg,
 				    __u64 now)
 {
-	struct bpf_fib_lookup fib;
 	struct eg_flow fwd = {};
 
 	if (!rate_allows(cfg, now)) {
@@ -635,8 +650,10 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p,
 	fwd.last_seen_ns = now;
 	/* Routed before the NAT port exists (sport 0): a policy rule on
 	 * the source port would not see it. */
-	struct egress e = route(ctx, p, &fwd, &fib);
-	if (e.action == XDP_PASS)
+	if (refresh_egress(ctx, p, &fwd, now) < 0)
+		return pass();
+	int action = egress_action(ctx, p, &fwd);
+	if (action == XDP_PASS)
 		return pass();
 	__u16 port = insert_reverse(p, b, bidx, key, cfg, now);
 	if (!port)
@@ -655,7 +672,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p,
 		return pass();
 	}
 	count(EG_STAT_NEW_FLOWS, 1);
-	return send(p, &fwd, &e, &fib);
+	return send(p, &fwd, action);
 }
 
 SEC("xdp")
@@ -671,7 +688,7 @@ int eg_lb(struct xdp_md *ctx)
 	struct eg_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return pass();
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	/* Every parsed packet looks up conntrack first: reverse entries
 	 * (backend -> NAT port) match no service. */
 	struct eg_flow *f = bpf_map_lookup_elem(&conntrack, &p.key);

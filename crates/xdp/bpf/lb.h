@@ -77,12 +77,30 @@ struct eg_flow {
 	__u16 new_sport;
 	__u16 new_dport;
 	__u32 backend;  /* index in the backends map (passive health, stats) */
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the last packet */
 	__u8 reverse;   /* 1 on the backend->client entry */
 	__u8 from_user; /* 1 when userspace installed it (Mode A) */
 	__u16 pad;
 	__u32 pad2;
+	/* Kernel-owned (userspace writes zeros): the egress bpf_fib_lookup
+	 * gave for new_dst, asked again once older than EG_FIB_CACHE_NS, so
+	 * route and neighbour changes apply within that time. A FIB lookup
+	 * costs more than the rest of the hit path together. */
+	__u64 fib_at_ns;
+	__u32 fib_ifindex;
+	__u8 fib_kind;   /* EG_FIB_* */
+	__u8 fib_pad;
+	__u8 fib_dmac[6];
+	__u8 fib_smac[6];
+	__u16 fib_pad2;
+	__u32 fib_pad3;
 };
+
+/* eg_flow.fib_kind */
+#define EG_FIB_NONE   0 /* not asked yet (or it had no answer) */
+#define EG_FIB_MACS   1 /* FIB success: its MACs, out fib_ifindex */
+#define EG_FIB_ONEARM 2 /* no neighbour: swap the MACs, XDP_TX */
+#define EG_FIB_CACHE_NS 1000000000ULL
 
 /* Index 0 of the config array map. */
 struct eg_config {

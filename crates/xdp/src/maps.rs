@@ -26,6 +26,11 @@ pub const FAMILY_V6: u8 = 6;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
+/// `eg_flow.fib_kind` (the kernel's egress cache).
+pub const FIB_NONE: u8 = 0;
+pub const FIB_MACS: u8 = 1;
+pub const FIB_ONEARM: u8 = 2;
+
 /// `eg_service.flags`
 pub const SVC_TCP_NAT: u32 = 1;
 pub const SVC_QUIC_MODEA: u32 = 2;
@@ -210,6 +215,15 @@ pub struct Flow {
     pub from_user: u8,
     pub pad: u16,
     pub pad2: u32,
+    /// Kernel-owned egress cache (lb.h): zero when userspace writes.
+    pub fib_at_ns: u64,
+    pub fib_ifindex: u32,
+    pub fib_kind: u8,
+    pub fib_pad: u8,
+    pub fib_dmac: [u8; 6],
+    pub fib_smac: [u8; 6],
+    pub fib_pad2: u16,
+    pub fib_pad3: u32,
 }
 
 impl Flow {
@@ -226,9 +240,7 @@ impl Flow {
             backend,
             last_seen_ns: monotonic_ns(),
             reverse: u8::from(reverse),
-            from_user: 0,
-            pad: 0,
-            pad2: 0,
+            ..Self::default()
         }
     }
 
@@ -286,16 +298,21 @@ const _: () = {
     assert!(std::mem::size_of::<Service>() == 20);
     assert!(std::mem::size_of::<Backend>() == 20);
     assert!(std::mem::size_of::<FlowKey>() == 40);
-    assert!(std::mem::size_of::<Flow>() == 56);
+    assert!(std::mem::size_of::<Flow>() == 88);
+    // No implicit padding before the last field (Pod bytes are all fields).
+    assert!(std::mem::offset_of!(Flow, last_seen_ns) == 40);
+    assert!(std::mem::offset_of!(Flow, fib_at_ns) == 56);
+    assert!(std::mem::offset_of!(Flow, fib_pad3) == 84);
     assert!(std::mem::align_of::<Flow>() == 8);
     assert!(std::mem::size_of::<Config>() == 8);
     assert!(std::mem::size_of::<Rate>() == 16);
 };
 
-/// `bpf_ktime_get_ns()` as userspace reads it (CLOCK_MONOTONIC), for
-/// `Flow::last_seen_ns` of entries userspace installs.
+/// The kernel's clock for `Flow::last_seen_ns` (bpf_ktime_get_coarse_ns,
+/// CLOCK_MONOTONIC_COARSE: a tick's resolution, a fraction of the cost of
+/// the precise clock), for entries userspace installs.
 pub fn monotonic_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     u64::try_from(ts.tv_sec)
         .unwrap_or(0)
         .saturating_mul(1_000_000_000)

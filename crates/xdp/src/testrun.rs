@@ -69,3 +69,26 @@ pub fn run(prog: &Xdp, packet: &[u8], repeat: u32) -> Result<Outcome, ProgramErr
         duration: result.duration,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_named_and_only_tx_and_redirect_forward() {
+        let all: Vec<Action> = (0..6).map(Action::from_raw).collect();
+        assert_eq!(
+            all,
+            [
+                Action::Aborted,
+                Action::Drop,
+                Action::Pass,
+                Action::Tx,
+                Action::Redirect,
+                Action::Other(5)
+            ]
+        );
+        let forwards: Vec<bool> = all.iter().map(|a| a.is_forward()).collect();
+        assert_eq!(forwards, [false, false, false, true, true, false]);
+    }
+}

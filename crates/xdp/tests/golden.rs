@@ -290,6 +290,57 @@ fn fib_success_redirects_no_route_passes() {
 }
 
 #[test]
+fn fib_answers_are_kept_in_the_flow_for_a_second() {
+    let Some(mut lab) = lab("fib_cache") else {
+        return;
+    };
+    lab.add_service(
+        V4_LISTENER,
+        IPPROTO_TCP,
+        maps::SVC_TCP_NAT,
+        0,
+        0,
+        &[(sa(NEIGH_V4_BACKEND), true)],
+        &[0],
+    );
+    let client = "10.1.0.5:40000";
+    forward(&lab, &Pkt::tcp(client, V4_LISTENER, SYN));
+    let key = FlowKey::new(sa(client), sa(V4_LISTENER), IPPROTO_TCP);
+    let flow = lab.flow(&key).expect("forward entry");
+    assert_eq!((flow.fib_kind, flow.fib_dmac), (maps::FIB_MACS, NEIGH_MAC));
+    // The neighbour moves: the cached answer holds until it is a second old.
+    lab.ip(&[
+        "neigh",
+        "replace",
+        NEIGH_V4,
+        "lladdr",
+        "02:ee:00:00:00:0a",
+        "dev",
+        "eg0",
+        "nud",
+        "permanent",
+    ]);
+    let (_, seen) = forward(&lab, &Pkt::tcp(client, V4_LISTENER, ACK));
+    assert_eq!(seen.eth_dst, NEIGH_MAC, "cached");
+    let mut old = lab.flow(&key).expect("entry");
+    old.fib_at_ns = old.fib_at_ns.saturating_sub(2_000_000_000);
+    lab.put_flow(key, old);
+    let (_, seen) = forward(&lab, &Pkt::tcp(client, V4_LISTENER, ACK));
+    assert_eq!(seen.eth_dst, [0x02, 0xee, 0, 0, 0, 0x0a], "asked again");
+    // The route goes away: the next lookup has no answer and the packet passes.
+    lab.ip(&["neigh", "del", NEIGH_V4, "dev", "eg0"]);
+    lab.ip(&["route", "add", "unreachable", "10.0.9.0/24"]);
+    let mut old = lab.flow(&key).expect("entry");
+    old.fib_at_ns = old.fib_at_ns.saturating_sub(2_000_000_000);
+    lab.put_flow(key, old);
+    passes(
+        &lab,
+        &Pkt::tcp(client, V4_LISTENER, ACK).build(),
+        "unreachable backend",
+    );
+}
+
+#[test]
 fn mode_a_forwards_installed_short_headers_only() {
     let Some(mut lab) = lab("mode_a") else { return };
     for (client, listener, gw, backend, id) in [

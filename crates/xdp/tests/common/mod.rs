@@ -194,6 +194,13 @@ impl Lab {
         testrun::run(self.prog(), frame, 1).expect("test run")
     }
 
+    /// An `ip` command in the lab's namespace.
+    pub fn ip(&self, args: &[&str]) {
+        let mut cmd = vec!["ip", "-n", self._ns.name.as_str()];
+        cmd.extend_from_slice(args);
+        run(&cmd).expect("ip command");
+    }
+
     pub fn set_config(&mut self, cap: u32, idle_s: u32) {
         let mut a: Array<_, Config> =
             Array::try_from(self.ebpf.map_mut(maps::CONFIG).expect("config")).expect("array");
