@@ -306,7 +306,8 @@ const UDP_SPACING: Duration = Duration::from_millis(250);
 /// attached. A real QUIC client (quinn, HTTP/3) in the peer namespace
 /// reaches a real QUIC backend there; once the backend has answered,
 /// userspace installs the flow's two directions in the kernel, which
-/// forwards its short-header datagrams. The reaper asks the kernel before
+/// forwards its short-header datagrams; halfway the client changes port
+/// and the kernel's entries follow it. The reaper asks the kernel before
 /// reaping: a flow busy only in the kernel is kept past its idle timeout,
 /// and reaped (and removed from the kernel) once really idle.
 #[test]
@@ -336,9 +337,17 @@ fn xdp_forwards_mode_a_flows_userspace_installed() {
             let backend = H3Backend::start_on("udp-origin", &c, &format!("{BACKEND_IP}:0")).await;
             addr_tx.send(backend.addr).expect("send addr");
             let target = target_rx.await.expect("target");
-            let mut cl = H3Client::new(&c.cert_pem, target);
+            // The client behind a NAT that changes its port halfway (the
+            // connection ID stays, as after a NAT rebinding).
+            let mut nat = crate::passthrough::Nat::start(target).await;
+            let mut cl = H3Client::new(&c.cert_pem, nat.inside);
             let mut answers = Vec::new();
-            for _ in 0..UDP_REQUESTS {
+            for i in 0..UDP_REQUESTS {
+                if i == UDP_REQUESTS / 2 {
+                    // The backend's replies must follow the client to its
+                    // new port: userspace reinstalls the kernel's entries.
+                    nat.rebind().await;
+                }
                 let r = cl.send(::http::Method::GET, "/", bytes::Bytes::new()).await;
                 let name = r
                     .headers
