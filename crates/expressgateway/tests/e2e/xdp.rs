@@ -413,3 +413,58 @@ fn xdp_forwards_mode_a_flows_userspace_installed() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A plane that cannot start stops the gateway before anything is bound,
+/// with an error naming the key: no such interface, and no privilege.
+#[test]
+fn xdp_errors_name_the_key_and_bind_nothing() {
+    if !root_or_skip("xdp_errors_name_the_key_and_bind_nothing") {
+        return;
+    }
+    let missing = format!("egno{}", std::process::id());
+    let config = |interface: &str| {
+        format!(
+            "[xdp]\nenabled = true\ninterface = \"{interface}\"\n\
+             [[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nlb_policy = \"maglev\"\n\
+             [[listeners.backends]]\naddress = \"127.0.0.1:9\"\n"
+        )
+    };
+    let dir = scratch();
+    let exit = run_config_to_exit(dir.path(), &config(&missing));
+    assert_eq!(exit.code, Some(1), "{exit:?}");
+    assert!(
+        exit.stderr.contains(&format!(
+            "xdp.interface: \"{missing}\": no such network interface"
+        )),
+        "{}",
+        exit.stderr
+    );
+    assert!(!exit.stdout.contains("listening"), "bound: {}", exit.stdout);
+    // As an unprivileged user (setpriv to nobody), on an interface that
+    // exists: the kernel refuses the maps.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.path().join("nobody.toml");
+    std::fs::write(&path, config("lo")).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary()])
+        .arg(&path)
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("failed to execute") {
+        // The build directory is closed to other users (e.g. under /root).
+        eprintln!(
+            "xdp_errors: unprivileged half skipped: nobody cannot run {}",
+            binary()
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("xdp.enabled = true: loading the XDP program needs root"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
