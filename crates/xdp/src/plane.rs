@@ -45,7 +45,6 @@ impl Settings {
 
 /// A service as last written, to rewrite only what changed.
 struct Written {
-    key: maps::ServiceKey,
     table: Vec<u32>,
 }
 
@@ -63,6 +62,8 @@ pub struct Plane {
     /// Shared with the metrics collector.
     stats: std::sync::Arc<PerCpuArray<MapData, u64>>,
     written: Vec<Written>,
+    /// The services map as written.
+    live: Vec<(maps::ServiceKey, maps::Service)>,
     /// The backends map as last written (index = map index).
     written_backends: Vec<maps::Backend>,
     _ebpf: Ebpf,
@@ -138,6 +139,7 @@ impl Plane {
             udp_flows,
             stats,
             written: Vec::new(),
+            live: Vec::new(),
             written_backends: Vec::new(),
             _ebpf: ebpf,
         })
@@ -167,31 +169,38 @@ impl Plane {
     /// planned. Only what differs from the last write is written (a
     /// reload that keeps a pool keeps its 65 537-slot table untouched).
     pub fn apply(&mut self, plan: &Plan, now: std::time::Instant) -> Result<(), PlaneError> {
+        let planned: Vec<(maps::ServiceKey, maps::Service)> = plan
+            .services
+            .iter()
+            .map(|s| (service_key(s.local), service_value(s)))
+            .collect();
+        // A service whose slot range moves (another listener came or
+        // went), or that is gone, leaves the map before any range is
+        // rewritten: its SYNs meanwhile go to userspace, which picks the
+        // same backend, instead of into ranges half rewritten for another
+        // listener. A service that keeps its place keeps serving.
+        let mut live = std::mem::take(&mut self.live);
+        live.retain(|(key, value)| {
+            let keep = planned.contains(&(*key, *value));
+            if !keep {
+                // Gone already is as good as removed.
+                let _ = self.services.remove(key);
+            }
+            keep
+        });
         for service in &plan.services {
             self.write_backends(service, &service.eligibility(now))?;
             self.write_table(service)?;
         }
-        let mut keys = Vec::with_capacity(plan.services.len());
-        for service in &plan.services {
-            let key = service_key(service.local);
-            let value = maps::Service {
-                id: service.id,
-                backend_base: service.backend_base,
-                backend_count: service.backends.len() as u32,
-                table_size: service.table.len() as u32,
-                flags: maps::SVC_TCP_NAT,
-            };
-            self.services
-                .insert(key, value, 0)
-                .map_err(PlaneError::map("services"))?;
-            keys.push(key);
-        }
-        for old in &self.written {
-            if !keys.contains(&old.key) {
-                // Gone already is as good as removed.
-                let _ = self.services.remove(&old.key);
+        for (key, value) in &planned {
+            if !live.contains(&(*key, *value)) {
+                self.services
+                    .insert(*key, *value, 0)
+                    .map_err(PlaneError::map("services"))?;
+                live.push((*key, *value));
             }
         }
+        self.live = live;
         self.written.truncate(plan.services.len());
         Ok(())
     }
@@ -244,7 +253,6 @@ impl Plane {
                 .map_err(PlaneError::map("maglev"))?;
         }
         let entry = Written {
-            key: service_key(s.local),
             table: s.table.clone(),
         };
         match self.written.get_mut(id) {
@@ -269,6 +277,16 @@ fn write_limits(config: &mut Array<MapData, maps::Config>, s: &Settings) -> Resu
         flow_idle_timeout_s: s.flow_idle_timeout_seconds,
     };
     config.set(0, c, 0).map_err(PlaneError::map("config"))
+}
+
+fn service_value(s: &Service) -> maps::Service {
+    maps::Service {
+        id: s.id,
+        backend_base: s.backend_base,
+        backend_count: s.backends.len() as u32,
+        table_size: s.table.len() as u32,
+        flags: maps::SVC_TCP_NAT,
+    }
 }
 
 fn service_key(local: SocketAddr) -> maps::ServiceKey {
