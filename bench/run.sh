@@ -26,6 +26,8 @@
 #   idle   N idle H1 (after one request, and bare) and N idle h2c connections
 #          (bench/idle_conns.py):
 #          RSS growth per connection of nginx, HAProxy and the gateway
+#   xdp    (root) ns/packet of the XDP program's conntrack-hit path through
+#          BPF_PROG_TEST_RUN (crates/xdp/examples/testrun_bench)
 #
 # Pinning: each proxy on PROXY_CPUS (taskset), with one worker per CPU there
 # (gateway worker_threads, nginx worker_processes, HAProxy nbthread, caddy
@@ -51,7 +53,9 @@
 # Knobs:
 #   SECONDS_PER_CASE (10)  measured seconds per case
 #   WARMUP_SECONDS (2)     unmeasured load before each case
-#   REBUILD=0              skip `cargo build --release` (gateway, h3load, wsload)
+#   REBUILD=0              skip `cargo build --release` (gateway, h3load, wsload;
+#                          the xdp path builds testrun_bench itself)
+#   XDP_BENCH_BIN, REPEAT  the xdp path's binary and repetitions (1000000)
 #   GATEWAY_BIN            the gateway binary (default
 #                          ${CARGO_TARGET_DIR:-target}/release/expressgateway)
 #   H3LOAD_BIN, WSLOAD_BIN the load tools (default ${CARGO_TARGET_DIR:-target}/
@@ -66,7 +70,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_PATHS=(l4 h1 h2 h3 ws grpc modea idle)
+ALL_PATHS=(l4 h1 h2 h3 ws grpc modea idle xdp)
 if [ $# -eq 0 ]; then set -- "${ALL_PATHS[@]}"; fi
 for p in "$@"; do
   known=0

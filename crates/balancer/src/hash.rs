@@ -19,3 +19,13 @@ pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+/// The hash policies' key for a client IP (no configured hash key): the
+/// address octets in wire order. The XDP program computes the same key
+/// (crates/xdp/bpf/lb.h) to mirror a Maglev pick in the kernel.
+pub fn ip_key(ip: std::net::IpAddr) -> u64 {
+    match ip {
+        std::net::IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+        std::net::IpAddr::V6(v6) => hash_bytes(&v6.octets()),
+    }
+}

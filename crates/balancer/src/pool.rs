@@ -103,8 +103,25 @@ impl Pool {
         self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The slow-start window, when configured.
+    pub fn slow_start(&self) -> Option<Duration> {
+        self.slow_start
+    }
+
     pub fn backends(&self) -> &[Arc<BackendState>] {
         &self.backends
+    }
+
+    /// The table the Maglev policy built (slot -> index in `backends()`),
+    /// so another plane (XDP) can repeat its pick exactly: for a key
+    /// (`hash::ip_key` of the client IP), slot `key % len`; while that
+    /// backend is not eligible, `mix(key + p) % len` for p in 1..=16; then
+    /// the first eligible backend from `key % backends().len()` on. `None`
+    /// unless the policy (or session affinity's fallback) is maglev. With
+    /// slow start configured the pool's own picks are randomised while a
+    /// backend ramps, which no table can mirror.
+    pub fn maglev_table(&self) -> Option<&[u32]> {
+        self.policy.maglev_table()
     }
 
     /// Find a backend by its configured address.

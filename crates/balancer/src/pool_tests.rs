@@ -430,3 +430,59 @@ fn a_5xx_neither_fails_nor_forgives_without_eject_on_5xx() {
         "5xx answers forgave a failing backend"
     );
 }
+
+/// The rule `Pool::maglev_table` documents, written out as the XDP
+/// program runs it.
+fn mirror_pick(table: &[u32], eligible: &[bool], key: u64) -> Option<usize> {
+    let len = table.len() as u64;
+    for probe in 0..=16u64 {
+        let h = if probe == 0 {
+            key
+        } else {
+            crate::hash::mix(key.wrapping_add(probe))
+        };
+        let i = *table.get((h % len) as usize)? as usize;
+        if eligible.get(i).copied().unwrap_or(false) {
+            return Some(i);
+        }
+    }
+    let n = eligible.len();
+    (0..n)
+        .map(|i| (key % n as u64) as usize + i)
+        .map(|i| i % n)
+        .find(|&i| eligible[i])
+}
+
+#[test]
+fn maglev_table_lets_another_plane_repeat_the_pick() {
+    let p = pool_with("maglev", &[1, 2, 1, 3, 1], "maglev_table_size = 1021");
+    let table = p.maglev_table().expect("maglev builds a table");
+    assert_eq!(table.len(), 1021);
+    assert!(pool_with("round_robin", &[1, 1], "")
+        .maglev_table()
+        .is_none());
+    let now = Instant::now();
+    for down in [vec![], vec![1], vec![0, 3, 4], vec![0, 1, 2, 3]] {
+        for &i in &down {
+            p.backends()[i].set_active_up(false, now);
+        }
+        let eligible: Vec<bool> = p.backends().iter().map(|b| b.is_available(now)).collect();
+        for k in 0..2000u32 {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + k * 7919));
+            let ctx = PickContext {
+                client_ip: Some(ip),
+                ..Default::default()
+            };
+            let picked = p.pick(&ctx).map(|g| g.backend().index);
+            let key = crate::hash::ip_key(ip);
+            assert_eq!(
+                picked,
+                mirror_pick(table, &eligible, key),
+                "down {down:?} ip {ip}"
+            );
+        }
+        for b in p.backends() {
+            b.set_active_up(true, now);
+        }
+    }
+}

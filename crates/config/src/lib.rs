@@ -16,6 +16,7 @@ pub use schema::global::*;
 pub use schema::listener::*;
 pub use schema::pool::*;
 pub use schema::quic_lb::*;
+pub use schema::xdp::*;
 pub use status::StatusRanges;
 
 /// The whole configuration file.
@@ -35,6 +36,8 @@ pub struct Config {
     #[serde(default)]
     pub admin: Admin,
     pub passthrough: Option<Passthrough>,
+    #[serde(default)]
+    pub xdp: Xdp,
 }
 
 impl Config {

@@ -341,3 +341,35 @@ kind = "KIND"
         "tcp (a QUIC handshake) fits: {e}"
     );
 }
+
+#[test]
+fn xdp_is_off_by_default_and_checked_when_on() {
+    let c = Config::from_toml(TCP).expect("valid");
+    assert!(!c.xdp.enabled);
+    assert_eq!(c.xdp.mode, XdpMode::Auto);
+    let on = Config::from_toml(&format!(
+        "{TCP}[xdp]\nenabled = true\ninterface = \"veth0\"\nmode = \"skb\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(on.xdp.mode, XdpMode::Skb);
+    assert_eq!(on.xdp.interface, "veth0");
+    let e = err(&format!("{TCP}[xdp]\nenabled = true\n"));
+    assert!(e.contains("xdp.interface"), "{e}");
+    let e = err(&format!(
+        "{TCP}[xdp]\nenabled = true\ninterface = \"a-very-long-name0\"\n"
+    ));
+    assert!(e.contains("xdp.interface") && e.contains("15 bytes"), "{e}");
+    let e = err(&format!("{TCP}[xdp]\ninterface = \"eth/0\"\n"));
+    assert!(e.contains("xdp.interface"), "{e}");
+    let e = err(&format!("{TCP}[xdp]\nmode = \"turbo\"\n"));
+    assert!(e.contains("xdp.mode") && e.contains("skb"), "{e}");
+    let e = err(&format!("{TCP}[xdp]\nconntrack_entries = 10\n"));
+    assert!(
+        e.contains("xdp.conntrack_entries = 10: must be between 1024"),
+        "{e}"
+    );
+    let e = err(&format!("{TCP}[xdp]\nflow_idle_timeout_seconds = 0\n"));
+    assert!(e.contains("xdp.flow_idle_timeout_seconds"), "{e}");
+    let e = err(&format!("{TCP}[xdp]\nnew_flows_per_cpu = 1\n"));
+    assert!(e.contains("xdp") && e.contains("new_flows_per_cpu"), "{e}");
+}

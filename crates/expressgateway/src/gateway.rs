@@ -165,6 +165,8 @@ impl Live {
 
 struct Slot {
     address: SocketAddr,
+    /// The address it is bound to (the real port when `address` has 0).
+    local: SocketAddr,
     protocol: ListenerProtocol,
     live: Live,
     /// QUIC listeners: the endpoint, whose server config (certificates,
@@ -240,6 +242,28 @@ pub struct Gateway {
     passthrough: Option<Arc<ArcSwap<eg_passthrough::Settings>>>,
     /// Backend host names and their current records.
     discovery: Arc<crate::discovery::Discovery>,
+    /// The XDP plane (`[xdp] enabled`); dropping it detaches the program.
+    xdp: crate::xdp::Xdp,
+}
+
+/// The `tcp` listeners the XDP plane may take, as they serve now.
+fn xdp_offers(slots: &[Slot]) -> Vec<crate::xdp::Offer> {
+    slots
+        .iter()
+        .filter(|s| s.protocol == ListenerProtocol::Tcp)
+        .filter_map(|s| match &s.live {
+            Live::L4(live) => {
+                let l = live.load();
+                Some(crate::xdp::Offer {
+                    label: l.label.clone(),
+                    local: s.local,
+                    pool: Arc::clone(&l.pool),
+                    cleartext: l.backend_tls().iter().all(Option::is_none),
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 impl Gateway {
@@ -250,6 +274,9 @@ impl Gateway {
         carry: Arc<eg_runtime::Carry>,
         discovery: Arc<crate::discovery::Discovery>,
     ) -> anyhow::Result<Self> {
+        // Before any socket is bound: a plane that cannot start (no
+        // privilege, no such interface) binds nothing.
+        let xdp = crate::xdp::Xdp::attach(config)?;
         let mut sockets = Vec::with_capacity(prepared.listeners.len());
         for ((index, listener), built) in config
             .listeners
@@ -400,6 +427,7 @@ impl Gateway {
             };
             slots.push(Slot {
                 address: listener.address,
+                local,
                 protocol: listener.protocol,
                 live,
                 endpoint,
@@ -421,6 +449,7 @@ impl Gateway {
                 socket,
                 Arc::clone(&settings),
                 shutdown.clone(),
+                xdp.fast_path(),
             ));
             passthrough = Some(settings);
         }
@@ -428,6 +457,7 @@ impl Gateway {
         if let Some(addr) = admin_addr {
             report::listening("admin", "admin", "tcp", addr);
         }
+        xdp.apply(config, xdp_offers(&slots)).await;
         if let Some(a) = &admin {
             a.listeners.store(Arc::new(shown));
             a.started.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -446,6 +476,7 @@ impl Gateway {
             pools: running_pools,
             passthrough,
             discovery,
+            xdp,
         })
     }
 
@@ -575,6 +606,9 @@ impl Gateway {
         if let (Some(live), Some(settings)) = (&self.passthrough, prepared.passthrough.take()) {
             live.store(Arc::new(settings));
         }
+        // The new pools (and Maglev tables) into the kernel's maps; the
+        // attach keys themselves wait for a restart (`not_applied_live`).
+        self.xdp.apply(&config, xdp_offers(&self.slots)).await;
         let rt = &config.runtime;
         self.admission
             .set_caps(rt.max_inflight_connections, rt.per_ip_connection_cap);

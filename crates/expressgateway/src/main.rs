@@ -6,6 +6,7 @@ mod gateway;
 mod logging;
 mod reload_check;
 mod run;
+mod xdp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -56,6 +56,14 @@ pub fn not_applied_live(old: &Config, new: &Config) -> Vec<String> {
             true,
         );
     }
+    let (ox, nx) = (&old.xdp, &new.xdp);
+    differs(
+        "xdp.enabled / interface / mode / conntrack_entries (the program is attached at start)",
+        ox.enabled != nx.enabled
+            || ox.interface != nx.interface
+            || ox.mode != nx.mode
+            || ox.conntrack_entries != nx.conntrack_entries,
+    );
     let bind = |c: &Config| c.passthrough.as_ref().map(|p| p.bind_addr);
     differs(
         "passthrough.bind_addr (or [passthrough] added or removed)",
@@ -111,6 +119,15 @@ mod tests {
         // Live keys are not listed.
         let caps = parse(&format!("[runtime]\nmax_inflight_connections = 7\n{base}"));
         assert!(not_applied_live(&old, &caps).is_empty());
+        // The XDP attach keys wait for a restart; its rate cap is live.
+        let xdp = parse(&format!("[xdp]\ninterface = \"eth0\"\n{base}"));
+        let keys = not_applied_live(&old, &xdp);
+        assert!(
+            keys.len() == 1 && keys[0].starts_with("xdp.enabled"),
+            "{keys:?}"
+        );
+        let cap = parse(&format!("[xdp]\nnew_flows_per_cpu_per_second = 5\n{base}"));
+        assert!(not_applied_live(&old, &cap).is_empty());
         // An added listener is named by index and address.
         let second = base
             .replace("127.0.0.1:1", "127.0.0.1:5")

@@ -14,7 +14,10 @@ pub fn check(path: &Path) -> ExitCode {
     eg_tls::install_crypto_provider();
     let result = Config::load(path)
         .map_err(anyhow::Error::from)
-        .and_then(|c| Prepared::new(&c, &eg_runtime::Carry::default()).map(|_| ()));
+        .and_then(|c| {
+            crate::xdp::refuse_unsupported(&c)?;
+            Prepared::new(&c, &eg_runtime::Carry::default()).map(|_| ())
+        });
     match result {
         Ok(()) => {
             println!("{}: configuration is valid", path.display());

@@ -21,6 +21,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::batch::{self, Gather, RecvBatch, Slot};
+use crate::fastpath::{FastPath, KernelFlow};
 
 use crate::flows::{FlowShared, FlowTable, Kept, MAX_CIDS_PER_FLOW};
 use crate::header::{self, LongType, Packet, MIN_INITIAL_DATAGRAM};
@@ -71,6 +72,9 @@ struct Shared {
     state: UdpSocketState,
     table: Mutex<Table>,
     epoch: Instant,
+    /// The kernel fast path, when the XDP plane runs and the listener has
+    /// a specific address (the kernel rewrites to it).
+    fast: Option<(Arc<dyn FastPath>, SocketAddr)>,
 }
 
 impl Shared {
@@ -82,6 +86,23 @@ impl Shared {
         // A panic while holding the lock is a bug; the table is still
         // consistent enough to keep routing.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ask the kernel how recently it forwarded each flow it carries, so
+    /// the reaper counts those datagrams too.
+    fn refresh_from_kernel(&self, table: &Table, now: u64) {
+        let Some((fast, _)) = &self.fast else {
+            return;
+        };
+        for flow in table.shared_all() {
+            let Some(k) = flow.kernel() else { continue };
+            if let Some(idle) = fast.idle_ms(&k) {
+                let seen = now.saturating_sub(idle);
+                if seen > flow.last_seen_ms.load(std::sync::atomic::Ordering::Relaxed) {
+                    flow.touch(seen);
+                }
+            }
+        }
     }
 
     fn gauge(&self, table: &Table) {
@@ -98,7 +119,20 @@ pub async fn serve(
     socket: UdpSocket,
     settings: Arc<ArcSwap<Settings>>,
     shutdown: CancellationToken,
+    fast: Option<Arc<dyn FastPath>>,
 ) {
+    // The kernel rewrites replies to come from the listener's address: a
+    // wildcard one names no source, so such a listener stays in userspace.
+    let listen = socket
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
+    if fast.is_some() && listen.is_none() {
+        tracing::info!(
+            "passthrough: bind_addr is a wildcard: its flows stay out of the XDP fast path"
+        );
+    }
+    let fast = fast.zip(listen);
     let (socket, reply, state) = match split(socket) {
         Ok(parts) => parts,
         Err(e) => {
@@ -112,6 +146,7 @@ pub async fn serve(
         state,
         table: Mutex::new(FlowTable::default()),
         epoch: Instant::now(),
+        fast,
     });
     let mut draining = false;
     let mut batch = RecvBatch::default();
@@ -125,6 +160,7 @@ pub async fn serve(
                 let s = settings.load();
                 let mut table = shared.table();
                 let idle = u64::try_from(s.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+                shared.refresh_from_kernel(&table, shared.now_ms());
                 let reaped = table.reap(shared.now_ms(), idle);
                 metrics().flows_total.with_label_values(&["reaped"]).inc_by(reaped as u64);
                 shared.gauge(&table);
@@ -183,7 +219,7 @@ fn route(
     let mut table = shared.table();
     let dcid = match packet {
         Packet::Short { rest } => match table.by_short(rest, s.max_dcid_len_routed) {
-            Some((id, _)) => return forward(&mut table, s, id, datagram, from, now),
+            Some((id, _)) => return forward(shared, &mut table, s, id, datagram, from, now),
             None => return stateless(shared, &mut table, s, rest, datagram, from, now, draining),
         },
         Packet::VersionNegotiation { .. } => return metrics::drop("version_negotiation"),
@@ -193,7 +229,7 @@ fn route(
         return metrics::drop("dcid_too_long");
     }
     if let Some(id) = table.by_cid(dcid) {
-        return forward(&mut table, s, id, datagram, from, now);
+        return forward(shared, &mut table, s, id, datagram, from, now);
     }
     // Only a client's first packet may start a flow: an Initial, or a
     // long header of a version we do not know (the backend answers it
@@ -221,7 +257,7 @@ fn route(
     let Some(id) = place(shared, &mut table, s, dcid, from, now) else {
         return;
     };
-    forward(&mut table, s, id, datagram, from, now);
+    forward(shared, &mut table, s, id, datagram, from, now);
 }
 
 /// A packet of a connection the table does not know (this process
@@ -254,7 +290,7 @@ fn stateless(
     };
     table.mark_answered(id);
     metrics::flow_event("quic_lb");
-    forward(table, s, id, datagram, from, now);
+    forward(shared, table, s, id, datagram, from, now);
 }
 
 /// A new flow for `dcid`: pick a backend through the pool, open the
@@ -352,7 +388,15 @@ fn enter(
 }
 
 /// Send one client datagram on flow `id`'s upstream socket.
-fn forward(table: &mut Table, s: &Settings, id: u64, datagram: &[u8], from: SocketAddr, now: u64) {
+fn forward(
+    shared: &Shared,
+    table: &mut Table,
+    s: &Settings,
+    id: u64,
+    datagram: &[u8],
+    from: SocketAddr,
+    now: u64,
+) {
     let Some(flow) = table.get(id) else {
         return;
     };
@@ -367,7 +411,18 @@ fn forward(table: &mut Table, s: &Settings, id: u64, datagram: &[u8], from: Sock
     let Some(flow) = table.get_mut(id) else {
         return;
     };
-    flow.seen_from(from, now);
+    if flow.seen_from(from, now) {
+        // The client moved: the kernel's entries name its old address.
+        if let (Some((fast, _)), Some(old)) = (&shared.fast, flow.shared.kernel()) {
+            fast.remove(&old);
+            let moved = KernelFlow {
+                client: from,
+                ..old
+            };
+            let installed = fast.install(&moved);
+            flow.shared.set_kernel(installed.then_some(moved));
+        }
+    }
     match flow.upstream.send.send(datagram) {
         Ok(_) => metrics().to_backend.inc(),
         Err(_) => metrics::drop("send_to_backend"),
@@ -449,10 +504,39 @@ impl FlowTask {
                 }
             }
         }
+        if let (Some((fast, _)), Some(k)) = (&self.shared.fast, self.flow.kernel()) {
+            fast.remove(&k);
+            self.flow.set_kernel(None);
+        }
         let mut table = self.shared.table();
         if table.get(self.id).is_some() {
             table.remove(self.id);
             self.shared.gauge(&table);
+        }
+    }
+
+    /// The backend answered: hand the flow's short-header datagrams to
+    /// the kernel.
+    fn install(&self) {
+        let Some((fast, listen)) = &self.shared.fast else {
+            return;
+        };
+        let index = self.picked.backend().index;
+        let (Some(backend), Ok(upstream)) = (
+            self.settings.addrs.get(index).copied(),
+            self.upstream.send.local_addr(),
+        ) else {
+            return;
+        };
+        let flow = KernelFlow {
+            client: self.flow.client(),
+            listen: *listen,
+            upstream,
+            backend,
+            backend_index: u32::try_from(index).unwrap_or(u32::MAX),
+        };
+        if fast.install(&flow) {
+            self.flow.set_kernel(Some(flow));
         }
     }
 
@@ -555,6 +639,7 @@ impl FlowTask {
                 self.answered = true;
                 table.mark_answered(self.id);
                 self.picked.report(Outcome::Success);
+                self.install();
             }
             if let Some(cid) = learn {
                 table.add_cid(self.id, cid);

@@ -81,6 +81,8 @@ pub struct FlowShared {
     pub client: Mutex<SocketAddr>,
     /// Ends the flow's task when the table drops the flow.
     pub stop: CancellationToken,
+    /// The flow as installed in the kernel fast path, if it is.
+    pub kernel: Mutex<Option<crate::fastpath::KernelFlow>>,
 }
 
 impl FlowShared {
@@ -89,6 +91,7 @@ impl FlowShared {
             last_seen_ms: AtomicU64::new(now_ms),
             client: Mutex::new(client),
             stop: CancellationToken::new(),
+            kernel: Mutex::new(None),
         })
     }
 
@@ -100,6 +103,21 @@ impl FlowShared {
         match self.client.lock() {
             Ok(c) => *c,
             Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// The kernel's copy of the flow, if installed.
+    pub fn kernel(&self) -> Option<crate::fastpath::KernelFlow> {
+        match self.kernel.lock() {
+            Ok(k) => *k,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    pub fn set_kernel(&self, flow: Option<crate::fastpath::KernelFlow>) {
+        match self.kernel.lock() {
+            Ok(mut k) => *k = flow,
+            Err(poisoned) => *poisoned.into_inner() = flow,
         }
     }
 
@@ -368,6 +386,12 @@ impl<U> FlowTable<U> {
         self.half_open.remove(&id);
         flow.shared.stop.cancel();
         Some(flow)
+    }
+
+    /// Every flow's shared state (the reaper asks the kernel about the
+    /// ones it forwards).
+    pub fn shared_all(&self) -> impl Iterator<Item = &Arc<FlowShared>> {
+        self.flows.values().map(|f| &f.shared)
     }
 
     /// Remove every flow with no datagram for `idle_ms`; how many.

@@ -9,6 +9,7 @@
 
 mod batch;
 pub mod datapath;
+pub mod fastpath;
 pub mod flows;
 pub mod header;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod probe;
 pub mod settings;
 
 pub use datapath::serve;
+pub use fastpath::{FastPath, KernelFlow};
 pub use settings::{Settings, SettingsError};
 
 #[cfg(test)]

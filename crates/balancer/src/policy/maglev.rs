@@ -104,4 +104,8 @@ impl Policy for Maglev {
             eligible,
         )
     }
+
+    fn maglev_table(&self) -> Option<&[u32]> {
+        Some(&self.table)
+    }
 }

@@ -28,6 +28,12 @@ pub(crate) trait Policy: Send + Sync + std::fmt::Debug {
         ctx: &PickContext<'_>,
         eligible: Eligible<'_>,
     ) -> Option<usize>;
+
+    /// The Maglev lookup table (slot -> backend index), for planes that
+    /// mirror the pick elsewhere (XDP); `None` for other policies.
+    fn maglev_table(&self) -> Option<&[u32]> {
+        None
+    }
 }
 
 /// Build the policy for a pool. `maglev_table_size` is validated prime.
@@ -72,10 +78,7 @@ pub(crate) fn scan_from(
 pub(crate) fn key_of(ctx: &PickContext<'_>) -> u64 {
     match (ctx.hash, ctx.client_ip) {
         (Some(h), _) => h,
-        (None, Some(ip)) => match ip {
-            std::net::IpAddr::V4(v4) => crate::hash::hash_bytes(&v4.octets()),
-            std::net::IpAddr::V6(v6) => crate::hash::hash_bytes(&v6.octets()),
-        },
+        (None, Some(ip)) => crate::hash::ip_key(ip),
         (None, None) => crate::rng::next_u64(),
     }
 }

@@ -4,3 +4,4 @@ pub mod global;
 pub mod listener;
 pub mod pool;
 pub mod quic_lb;
+pub mod xdp;

@@ -8,6 +8,7 @@ use std::path::Path;
 mod listener;
 mod pool;
 mod quic_lb;
+mod xdp;
 
 use crate::{Config, Invalid, ListenerProtocol, MAX_WEIGHT};
 use listener::check_listener;
@@ -155,6 +156,7 @@ impl Config {
             );
         }
         self.check_globals(&mut f);
+        xdp::check(&mut f, &self.xdp);
         if f.0.is_empty() {
             Ok(())
         } else {

@@ -43,3 +43,4 @@ mod tls;
 mod upstream_pool;
 mod websocket;
 mod websocket_h2h3;
+mod xdp;

@@ -137,8 +137,8 @@ async fn passthrough_spreads_40_connections_and_keeps_each_on_its_backend() {
 /// `inside`; the NAT forwards from its current outside socket, and
 /// `rebind` moves that to a new port (replies to the old one are lost,
 /// as behind a real NAT whose mapping changed).
-struct Nat {
-    inside: SocketAddr,
+pub(crate) struct Nat {
+    pub(crate) inside: SocketAddr,
     outside: Arc<Mutex<Arc<UdpSocket>>>,
     client: Arc<Mutex<Option<SocketAddr>>>,
     inner: Arc<UdpSocket>,
@@ -147,10 +147,10 @@ struct Nat {
 }
 
 impl Nat {
-    async fn start(target: SocketAddr) -> Self {
+    pub(crate) async fn start(target: SocketAddr) -> Self {
         let inner = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
         let inside = inner.local_addr().expect("addr");
-        let outside = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let outside = Arc::new(UdpSocket::bind(Self::outer(target)).await.expect("bind"));
         let port = outside.local_addr().expect("addr").port();
         let nat = Self {
             inside,
@@ -195,12 +195,25 @@ impl Nat {
         });
     }
 
-    async fn rebind(&mut self) {
-        let fresh = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    /// The mapping's side towards `target`: loopback, or any local
+    /// address for a target off loopback (in a network namespace).
+    fn outer(target: SocketAddr) -> &'static str {
+        if target.ip().is_loopback() {
+            "127.0.0.1:0"
+        } else {
+            "0.0.0.0:0"
+        }
+    }
+
+    pub(crate) async fn rebind(&mut self) {
+        let fresh = Arc::new(
+            UdpSocket::bind(Self::outer(self.target))
+                .await
+                .expect("bind"),
+        );
         self.ports.push(fresh.local_addr().expect("addr").port());
         *self.outside.lock().expect("lock") = Arc::clone(&fresh);
         self.pump_out(fresh);
-        let _ = self.target;
     }
 }
 

@@ -53,7 +53,27 @@ impl Gateway {
 
     /// Run with arbitrary arguments (e.g. `demo --base-port 0`).
     pub fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Self {
-        let mut child = Command::new(binary())
+        Self::spawn_via(dir, &[], args)
+    }
+
+    /// As `start_in`, the binary run through `wrapper` (e.g. `ip netns
+    /// exec NS`, which execs it: the child is the gateway itself).
+    pub fn start_via(dir: tempfile::TempDir, wrapper: &[&str], config: &str) -> Self {
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).expect("write config");
+        Self::spawn_via(dir, wrapper, &[path.to_str().expect("utf-8 path")])
+    }
+
+    fn spawn_via(dir: tempfile::TempDir, wrapper: &[&str], args: &[&str]) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .args(args)
             .env(
                 "RUST_LOG",

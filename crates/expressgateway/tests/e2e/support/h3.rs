@@ -24,10 +24,6 @@ fn server_crypto(cert: &eg_tls::SelfSigned) -> Arc<quinn::crypto::rustls::QuicSe
 }
 
 /// A loopback quinn endpoint with roomy socket buffers (as the gateway's).
-fn endpoint(server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
-    endpoint_at("127.0.0.1:0", server)
-}
-
 fn endpoint_at(local: &str, server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
     let socket = std::net::UdpSocket::bind(local).expect("udp bind");
     eg_runtime::tune_udp_socket(&socket);
@@ -56,6 +52,11 @@ impl H3Backend {
         Self::start_with(name, cert, None).await
     }
 
+    /// As `start`, bound to `local` (e.g. an address in a network namespace).
+    pub async fn start_on(name: &'static str, cert: &eg_tls::SelfSigned, local: &str) -> Self {
+        Self::start_at(name, cert, None, local).await
+    }
+
     /// A backend that recycles each connection after `every` requests, as
     /// a server shedding connections does: a graceful GOAWAY (h3's
     /// `shutdown(0)`: later streams get H3_REQUEST_REJECTED), then, once
@@ -73,8 +74,17 @@ impl H3Backend {
         cert: &eg_tls::SelfSigned,
         goaway_every: Option<usize>,
     ) -> Self {
+        Self::start_at(name, cert, goaway_every, "127.0.0.1:0").await
+    }
+
+    async fn start_at(
+        name: &'static str,
+        cert: &eg_tls::SelfSigned,
+        goaway_every: Option<usize>,
+        local: &str,
+    ) -> Self {
         let config = quinn::ServerConfig::with_crypto(server_crypto(cert));
-        let endpoint = endpoint(Some(config));
+        let endpoint = endpoint_at(local, Some(config));
         let addr = endpoint.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -338,10 +348,12 @@ impl H3Client {
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic client");
         let config = quinn::ClientConfig::new(Arc::new(crypto));
-        let local = if target.is_ipv6() {
-            "[::1]:0"
-        } else {
-            "127.0.0.1:0"
+        let local = match (target.is_ipv6(), target.ip().is_loopback()) {
+            (true, true) => "[::1]:0",
+            (false, true) => "127.0.0.1:0",
+            // Off loopback (a network namespace's address): any local one.
+            (true, false) => "[::]:0",
+            (false, false) => "0.0.0.0:0",
         };
         let endpoint = endpoint_at(local, None);
         Self {

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod h3;
 pub mod http;
 pub mod interop;
+pub mod netns;
 pub mod probe;
 pub mod quic;
 pub mod raw_h1;
