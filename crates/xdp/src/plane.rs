@@ -87,6 +87,22 @@ where
     T::try_from(map).map_err(|e| PlaneError::Object(format!("map {name:?}: {e}")))
 }
 
+/// The program's FIB lookup answers "forwarding disabled" on an interface
+/// that does not forward, and such packets go to userspace untouched: the
+/// plane would be attached and do nothing. Said once at start, per family.
+fn warn_if_forwarding_off(interface: &str) {
+    for family in ["ipv4", "ipv6"] {
+        let path = format!("/proc/sys/net/{family}/conf/{interface}/forwarding");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+            tracing::warn!(
+                interface,
+                "xdp: {family} forwarding is off on {interface}: the kernel path passes every \
+                 {family} packet to userspace (sysctl -w net.{family}.conf.{interface}.forwarding=1)"
+            );
+        }
+    }
+}
+
 impl Plane {
     /// Load the program and attach it to `s.interface` in `s.mode`.
     pub fn attach(s: &Settings) -> Result<Self, PlaneError> {
@@ -129,6 +145,7 @@ impl Plane {
             drop(link);
             return Err(PlaneError::NoLink);
         }
+        warn_if_forwarding_off(&s.interface);
         Ok(Self {
             link: Some(link),
             interface: s.interface.clone(),
