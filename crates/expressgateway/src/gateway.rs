@@ -652,6 +652,7 @@ impl Gateway {
     /// Stop accepting, tell open connections to finish, then wait up to
     /// `budget` for them.
     pub async fn drain(self, budget: Duration) {
+        let by = tokio::time::Instant::now() + budget;
         // Readiness first, so load balancers in front stop sending; then
         // stop accepting once they have had `readiness_settle_ms` to notice.
         eg_runtime::begin_draining();
@@ -668,8 +669,15 @@ impl Gateway {
         eg_runtime::closing().cancel();
         eg_runtime::tunnels().close();
         self.tracker.close();
-        let all = async { tokio::join!(self.tracker.wait(), eg_runtime::tunnels().wait()) };
-        if tokio::time::timeout(budget, all).await.is_err() {
+        // Kernel (XDP) flows drain alongside: no new ones from here on.
+        let all = async {
+            tokio::join!(
+                self.tracker.wait(),
+                eg_runtime::tunnels().wait(),
+                self.xdp.drain(by)
+            )
+        };
+        if tokio::time::timeout_at(by, all).await.is_err() {
             tracing::warn!(
                 open = self.tracker.len(),
                 "drain budget spent; closing remaining connections"

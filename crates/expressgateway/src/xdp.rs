@@ -66,6 +66,14 @@ mod on {
                 c.apply(settings(config), candidates(offers)).await;
             }
         }
+
+        /// New flows to userspace, then wait (until `by`) for the kernel's
+        /// active TCP flows to finish.
+        pub async fn drain(&self, by: tokio::time::Instant) {
+            if let Some(c) = &self.0 {
+                c.drain(by).await;
+            }
+        }
     }
 
     /// Mode A flows in the kernel's flow table (`eg_xdp::UdpFlows`).
@@ -112,6 +120,8 @@ mod on {
         }
 
         pub async fn apply(&self, _config: &Config, _offers: Vec<Offer>) {}
+
+        pub async fn drain(&self, _by: tokio::time::Instant) {}
 
         pub fn fast_path(&self) -> Option<Arc<dyn eg_passthrough::FastPath>> {
             None

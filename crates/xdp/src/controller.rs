@@ -91,6 +91,52 @@ impl Controller {
     }
 }
 
+/// How recently a kernel TCP flow must have carried a packet to count as
+/// open while a drain waits for them: longer than a quiet keep-alive
+/// connection's usual gap would be unbounded, so this is about activity
+/// (a transfer in progress), not about every idle connection.
+pub const DRAIN_ACTIVE_WITHIN: Duration = Duration::from_secs(2);
+/// How often a drain looks at the kernel's flow table.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+impl Controller {
+    /// For a drain: new flows to userspace (whose listeners are closing),
+    /// then wait until no kernel TCP flow has carried a packet within
+    /// `DRAIN_ACTIVE_WITHIN`, or until `by`. Kernel flows still open when
+    /// the process exits are cut (the program leaves with it).
+    pub async fn drain(&self, by: tokio::time::Instant) {
+        let state = Arc::clone(&self.state);
+        let flows = tokio::task::spawn_blocking(move || {
+            let mut guard = state.lock().ok()?;
+            guard.plane.withdraw_services();
+            Some(guard.plane.udp_flows())
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(flows) = flows else {
+            return;
+        };
+        loop {
+            let f = flows.clone();
+            let active = tokio::task::spawn_blocking(move || f.active_tcp(DRAIN_ACTIVE_WITHIN))
+                .await
+                .unwrap_or(0);
+            if active == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() + DRAIN_POLL > by {
+                tracing::warn!(
+                    entries = active,
+                    "xdp: drain budget spent; kernel TCP flows still active are cut at exit"
+                );
+                return;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         crate::stats::export(None);
@@ -107,8 +153,13 @@ async fn follow_health(state: Weak<Mutex<State>>) {
         let Some(state) = state.upgrade() else {
             return;
         };
-        let Ok(mut guard) = state.lock() else {
-            return;
+        // Never block a runtime worker: while a reload writes the maps
+        // (up to 65 537 slots per changed table, off the workers) this
+        // tick is skipped; the next one catches up.
+        let mut guard = match state.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => continue,
+            Err(std::sync::TryLockError::Poisoned(_)) => return,
         };
         let State { plane, plan } = &mut *guard;
         match plane.sync_eligibility(plan, Instant::now()) {

@@ -103,13 +103,46 @@ fn warn_if_forwarding_off(interface: &str) {
     }
 }
 
+/// The kernel NATs its flows from source ports EG_NAT_PORT_MIN..=MAX
+/// (lb.h), above Linux's default ephemeral range. A host whose
+/// `ip_local_port_range` reaches into them may give the gateway's own
+/// upstream connections such a port to a backend, and that backend's
+/// replies could then match a kernel flow. Reserving the range keeps
+/// them apart; say so when it is neither reserved nor clear.
+fn warn_if_nat_ports_shared() {
+    let (min, max) = (u32::from(maps::NAT_PORT_MIN), u32::from(maps::NAT_PORT_MAX));
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let Some((low, high)) = range.ok().and_then(|r| {
+        let mut it = r.split_whitespace().filter_map(|v| v.parse::<u32>().ok());
+        Some((it.next()?, it.next()?))
+    }) else {
+        return;
+    };
+    let reserved =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
+    let covered = reserved.trim().split(',').any(|part| {
+        let mut ends = part.split('-').filter_map(|v| v.trim().parse::<u32>().ok());
+        match (ends.next(), ends.next()) {
+            (Some(a), Some(b)) => a <= min && b >= max,
+            _ => false,
+        }
+    });
+    if low <= max && high >= min && !covered {
+        tracing::warn!(
+            "xdp: ip_local_port_range {low}-{high} overlaps the kernel flows' NAT ports \
+             {min}-{max}: the gateway's own connections to a backend could collide with them \
+             (sysctl -w net.ipv4.ip_local_reserved_ports={min}-{max})"
+        );
+    }
+}
+
 impl Plane {
     /// Load the program and attach it to `s.interface` in `s.mode`.
     pub fn attach(s: &Settings) -> Result<Self, PlaneError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::CONNTRACK, s.conntrack_entries)
             .load(crate::OBJECT)
-            .map_err(|e| PlaneError::load(&e))?;
+            .map_err(|e| PlaneError::create(&e, s))?;
         // Maps first: the config must be in place before the program
         // sees a packet (all zero would mean no kernel flows and every
         // entry stale at once).
@@ -146,6 +179,7 @@ impl Plane {
             return Err(PlaneError::NoLink);
         }
         warn_if_forwarding_off(&s.interface);
+        warn_if_nat_ports_shared();
         Ok(Self {
             link: Some(link),
             interface: s.interface.clone(),
@@ -205,11 +239,34 @@ impl Plane {
             }
             keep
         });
+        let written = self.write_planned(plan, &planned, &mut live, now);
+        // Kept either way: `live` is what the services map holds.
+        self.live = live;
+        if written.is_err() {
+            // A write failed half way: the maps may hold anything in these
+            // ranges. Forget what was written, so the next apply (reload)
+            // rewrites every backend and slot instead of diffing against a
+            // table the map no longer has.
+            self.written.clear();
+            self.written_backends.clear();
+        }
+        written?;
+        self.written.truncate(plan.services.len());
+        Ok(())
+    }
+
+    fn write_planned(
+        &mut self,
+        plan: &Plan,
+        planned: &[(maps::ServiceKey, maps::Service)],
+        live: &mut Vec<(maps::ServiceKey, maps::Service)>,
+        now: std::time::Instant,
+    ) -> Result<(), PlaneError> {
         for service in &plan.services {
             self.write_backends(service, &service.eligibility(now))?;
             self.write_table(service)?;
         }
-        for (key, value) in &planned {
+        for (key, value) in planned {
             if !live.contains(&(*key, *value)) {
                 self.services
                     .insert(*key, *value, 0)
@@ -217,9 +274,17 @@ impl Plane {
                 live.push((*key, *value));
             }
         }
-        self.live = live;
-        self.written.truncate(plan.services.len());
         Ok(())
+    }
+
+    /// Take every service out of the map: new flows (SYNs) go to userspace
+    /// from now on, while flows the kernel already carries keep their
+    /// conntrack entries (looked up before any service). For a drain.
+    pub fn withdraw_services(&mut self) {
+        for (key, _) in std::mem::take(&mut self.live) {
+            // Gone already is as good as removed.
+            let _ = self.services.remove(&key);
+        }
     }
 
     /// Rewrite the backends whose eligibility (health, drain) changed.
