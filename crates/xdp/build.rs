@@ -18,7 +18,7 @@ fn main() {
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         // asm/types.h (pulled in by linux/types.h) lives under the
         // multiarch directory on Debian; -target bpf does not look there.
-        .arg("-I/usr/include/x86_64-linux-gnu")
+        .arg(format!("-I/usr/include/{}", multiarch()))
         .arg("-I")
         .arg(&bpf)
         .arg("-c")
@@ -37,5 +37,17 @@ fn main() {
              Install it with `apt-get install clang libbpf-dev` (Debian), or set CLANG to \
              a clang that targets bpf"
         ),
+    }
+}
+
+/// Debian's multiarch directory for the target being built (the headers
+/// of the machine the program will load on).
+fn multiarch() -> String {
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    match arch.as_str() {
+        "arm" => "arm-linux-gnueabihf".into(),
+        "x86" => "i386-linux-gnu".into(),
+        "powerpc64" => "powerpc64le-linux-gnu".into(),
+        other => format!("{other}-linux-gnu"),
     }
 }

@@ -50,6 +50,22 @@ impl PlaneError {
         }
     }
 
+    /// Loading the object creates its maps first: a flow table the
+    /// kernel cannot allocate is `conntrack_entries`' doing.
+    pub(crate) fn create(e: &(dyn std::error::Error + 'static), s: &Settings) -> Self {
+        match errno(e) {
+            Some(libc::ENOMEM) | Some(libc::E2BIG) => Self::Attach {
+                key: "xdp.conntrack_entries".to_owned(),
+                detail: format!(
+                    "{}: the kernel could not create a flow table that large ({})",
+                    s.conntrack_entries,
+                    chain(e)
+                ),
+            },
+            _ => Self::load(e),
+        }
+    }
+
     pub(crate) fn attach(e: &(dyn std::error::Error + 'static), s: &Settings) -> Self {
         let text = chain(e);
         let (key, detail) = match errno(e) {
@@ -110,7 +126,7 @@ impl fmt::Display for PlaneError {
             Self::Load { detail, .. } => write!(
                 f,
                 "xdp.enabled = true: the kernel refused the XDP program ({detail}); it needs \
-                 Linux 5.9 or later with BPF and XDP; set xdp.enabled = false to run without it"
+                 Linux 5.17 or later (bpf_loop) with BPF and XDP; set xdp.enabled = false to run without it"
             ),
             Self::Attach { key, detail } => write!(f, "{key}: {detail}"),
             Self::NoLink => write!(

@@ -127,9 +127,12 @@ impl Collector for Xdp {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let source = self.source.lock().map(|g| g.clone()).unwrap_or_default();
-        if let Some(map) = source {
-            self.series.advance(&read(&map));
+        // Read and advance under the lock: two scrapes at once would both
+        // add the same difference to a counter.
+        if let Ok(source) = self.source.lock() {
+            if let Some(map) = source.as_ref() {
+                self.series.advance(&read(map));
+            }
         }
         let s = &self.series;
         let mut out = s.packets.collect();
