@@ -199,6 +199,20 @@ pub async fn metrics_text(gw: &Gateway) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `defence_trips` once it reaches `at_least`, or its value after 3 s. For
+/// a trip counted right after the gateway's write that shows it: the
+/// client can read that write before the count lands.
+pub async fn defence_trips_reach(gw: &Gateway, label: &str, at_least: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = defence_trips(gw, label).await;
+        if n >= at_least || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `expressgateway_defence_trips_total{defence="<label>"}` now.
 pub async fn defence_trips(gw: &Gateway, label: &str) -> u64 {
     let text = metrics_text(gw).await;
