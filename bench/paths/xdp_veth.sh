@@ -41,8 +41,11 @@ VETH_BENCH_BIN=${VETH_BENCH_BIN:-$TARGET/release/examples/veth_bench}
 if [ "${REBUILD:-1}" != 0 ]; then
   cargo build --release -q -p eg-xdp --example veth_bench
 fi
-[ -x "$VETH_BENCH_BIN" ] || { failed veth all "$VETH_BENCH_BIN missing (REBUILD=0 with no build?)"; return 0; }
-command -v ethtool >/dev/null || { failed veth all "ethtool missing"; return 0; }
+[ -x "$VETH_BENCH_BIN" ] || { failed "$VCASE" all "$VETH_BENCH_BIN missing (REBUILD=0 with no build?)"; return 0; }
+command -v ethtool >/dev/null || { failed "$VCASE" all "ethtool missing"; return 0; }
+# The case name says where NAPI ran and how many senders there were.
+VCASE=veth; [ "${VETH_NAPI_THREADED:-0}" = 1 ] && VCASE=veth-napi-thread
+[ "${GEN_THREADS:-1}" = 1 ] || VCASE="$VCASE-gen${GEN_THREADS}"
 VS=${SECONDS_PER_CASE:-10}; VW=${WARMUP_SECONDS:-2}
 NS_G=egvg$$; NS_C=egvc$$; IF_G=egvg$$; IF_C=egvc$$
 veth_down() {
@@ -59,7 +62,7 @@ xdp_count() {
   ip netns exec "$1" ethtool -S "$2" | awk '/rx_queue_0_xdp_packets:/ {print $2}'
 }
 clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c bench/paths/xdp_drop.c -o "$WORK/drop.o" \
-  || { failed veth all "clang could not build xdp_drop.c"; return 0; }
+  || { failed "$VCASE" all "clang could not build xdp_drop.c"; return 0; }
 ip netns add "$NS_G"; ip netns add "$NS_C"
 ip link add "$IF_G" netns "$NS_G" type veth peer name "$IF_C" netns "$NS_C"
 ip -n "$NS_G" addr add 10.77.0.1/24 dev "$IF_G"
@@ -103,7 +106,9 @@ napi_pin() {
 }
 softirq() { awk '/^cpu / {print $8}' /proc/stat; }
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# ns_per TICKS PACKETS
+# ns_per TICKS PACKETS (VETH_NAPI_THREADED=1 on the gateway veth: its
+# NAPI is a kernel thread's system time, not softirq: no figure, "-")
+ns_per_xdp() { if [ "${VETH_NAPI_THREADED:-0}" = 1 ]; then echo -; else ns_per "$@"; fi; }
 ns_per() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN{ if (n > 0) printf "%.0f", t / hz * 1e9 / n; else print "-" }'; }
 mpps() { awk -v n="$1" -v s="$2" 'BEGIN{printf "%.3f", n / s / 1e6}'; }
 RSS_MIB="-"; UP="-"; REUSE="-"
@@ -114,7 +119,7 @@ napi_pin
 blast $((VW + VS + 1)); sleep "$VW"
 a=$(xdp_count "$NS_G" "$IF_G"); s0=$(softirq); sleep "$VS"; b=$(xdp_count "$NS_G" "$IF_G"); s1=$(softirq)
 wait "$BLAST_PID" || true
-record veth direct "$(mpps $((b - a)) "$VS")" Mpps - - "$(ns_per $((s1 - s0)) $((b - a)))" ns/pkt 0
+record "$VCASE" direct "$(mpps $((b - a)) "$VS")" Mpps - - "$(ns_per_xdp $((s1 - s0)) $((b - a)))" ns/pkt 0
 echo "  (generator sockets: $(cat "$WORK/blast.txt") pps total)"
 ip -n "$NS_G" link set dev "$IF_G" xdpdrv off
 
@@ -128,11 +133,11 @@ if out=$(gx "$VETH_BENCH_BIN" xdp "$IF_G" "$CLIENT" "$LISTENER" 10.77.0.1:62000 
   c1=$(xdp_count "$NS_C" "$IF_C")
   read -r _ pps total soft <<<"$(awk '/^fwd/ {sub("total=", "", $6); sub("softirq_ticks=", "", $7); print $1, $2, $6, $7}' <<<"$out")"
   echo "  ($out; the client veth received $((c1 - c0)); generator: $(cat "$WORK/blast.txt"))"
-  record veth xdp "$(mpps "$pps" 1)" Mpps - - "$(ns_per "$soft" "$(awk -v p="$pps" -v s="$VS" 'BEGIN{printf "%.0f", p * s}')")" ns/pkt \
+  record "$VCASE" xdp "$(mpps "$pps" 1)" Mpps - - "$(ns_per_xdp "$soft" "$(awk -v p="$pps" -v s="$VS" 'BEGIN{printf "%.0f", p * s}')")" ns/pkt \
     "$(( total > c1 - c0 ? total - (c1 - c0) : 0 ))"
 else
   wait "$BLAST_PID" || true
-  failed veth xdp "veth_bench xdp: $(tail -n1 <<<"$out")"
+  failed "$VCASE" xdp "veth_bench xdp: $(tail -n1 <<<"$out")"
 fi
 
 # gateway: the userspace datapath, XDP off.
@@ -147,15 +152,15 @@ backends = [{ address = "$BACKEND", server_id = "0a0b" }]
 [passthrough.quic_lb]
 server_id_len = 2
 CFG
-[ -x "$GATEWAY_BIN" ] || { failed veth gateway "$GATEWAY_BIN missing (REBUILD=0 with no build?)"; return 0; }
+[ -x "$GATEWAY_BIN" ] || { failed "$VCASE" gateway "$GATEWAY_BIN missing (REBUILD=0 with no build?)"; return 0; }
 RUST_LOG=warn gx taskset -c "$PROXY_CPUS" "$GATEWAY_BIN" "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 &
 GW_PID=$!; PIDS+=("$GW_PID")
 for _ in $(seq 50); do gx ss -uln | grep -q "${LISTENER}" && break; sleep 0.1; done
-kill -0 "$GW_PID" 2>/dev/null || { failed veth gateway "exited: $(tail -n2 "$WORK/gateway.log")"; return 0; }
+kill -0 "$GW_PID" 2>/dev/null || { failed "$VCASE" gateway "exited: $(tail -n2 "$WORK/gateway.log")"; return 0; }
 blast $((VW + VS + 1)); sleep "$VW"
 a=$(xdp_count "$NS_C" "$IF_C"); s0=$(softirq); p0=$(proc_ticks "$GW_PID")
 sleep "$VS"
 b=$(xdp_count "$NS_C" "$IF_C"); s1=$(softirq); p1=$(proc_ticks "$GW_PID")
 wait "$BLAST_PID" || true
-record veth gateway "$(mpps $((b - a)) "$VS")" Mpps - - "$(ns_per $((s1 - s0 + p1 - p0)) $((b - a)))" ns/pkt 0
+record "$VCASE" gateway "$(mpps $((b - a)) "$VS")" Mpps - - "$(ns_per $((s1 - s0 + p1 - p0)) $((b - a)))" ns/pkt 0
 echo "  (generator: $(cat "$WORK/blast.txt"); gateway: $(gx nstat -az UdpRcvbufErrors | awk '/Udp/ {print $2}') datagrams lost to a full socket buffer)"
