@@ -7,7 +7,7 @@
 # the FIB (v4, v6), a one-arm TCP hit (XDP_TX), a Mode A short header,
 # and a packet for no listener (XDP_PASS) for scale. The figures include
 # BPF_PROG_TEST_RUN's own cost per repetition (~45 ns here for a program
-# that returns at once).
+# that returns at once). Then the veth half: bench/paths/xdp_veth.sh.
 [ "$(id -u)" = 0 ] || die "the xdp path needs root (BPF_PROG_TEST_RUN)"
 # XDP_PARTS: "testrun veth" (default) or either one.
 XDP_PARTS=${XDP_PARTS:-testrun veth}
