@@ -27,7 +27,9 @@
 #          (bench/idle_conns.py):
 #          RSS growth per connection of nginx, HAProxy and the gateway
 #   xdp    (root) ns/packet of the XDP program's conntrack-hit path through
-#          BPF_PROG_TEST_RUN (crates/xdp/examples/testrun_bench)
+#          BPF_PROG_TEST_RUN (crates/xdp/examples/testrun_bench), and Mpps
+#          on a veth pair: native XDP vs the userspace Mode A vs the load
+#          generator's ceiling (bench/paths/xdp_veth.sh, examples/veth_bench)
 #
 # Pinning: each proxy on PROXY_CPUS (taskset), with one worker per CPU there
 # (gateway worker_threads, nginx worker_processes, HAProxy nbthread, caddy
@@ -56,6 +58,8 @@
 #   REBUILD=0              skip `cargo build --release` (gateway, h3load, wsload;
 #                          the xdp path builds testrun_bench itself)
 #   XDP_BENCH_BIN, REPEAT  the xdp path's binary and repetitions (1000000)
+#   XDP_PARTS ("testrun veth"), VETH_BENCH_BIN, GEN_THREADS (1),
+#   VETH_NAPI_THREADED (0)  the xdp path's veth half (see xdp_veth.sh)
 #   GATEWAY_BIN            the gateway binary (default
 #                          ${CARGO_TARGET_DIR:-target}/release/expressgateway)
 #   H3LOAD_BIN, WSLOAD_BIN the load tools (default ${CARGO_TARGET_DIR:-target}/
