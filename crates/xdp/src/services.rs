@@ -82,6 +82,16 @@ impl Plan {
         if !c.cleartext {
             return Err("its backends use TLS".into());
         }
+        // A wildcard service would match any destination address, and the
+        // plane needs forwarding on: a routed SYN for another host's port
+        // would be NATed to our backend. The userspace socket only ever
+        // sees the host's own addresses.
+        if c.local.ip().is_unspecified() {
+            return Err(
+                "it listens on a wildcard address; give it the interface's address to serve it in the kernel"
+                    .into(),
+            );
+        }
         if c.pool.policy_name != LbPolicy::Maglev {
             return Err(format!(
                 "lb_policy is {} (the kernel follows maglev only)",
@@ -176,6 +186,21 @@ mod tests {
             pool,
             cleartext,
         }
+    }
+
+    #[test]
+    fn wildcard_listeners_stay_in_userspace() {
+        let two = &["10.0.0.2:80", "10.0.0.3:80"];
+        let mut any = candidate("any", pool("maglev", two), true);
+        any.local = "0.0.0.0:80".parse().unwrap();
+        let plan = Plan::new(vec![any, candidate("own", pool("maglev", two), true)]);
+        let served: Vec<_> = plan.services.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(served, ["own"]);
+        assert!(
+            plan.userspace[0].1.contains("wildcard"),
+            "{:?}",
+            plan.userspace
+        );
     }
 
     #[test]
