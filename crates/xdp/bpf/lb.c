@@ -16,9 +16,14 @@
  * so the backend answers the gateway (its own address, a port in
  * EG_NAT_PORT_MIN..MAX, above the kernel's ephemeral range), and the
  * client only ever sees the listener address. Entries live until idle
- * longer than config.flow_idle_timeout_s or evicted by the LRU; FIN/RST do
- * not remove them (the idle timeout does), so a late retransmission still
- * finds its backend.
+ * longer than their state's timeout or evicted by the LRU (lb.h,
+ * EG_TCP_*): a SYN's pair is embryonic (EG_TCP_SYN_TIMEOUT_S) until the
+ * backend answers, then established (config.flow_idle_timeout_s); a FIN
+ * or RST either way cuts both entries to EG_TCP_CLOSE_LINGER_S, so late
+ * retransmissions still find the backend and the NAT port comes back.
+ * A pure SYN on a closing pair, or on one whose reverse entry is gone or
+ * stale, is a new connection: the pair is removed and the SYN placed again.
+ * A stale reverse entry's port is free to a new flow (its partner goes).
  *
  * Egress: bpf_fib_lookup on the rewritten destination. SUCCESS: MACs from
  * the FIB, XDP_TX on the ingress interface, else bpf_redirect (VLAN-tagged
@@ -122,6 +127,7 @@ struct pkt {
 	__u16 l3_len;         /* IP total length, host order */
 	__u8 vlan;            /* tags seen (0..2) */
 	__u8 syn_only;        /* TCP SYN without ACK, RST, FIN */
+	__u8 fin_rst;         /* TCP FIN or RST */
 	__u8 quic_long;       /* UDP payload empty or first byte & 0x80 */
 };
 
@@ -253,6 +259,7 @@ static __always_inline int parse_tcp(void *cur, void *end, __u32 l4_len, struct 
 	p->key.dport = th->dest;
 	p->l4_check = &th->check;
 	p->syn_only = th->syn && !th->ack && !th->rst && !th->fin;
+	p->fin_rst = th->fin || th->rst;
 	return 0;
 }
 
@@ -322,11 +329,57 @@ static __always_inline struct eg_service *find_service(const struct eg_flow_key 
 	return bpf_map_lookup_elem(&services, &sk);
 }
 
+/* How long f may be idle: its TCP state's timeout, never longer than the
+ * configured idle timeout. */
+static __always_inline __u64 timeout_s(const struct eg_flow *f, const struct eg_config *cfg)
+{
+	__u64 idle = cfg->flow_idle_timeout_s;
+	__u64 t = idle;
+
+	if (f->from_user)
+		return idle;
+	if (f->tcp_state == EG_TCP_SYN)
+		t = EG_TCP_SYN_TIMEOUT_S;
+	else if (f->tcp_state == EG_TCP_CLOSING)
+		t = EG_TCP_CLOSE_LINGER_S;
+	return t < idle ? t : idle;
+}
+
 static __always_inline int is_fresh(const struct eg_flow *f, const struct eg_config *cfg, __u64 now)
 {
 	/* A stamp ahead of now (userspace read the clock a moment later) is fresh. */
-	return now <= f->last_seen_ns ||
-	       now - f->last_seen_ns <= (__u64)cfg->flow_idle_timeout_s * NS_PER_SEC;
+	return now <= f->last_seen_ns || now - f->last_seen_ns <= timeout_s(f, cfg) * NS_PER_SEC;
+}
+
+/* The key of f's other entry: f's rewrite turned around (lb.h). */
+static __always_inline void partner_key(const struct eg_flow_key *k, const struct eg_flow *f,
+					struct eg_flow_key *out)
+{
+	__builtin_memcpy(out->src, f->new_dst, sizeof(out->src));
+	__builtin_memcpy(out->dst, f->new_src, sizeof(out->dst));
+	out->sport = f->new_dport;
+	out->dport = f->new_sport;
+	out->proto = k->proto;
+	out->family = k->family;
+	out->pad = 0;
+}
+
+static __always_inline int same_addr(const __u32 *a, const __u32 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+/* The entry at pk when it is k's partner (its rewrite points back at k:
+ * a client that reused its port since may have left another flow there). */
+static __always_inline struct eg_flow *partner_of(const struct eg_flow_key *k,
+						  const struct eg_flow_key *pk)
+{
+	struct eg_flow *g = bpf_map_lookup_elem(&conntrack, pk);
+
+	if (!g || g->from_user || !same_addr(g->new_dst, k->src) ||
+	    !same_addr(g->new_src, k->dst) || g->new_dport != k->sport || g->new_sport != k->dport)
+		return NULL;
+	return g;
 }
 
 /* The backend at `offset` within the service, when userspace would pick it. */
@@ -568,6 +621,53 @@ static __always_inline int send(struct pkt *p, const struct eg_flow *f, int acti
 	return action;
 }
 
+/* ---- TCP state (lb.h EG_TCP_*) ---- */
+
+/* The state a forwarded packet moves f's pair to: FIN/RST closes both,
+ * the backend's first packet (on the reverse entry) establishes both. */
+static __always_inline void track_tcp(const struct pkt *p, struct eg_flow *f, __u64 now)
+{
+	__u8 to;
+
+	if (p->fin_rst)
+		to = EG_TCP_CLOSING;
+	else if (f->reverse && f->tcp_state == EG_TCP_SYN)
+		to = EG_TCP_ESTABLISHED;
+	else
+		return;
+	if (f->tcp_state == to)
+		return;
+	f->tcp_state = to;
+	struct eg_flow_key pk;
+
+	partner_key(&p->key, f, &pk);
+	struct eg_flow *g = partner_of(&p->key, &pk);
+	if (g) {
+		g->tcp_state = to;
+		g->last_seen_ns = now; /* its linger counts from the close too */
+	}
+}
+
+/* A pure SYN on a kernel TCP forward entry that no longer carries a live
+ * connection (closing, or its reverse entry gone or stale): remove the
+ * pair so the SYN is placed again. Returns 1 when it did. */
+static __always_inline int syn_restarts(const struct pkt *p, const struct eg_flow *f,
+					const struct eg_config *cfg, __u64 now)
+{
+	struct eg_flow_key pk;
+
+	if (!p->syn_only || f->from_user || f->reverse || p->key.proto != IPPROTO_TCP)
+		return 0;
+	partner_key(&p->key, f, &pk);
+	struct eg_flow *g = partner_of(&p->key, &pk);
+	if (f->tcp_state != EG_TCP_CLOSING && g && is_fresh(g, cfg, now))
+		return 0; /* a retransmitted SYN of the live flow */
+	if (g)
+		bpf_map_delete_elem(&conntrack, &pk);
+	bpf_map_delete_elem(&conntrack, &p->key);
+	return 1;
+}
+
 /* ---- the two ways a packet is forwarded ---- */
 
 static __always_inline int on_hit(struct xdp_md *ctx, struct pkt *p, struct eg_flow *f, __u64 now)
@@ -583,6 +683,8 @@ static __always_inline int on_hit(struct xdp_md *ctx, struct pkt *p, struct eg_f
 	if (action == XDP_PASS)
 		return pass();
 	f->last_seen_ns = now;
+	if (!f->from_user && p->key.proto == IPPROTO_TCP)
+		track_tcp(p, f, now);
 	count(EG_STAT_CT_HIT, 1);
 	return send(p, f, action);
 }
@@ -609,16 +711,27 @@ static __always_inline __u16 insert_reverse(const struct pkt *p, const struct eg
 	rev.backend = bidx;
 	rev.last_seen_ns = now;
 	rev.reverse = 1;
+	rev.tcp_state = EG_TCP_SYN;
 	for (int t = 0; t < NAT_TRIES; t++) {
 		__u16 port = EG_NAT_PORT_MIN + (__u16)(mix(seed + t) %
 						       (EG_NAT_PORT_MAX - EG_NAT_PORT_MIN + 1));
 		rk.dport = bpf_htons(port);
 		if (bpf_map_update_elem(&conntrack, &rk, &rev, BPF_NOEXIST) == 0)
 			return port;
-		/* Taken: reuse it only if that flow has gone idle. */
+		/* Taken: reuse it only if that flow is stale (past its state's
+		 * timeout), and take its forward entry with it, which would
+		 * otherwise send a client into the new flow's port. */
 		struct eg_flow *old = bpf_map_lookup_elem(&conntrack, &rk);
-		if (old && !is_fresh(old, cfg, now) &&
-		    bpf_map_update_elem(&conntrack, &rk, &rev, BPF_EXIST) == 0)
+		if (!old || is_fresh(old, cfg, now))
+			continue;
+		if (!old->from_user) {
+			struct eg_flow_key fk;
+
+			partner_key(&rk, old, &fk);
+			if (partner_of(&rk, &fk))
+				bpf_map_delete_elem(&conntrack, &fk);
+		}
+		if (bpf_map_update_elem(&conntrack, &rk, &rev, BPF_ANY) == 0)
 			return port;
 	}
 	return 0;
@@ -648,6 +761,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p,
 	fwd.new_dport = b->port;
 	fwd.backend = bidx;
 	fwd.last_seen_ns = now;
+	fwd.tcp_state = EG_TCP_SYN;
 	/* Routed before the NAT port exists (sport 0): a policy rule on
 	 * the source port would not see it. */
 	if (refresh_egress(ctx, p, &fwd, now) < 0)
@@ -692,7 +806,7 @@ int eg_lb(struct xdp_md *ctx)
 	/* Every parsed packet looks up conntrack first: reverse entries
 	 * (backend -> NAT port) match no service. */
 	struct eg_flow *f = bpf_map_lookup_elem(&conntrack, &p.key);
-	if (f && is_fresh(f, cfg, now))
+	if (f && is_fresh(f, cfg, now) && !syn_restarts(&p, f, cfg, now))
 		return on_hit(ctx, &p, f, now);
 	struct eg_service *svc = find_service(&p.key);
 	if (!svc)

@@ -80,7 +80,8 @@ struct eg_flow {
 	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the last packet */
 	__u8 reverse;   /* 1 on the backend->client entry */
 	__u8 from_user; /* 1 when userspace installed it (Mode A) */
-	__u16 pad;
+	__u8 tcp_state; /* EG_TCP_*: kernel-created TCP flows; userspace writes 0 */
+	__u8 pad;
 	__u32 pad2;
 	/* Kernel-owned (userspace writes zeros): the egress bpf_fib_lookup
 	 * gave for new_dst, asked again once older than EG_FIB_CACHE_NS, so
@@ -95,6 +96,25 @@ struct eg_flow {
 	__u16 fib_pad2;
 	__u32 fib_pad3;
 };
+
+/* eg_flow.tcp_state. The two entries of a kernel TCP flow find each
+ * other: the partner's key is this entry's rewrite turned around
+ * (src = new_dst, dst = new_src, sport = new_dport, dport = new_sport).
+ * ESTABLISHED is 0 so entries userspace installs (Mode A, UDP) keep the
+ * plain idle timeout. */
+#define EG_TCP_ESTABLISHED 0 /* the backend answered: config.flow_idle_timeout_s */
+#define EG_TCP_SYN         1 /* created by a SYN, the backend has not answered yet */
+#define EG_TCP_CLOSING     2 /* a FIN or RST was forwarded either way */
+/* An embryonic flow lives this long: a SYN flood's entries free their NAT
+ * ports (and count as stale in the LRU) after seconds, not after the idle
+ * timeout; a client's SYN retransmissions (1 s, 3 s) still find it. */
+#define EG_TCP_SYN_TIMEOUT_S 10
+/* After a FIN or RST both entries linger this long past their last
+ * packet, so the closing handshake and late retransmissions are
+ * forwarded, and then free the NAT port. At least a backend's TIME_WAIT
+ * (60 s on Linux): a port handed to a new flow sooner could meet the old
+ * connection's TIME_WAIT on the backend. */
+#define EG_TCP_CLOSE_LINGER_S 120
 
 /* eg_flow.fib_kind */
 #define EG_FIB_NONE   0 /* not asked yet (or it had no answer) */

@@ -31,6 +31,13 @@ pub const FIB_NONE: u8 = 0;
 pub const FIB_MACS: u8 = 1;
 pub const FIB_ONEARM: u8 = 2;
 
+/// `eg_flow.tcp_state` and the timeouts of the other states (lb.h).
+pub const TCP_ESTABLISHED: u8 = 0;
+pub const TCP_SYN: u8 = 1;
+pub const TCP_CLOSING: u8 = 2;
+pub const TCP_SYN_TIMEOUT_S: u64 = 10;
+pub const TCP_CLOSE_LINGER_S: u64 = 120;
+
 /// `eg_service.flags`
 pub const SVC_TCP_NAT: u32 = 1;
 pub const SVC_QUIC_MODEA: u32 = 2;
@@ -213,7 +220,10 @@ pub struct Flow {
     pub last_seen_ns: u64,
     pub reverse: u8,
     pub from_user: u8,
-    pub pad: u16,
+    /// Kernel-owned for the flows it creates ([`TCP_ESTABLISHED`] ...);
+    /// userspace writes 0.
+    pub tcp_state: u8,
+    pub pad: u8,
     pub pad2: u32,
     /// Kernel-owned egress cache (lb.h): zero when userspace writes.
     pub fib_at_ns: u64,
@@ -301,6 +311,7 @@ const _: () = {
     assert!(std::mem::size_of::<Flow>() == 88);
     // No implicit padding before the last field (Pod bytes are all fields).
     assert!(std::mem::offset_of!(Flow, last_seen_ns) == 40);
+    assert!(std::mem::offset_of!(Flow, tcp_state) == 50);
     assert!(std::mem::offset_of!(Flow, fib_at_ns) == 56);
     assert!(std::mem::offset_of!(Flow, fib_pad3) == 84);
     assert!(std::mem::align_of::<Flow>() == 8);
