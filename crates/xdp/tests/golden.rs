@@ -232,10 +232,8 @@ fn wildcard_listener_nats_from_the_address_the_client_used() {
 const NEIGH_V4_BACKEND: &str = "10.0.9.9:8080";
 const NEIGH_V6_BACKEND: &str = "[fd00::9:9]:8080";
 
-#[test]
-fn fib_success_redirects_no_route_passes() {
-    let Some(mut lab) = lab("fib") else { return };
-    assert!(NEIGH_V4_BACKEND.starts_with(NEIGH_V4) && NEIGH_V6_BACKEND.contains(NEIGH_V6));
+/// The IPv4 TCP listener with one backend, the lab's resolved neighbour.
+fn v4_service_to_the_neighbour(lab: &mut Lab) {
     lab.add_service(
         V4_LISTENER,
         IPPROTO_TCP,
@@ -245,6 +243,13 @@ fn fib_success_redirects_no_route_passes() {
         &[(sa(NEIGH_V4_BACKEND), true)],
         &[0],
     );
+}
+
+#[test]
+fn fib_success_redirects_no_route_passes() {
+    let Some(mut lab) = lab("fib") else { return };
+    assert!(NEIGH_V4_BACKEND.starts_with(NEIGH_V4) && NEIGH_V6_BACKEND.contains(NEIGH_V6));
+    v4_service_to_the_neighbour(&mut lab);
     lab.add_service(
         V6_LISTENER,
         IPPROTO_TCP,
@@ -294,15 +299,7 @@ fn fib_answers_are_kept_in_the_flow_for_a_second() {
     let Some(mut lab) = lab("fib_cache") else {
         return;
     };
-    lab.add_service(
-        V4_LISTENER,
-        IPPROTO_TCP,
-        maps::SVC_TCP_NAT,
-        0,
-        0,
-        &[(sa(NEIGH_V4_BACKEND), true)],
-        &[0],
-    );
+    v4_service_to_the_neighbour(&mut lab);
     let client = "10.1.0.5:40000";
     forward(&lab, &Pkt::tcp(client, V4_LISTENER, SYN));
     let key = FlowKey::new(sa(client), sa(V4_LISTENER), IPPROTO_TCP);
@@ -370,16 +367,12 @@ fn mode_a_forwards_installed_short_headers_only() {
         );
         let short = [0x40, 1, 2, 3, 4, 5, 6, 7, 8, 0xaa];
         let long = [0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0];
-        passes(
-            &lab,
-            &Pkt::udp(client, listener, &short).build(),
-            "short header, no flow",
-        );
-        passes(
-            &lab,
-            &Pkt::udp(client, listener, &long).build(),
-            "long header, no flow",
-        );
+        for (payload, why) in [
+            (&short[..], "short header, no flow"),
+            (&long[..], "long header, no flow"),
+        ] {
+            passes(&lab, &Pkt::udp(client, listener, payload).build(), why);
+        }
         assert_eq!(
             lab.flows(),
             2 * id as usize,
@@ -393,21 +386,13 @@ fn mode_a_forwards_installed_short_headers_only() {
             FlowKey::new(sa(backend), sa(gw), IPPROTO_UDP),
             Flow::from_user(sa(listener), sa(client), id, true),
         );
-        passes(
-            &lab,
-            &Pkt::udp(client, listener, &long).build(),
-            "long header on a flow",
-        );
-        passes(
-            &lab,
-            &Pkt::udp(backend, gw, &long).build(),
-            "long header back",
-        );
-        passes(
-            &lab,
-            &Pkt::udp(client, listener, &[]).build(),
-            "empty datagram",
-        );
+        for (from, to, payload, why) in [
+            (client, listener, &long[..], "long header on a flow"),
+            (backend, gw, &long[..], "long header back"),
+            (client, listener, &[][..], "empty datagram"),
+        ] {
+            passes(&lab, &Pkt::udp(from, to, payload).build(), why);
+        }
         let (_, out) = forward(&lab, &Pkt::udp(client, listener, &short));
         assert_eq!(
             (out.src, out.dst, out.payload.as_slice()),
@@ -604,9 +589,8 @@ fn maglev_choice_equals_userspace_for_v6_keys() {
     maglev_agrees(true, 2_000);
 }
 
-/// Valid frames on every path: a new flow, hits both ways, Mode A.
-fn valid_frames(lab: &mut Lab) -> Vec<(String, Vec<u8>)> {
-    tcp_services(lab);
+/// The Mode A (UDP) listener the malformed-frame tests use, service 2.
+fn mode_a_service(lab: &mut Lab) {
     lab.add_service(
         "10.0.0.1:4433",
         IPPROTO_UDP,
@@ -616,6 +600,12 @@ fn valid_frames(lab: &mut Lab) -> Vec<(String, Vec<u8>)> {
         &eligible(&V4_BACKENDS),
         &TABLE,
     );
+}
+
+/// Valid frames on every path: a new flow, hits both ways, Mode A.
+fn valid_frames(lab: &mut Lab) -> Vec<(String, Vec<u8>)> {
+    tcp_services(lab);
+    mode_a_service(lab);
     let c4 = "10.1.0.5:40000";
     let c6 = "[fd00::1:5]:40000";
     lab.put_flow(
@@ -720,15 +710,7 @@ fn malformed_headers_pass() {
     f[tcp + 12] = 15 << 4;
     cases.push(("TCP doff past the segment", f));
     let mut u = Pkt::udp("10.1.0.5:40000", "10.0.0.1:4433", &[0x40; 8]);
-    lab.add_service(
-        "10.0.0.1:4433",
-        IPPROTO_UDP,
-        maps::SVC_QUIC_MODEA,
-        2,
-        16,
-        &eligible(&V4_BACKENDS),
-        &TABLE,
-    );
+    mode_a_service(&mut lab);
     lab.put_flow(
         FlowKey::new(sa("10.1.0.5:40000"), sa("10.0.0.1:4433"), IPPROTO_UDP),
         Flow::from_user(sa("10.0.0.1:62000"), sa(V4_BACKENDS[0]), 0, false),

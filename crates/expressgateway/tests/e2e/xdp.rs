@@ -29,15 +29,17 @@ fn config(pair: &NetPair, backend: SocketAddr) -> String {
     )
 }
 
-/// The gateway's `/metrics`, fetched inside its namespace.
-fn scrape(pair: &NetPair, gw: &Gateway) -> String {
+/// curl inside the gateway's namespace on its admin listener: `args`
+/// then `http://<admin><path>`.
+fn admin_curl(pair: &NetPair, gw: &Gateway, args: &[&str], path: &str) -> String {
     let admin = gw
         .listeners
         .iter()
         .find(|b| b.name == "admin")
         .map(|b| b.address)
         .expect("admin listener");
-    sh(&[
+    let url = format!("http://{admin}{path}");
+    let mut cmd = vec![
         "ip",
         "netns",
         "exec",
@@ -46,8 +48,15 @@ fn scrape(pair: &NetPair, gw: &Gateway) -> String {
         "-sf",
         "--max-time",
         "5",
-        &format!("http://{admin}/metrics"),
-    ])
+    ];
+    cmd.extend_from_slice(args);
+    cmd.push(&url);
+    sh(&cmd)
+}
+
+/// The gateway's `/metrics`, fetched inside its namespace.
+fn scrape(pair: &NetPair, gw: &Gateway) -> String {
+    admin_curl(pair, gw, &[], "/metrics")
 }
 
 /// A metric summed over every series whose line starts with `key`.
@@ -365,23 +374,12 @@ fn xdp_follows_reloads_and_drains() {
     } else {
         (b, "one")
     };
-    let admin = gw
-        .listeners
-        .iter()
-        .find(|l| l.name == "admin")
-        .map(|l| l.address)
-        .expect("admin");
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &pair.gw,
-        "curl",
-        "-sf",
-        "-X",
-        "POST",
-        &format!("http://{admin}/api/v1/pools/tcp-0%2Fdefault/backends/{drain}/drain"),
-    ]);
+    admin_curl(
+        &pair,
+        &gw,
+        &["-X", "POST"],
+        &format!("/api/v1/pools/tcp-0%2Fdefault/backends/{drain}/drain"),
+    );
     std::thread::sleep(ELIGIBILITY_SYNC + Duration::from_millis(250));
     assert_eq!(
         reached(&pair, target),

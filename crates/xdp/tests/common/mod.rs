@@ -72,6 +72,7 @@ impl Netns {
                 "nodad",
             ],
             vec!["ip", "-n", n, "link", "set", "eg0", "up"],
+            // bpf_fib_lookup answers "forwarding disabled" otherwise.
             vec![
                 "ip",
                 "netns",
@@ -81,46 +82,10 @@ impl Netns {
                 "-q",
                 "-w",
                 "net.ipv4.conf.all.forwarding=1",
-            ],
-            vec![
-                "ip",
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-q",
-                "-w",
                 "net.ipv6.conf.all.forwarding=1",
             ],
-            vec![
-                "ip",
-                "-n",
-                n,
-                "neigh",
-                "add",
-                NEIGH_V4,
-                "lladdr",
-                "02:ee:00:00:00:09",
-                "dev",
-                "eg0",
-                "nud",
-                "permanent",
-            ],
-            vec![
-                "ip",
-                "-n",
-                n,
-                "-6",
-                "neigh",
-                "add",
-                NEIGH_V6,
-                "lladdr",
-                "02:ee:00:00:00:09",
-                "dev",
-                "eg0",
-                "nud",
-                "permanent",
-            ],
+            neigh(n, "-4", NEIGH_V4),
+            neigh(n, "-6", NEIGH_V6),
         ] {
             run(&cmd)?;
         }
@@ -286,4 +251,23 @@ impl Lab {
             PerCpuArray::try_from(self.ebpf.map(maps::STATS).expect("stats")).expect("percpu");
         a.get(&(s as u32), 0).expect("stat").iter().sum()
     }
+}
+
+/// `ip neigh add` of a permanent entry for `addr` on the lab's veth.
+fn neigh<'a>(ns: &'a str, family: &'a str, addr: &'a str) -> Vec<&'a str> {
+    vec![
+        "ip",
+        "-n",
+        ns,
+        family,
+        "neigh",
+        "add",
+        addr,
+        "lladdr",
+        "02:ee:00:00:00:09",
+        "dev",
+        "eg0",
+        "nud",
+        "permanent",
+    ]
 }
