@@ -32,3 +32,19 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// Name of the XDP program (its function) in [`OBJECT`].
 pub const PROGRAM: &str = "eg_lb";
+
+#[cfg(test)]
+mod prebuilt_tests {
+    /// bpf/prebuilt/lb.o is what a machine without clang builds with: it
+    /// must come from the sources in the tree.
+    #[test]
+    fn prebuilt_object_is_built_from_these_sources() {
+        let recorded = include_str!("../bpf/prebuilt/lb.digest").trim();
+        assert_eq!(
+            recorded,
+            env!("EG_XDP_SOURCE_DIGEST"),
+            "bpf/prebuilt is stale: refresh it with `EG_XDP_REFRESH_PREBUILT=1 cargo build -p eg-xdp` \
+             (needs clang) and commit bpf/prebuilt/lb.o and lb.digest"
+        );
+    }
+}
