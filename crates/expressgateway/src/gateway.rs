@@ -652,7 +652,6 @@ impl Gateway {
     /// Stop accepting, tell open connections to finish, then wait up to
     /// `budget` for them.
     pub async fn drain(self, budget: Duration) {
-        let by = tokio::time::Instant::now() + budget;
         // Readiness first, so load balancers in front stop sending; then
         // stop accepting once they have had `readiness_settle_ms` to notice.
         eg_runtime::begin_draining();
@@ -663,6 +662,8 @@ impl Gateway {
             ))
             .await;
         }
+        // The budget runs from here, once the listeners stop accepting.
+        let by = tokio::time::Instant::now() + budget;
         self.shutdown.cancel();
         // Open WebSockets hear 1001 and finish their close handshakes
         // within the same budget.

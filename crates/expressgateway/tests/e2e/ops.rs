@@ -210,6 +210,31 @@ async fn sigterm_turns_readyz_503_then_drains_and_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_budget_starts_after_the_readiness_settle() {
+    // Settle longer than the budget (as the defaults, 11 s and 10 s): a
+    // request in flight across the settle still gets the whole budget
+    // once the listeners stop accepting.
+    let a = HttpBackend::start("a").await;
+    a.seen
+        .delay_ms
+        .store(1800, std::sync::atomic::Ordering::SeqCst);
+    let extra = "[runtime]\nreadiness_settle_ms = 1500\ndrain_timeout_ms = 1000\n[observability]\nmetrics_bind = \"127.0.0.1:0\"";
+    let mut gw = Gateway::start(&h1_config(a.addr, extra).replace("PORT", "0"));
+    let url = format!("http://{}/x", gw.addr(0));
+    let cl = client(ClientProto::H1);
+    let slow = tokio::spawn(async move { send(&cl, get(&url)).await.status });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.signal("TERM");
+    assert_eq!(
+        slow.await.expect("request task"),
+        StatusCode::OK,
+        "the request in flight was cut before its budget"
+    );
+    let code = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "clean exit after the drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr1_rereads_a_backend_ca_file_rotated_in_place() {
     let dir = scratch();
     let served = cert(dir.path(), "backend");
