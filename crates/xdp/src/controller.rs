@@ -77,7 +77,15 @@ impl Controller {
                 .lock()
                 .map_err(|_| PlaneError::Object("state lock poisoned".into()))?;
             guard.plane.set_limits(&settings)?;
-            guard.plane.apply(&plan, Instant::now())?;
+            if let Err(e) = guard.plane.apply(&plan, Instant::now()) {
+                // The maps may mix two plans now: serve nothing in the
+                // kernel (every SYN to userspace, which is right) until the
+                // next apply rewrites everything, and stop the health sync
+                // from writing the old plan's ranges over them.
+                guard.plane.withdraw_services();
+                guard.plan = Plan::default();
+                return Err(e);
+            }
             log_plan(&plan, guard.plane.interface());
             guard.plan = plan;
             Ok::<(), PlaneError>(())
@@ -91,48 +99,50 @@ impl Controller {
     }
 }
 
-/// How recently a kernel TCP flow must have carried a packet to count as
-/// open while a drain waits for them: longer than a quiet keep-alive
-/// connection's usual gap would be unbounded, so this is about activity
-/// (a transfer in progress), not about every idle connection.
-pub const DRAIN_ACTIVE_WITHIN: Duration = Duration::from_secs(2);
-/// How often a drain looks at the kernel's flow table.
+/// How long the kernel must have forwarded nothing before a drain counts
+/// its flows as done: a transfer in progress keeps packets moving; an idle
+/// keep-alive connection would hold a drain for its whole budget otherwise.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// How often a drain reads the kernel's forwarded-packet counter (one
+/// per-CPU array read: no walk of the flow table, no lock Mode A needs).
 const DRAIN_POLL: Duration = Duration::from_millis(250);
 
 impl Controller {
     /// For a drain: new flows to userspace (whose listeners are closing),
-    /// then wait until no kernel TCP flow has carried a packet within
-    /// `DRAIN_ACTIVE_WITHIN`, or until `by`. Kernel flows still open when
-    /// the process exits are cut (the program leaves with it).
+    /// then wait until the kernel has forwarded no packet for
+    /// `DRAIN_QUIET`, or until `by`. Kernel flows still open when the
+    /// process exits are cut (the program leaves with it).
     pub async fn drain(&self, by: tokio::time::Instant) {
         let state = Arc::clone(&self.state);
-        let flows = tokio::task::spawn_blocking(move || {
+        let stats = tokio::task::spawn_blocking(move || {
             let mut guard = state.lock().ok()?;
             guard.plane.withdraw_services();
-            Some(guard.plane.udp_flows())
+            Some(guard.plane.stats())
         })
         .await
         .ok()
         .flatten();
-        let Some(flows) = flows else {
+        let Some(stats) = stats else {
             return;
         };
+        let forwarded = || crate::stats::read(&stats).forwarded_packets;
+        let (mut last, mut quiet_since) = (forwarded(), tokio::time::Instant::now());
         loop {
-            let f = flows.clone();
-            let active = tokio::task::spawn_blocking(move || f.active_tcp(DRAIN_ACTIVE_WITHIN))
-                .await
-                .unwrap_or(0);
-            if active == 0 {
+            let now = tokio::time::Instant::now();
+            if now.duration_since(quiet_since) >= DRAIN_QUIET {
                 return;
             }
-            if tokio::time::Instant::now() + DRAIN_POLL > by {
+            if now + DRAIN_POLL > by {
                 tracing::warn!(
-                    entries = active,
-                    "xdp: drain budget spent; kernel TCP flows still active are cut at exit"
+                    "xdp: drain budget spent; kernel flows still forwarding are cut at exit"
                 );
                 return;
             }
             tokio::time::sleep(DRAIN_POLL).await;
+            let seen = forwarded();
+            if seen != last {
+                (last, quiet_since) = (seen, tokio::time::Instant::now());
+            }
         }
     }
 }

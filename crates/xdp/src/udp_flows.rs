@@ -90,22 +90,4 @@ impl UdpFlows {
             .max()?;
         Some(maps::monotonic_ns().saturating_sub(seen) / 1_000_000)
     }
-
-    /// Kernel-created TCP entries (not Mode A's) that carried a packet
-    /// within `within`: flows a drain waits for. One pass over the map.
-    pub fn active_tcp(&self, within: std::time::Duration) -> usize {
-        let Ok(map) = self.0.lock() else {
-            return 0;
-        };
-        let now = maps::monotonic_ns();
-        let within = u64::try_from(within.as_nanos()).unwrap_or(u64::MAX);
-        map.iter()
-            .filter_map(Result::ok)
-            .filter(|(k, v)| {
-                k.proto == maps::IPPROTO_TCP
-                    && v.from_user == 0
-                    && now.saturating_sub(v.last_seen_ns) <= within
-            })
-            .count()
-    }
 }
