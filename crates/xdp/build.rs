@@ -75,10 +75,11 @@ fn main() {
 /// of the machine the program will load on).
 fn multiarch() -> String {
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let little = std::env::var("CARGO_CFG_TARGET_ENDIAN").map_or(true, |e| e == "little");
     match arch.as_str() {
         "arm" => "arm-linux-gnueabihf".into(),
         "x86" => "i386-linux-gnu".into(),
-        "powerpc64" => "powerpc64le-linux-gnu".into(),
+        "powerpc64" if little => "powerpc64le-linux-gnu".into(),
         other => format!("{other}-linux-gnu"),
     }
 }

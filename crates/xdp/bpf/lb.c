@@ -731,7 +731,10 @@ static __always_inline __u16 insert_reverse(const struct pkt *p, const struct eg
 			if (partner_of(&rk, &fk))
 				bpf_map_delete_elem(&conntrack, &fk);
 		}
-		if (bpf_map_update_elem(&conntrack, &rk, &rev, BPF_ANY) == 0)
+		/* Delete, then insert only if absent: of two CPUs taking the
+		 * same stale port at once, one wins and the other tries on. */
+		bpf_map_delete_elem(&conntrack, &rk);
+		if (bpf_map_update_elem(&conntrack, &rk, &rev, BPF_NOEXIST) == 0)
 			return port;
 	}
 	return 0;

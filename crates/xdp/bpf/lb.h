@@ -106,8 +106,9 @@ struct eg_flow {
 #define EG_TCP_SYN         1 /* created by a SYN, the backend has not answered yet */
 #define EG_TCP_CLOSING     2 /* a FIN or RST was forwarded either way */
 /* An embryonic flow lives this long: a SYN flood's entries free their NAT
- * ports (and count as stale in the LRU) after seconds, not after the idle
- * timeout; a client's SYN retransmissions (1 s, 3 s) still find it. */
+ * ports after seconds, not after the idle timeout (the LRU still evicts by
+ * recency alone, so a flood within the rate cap can push idle flows out);
+ * a client's SYN retransmissions (1 s, 3 s) still find it. */
 #define EG_TCP_SYN_TIMEOUT_S 10
 /* After a FIN or RST both entries linger this long past their last
  * packet, so the closing handshake and late retransmissions are
