@@ -88,13 +88,37 @@ impl Shared {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Ask the kernel how recently it forwarded each flow it carries, so
-    /// the reaper counts those datagrams too.
-    fn refresh_from_kernel(&self, table: &Table, now: u64) {
+    /// The kernel-carried flows userspace would reap now (no datagram it
+    /// saw for `idle_ms`): only those need asking the kernel. Cheap, under
+    /// the table lock; the asking happens after it is released.
+    fn kernel_idle_candidates(
+        &self,
+        table: &Table,
+        now: u64,
+        idle_ms: u64,
+    ) -> Vec<Arc<FlowShared>> {
+        if self.fast.is_none() {
+            return Vec::new();
+        }
+        table
+            .shared_all()
+            .filter(|f| f.kernel().is_some())
+            .filter(|f| {
+                now.saturating_sub(f.last_seen_ms.load(std::sync::atomic::Ordering::Relaxed))
+                    >= idle_ms
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Ask the kernel how recently it forwarded each of `flows`, so the
+    /// reaper counts those datagrams too. Two map lookups a flow: called
+    /// without the table lock the datagram path needs.
+    fn refresh_from_kernel(&self, flows: &[Arc<FlowShared>], now: u64) {
         let Some((fast, _)) = &self.fast else {
             return;
         };
-        for flow in table.shared_all() {
+        for flow in flows {
             let Some(k) = flow.kernel() else { continue };
             if let Some(idle) = fast.idle_ms(&k) {
                 let seen = now.saturating_sub(idle);
@@ -158,9 +182,11 @@ pub async fn serve(
             () = shutdown.cancelled(), if !draining => draining = true,
             _ = reap.tick() => {
                 let s = settings.load();
-                let mut table = shared.table();
                 let idle = u64::try_from(s.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-                shared.refresh_from_kernel(&table, shared.now_ms());
+                let now = shared.now_ms();
+                let asking = shared.kernel_idle_candidates(&shared.table(), now, idle);
+                shared.refresh_from_kernel(&asking, now);
+                let mut table = shared.table();
                 let reaped = table.reap(shared.now_ms(), idle);
                 metrics().flows_total.with_label_values(&["reaped"]).inc_by(reaped as u64);
                 shared.gauge(&table);
