@@ -11,7 +11,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Version};
 /// RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy ones proxies drop.
 /// Names, not strings: a lookup by `&str` parses and classifies the name
 /// every time, on every request.
-static HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP_COUNT: usize = 8;
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -33,6 +34,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, or only `Connection: keep-alive`: one pass
     // over the names, comparing interned names, notes which are present,
     // so only those cost a hashed removal.
+    // One bit per HOP_BY_HOP entry (8 of them: a u8).
+    const _: () = assert!(HOP_BY_HOP_COUNT <= u8::BITS as usize);
     let mut present = 0u8;
     for key in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == key) {

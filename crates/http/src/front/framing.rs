@@ -101,14 +101,30 @@ enum State {
     Stopped,
 }
 
+/// What httparse makes of the bytes at the start of a head.
+enum Parsed {
+    /// A whole head of this many bytes, and its judgement.
+    Complete(usize, Option<Framing>),
+    Partial,
+    Invalid,
+}
+
+fn parse(bytes: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => Parsed::Complete(n, judge(&req)),
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(_) => Parsed::Invalid,
+    }
+}
+
 /// A complete head at the start of `bytes`, no longer than
 /// [`MAX_HEAD_BYTES`]: its length and judgement. `None` when it is partial,
 /// too long or does not parse: the caller collects it and decides.
 fn parse_head(bytes: &[u8]) -> Option<(usize, Option<Framing>)> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(bytes) {
-        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => Some((n, judge(&req))),
+    match parse(bytes) {
+        Parsed::Complete(n, framing) if n <= MAX_HEAD_BYTES => Some((n, framing)),
         _ => None,
     }
 }
@@ -288,14 +304,10 @@ impl Tracker {
     /// Parse the buffered head. `true` when it was complete (judged, or
     /// refused and stopped); `false` to keep collecting.
     fn judge_head(&mut self, emit: &mut impl FnMut(Verdict)) -> bool {
-        let outcome = {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&self.head) {
-                Ok(httparse::Status::Complete(n)) if n == self.head.len() => judge(&req),
-                Ok(httparse::Status::Partial) => return false,
-                _ => None,
-            }
+        let outcome = match parse(&self.head) {
+            Parsed::Complete(n, framing) if n == self.head.len() => framing,
+            Parsed::Partial => return false,
+            _ => None,
         };
         self.head.clear();
         if self.head.capacity() > 8 * 1024 {
